@@ -1,0 +1,285 @@
+"""Typed run configuration with named profiles.
+
+A :class:`Config` is four dataclasses (data, model, loss, train). Three named profiles cover
+the uses of the project:
+
+* ``paper`` - the study as published: 44x44 -> 176x176, 16 residual blocks, batch 32,
+  learning rate 1e-4, 2500 epochs, ImageNet VGG19 for the content loss (a GPU job).
+* ``demo``  - minutes on a laptop CPU; small crops and a small network, MSE pre-training
+  first so that super-resolution beats bicubic before the adversarial phase.
+* ``smoke`` - seconds; for tests only.
+
+Any field can be overridden with ``section.field=value`` strings (the command line's
+``--set``) or the dedicated flags. The resolved config of every run is written as
+``config.json`` beside its outputs and read back on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+UNTRAINED = "untrained"
+IMAGENET = "imagenet"
+
+
+@dataclass
+class DataConfig:
+    """How images become (LR, HR) training pairs."""
+
+    hr_size: int = 176  # side of the HR crop, pixels
+    scale: int = 4  # HR side / LR side; a power of two
+    crop: str = "center"  # "center" (as the original) or "random" (seeded)
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    min_size: int | None = None  # smallest accepted image side; default hr_size
+    flips: bool = False  # random horizontal flips in the training pipeline
+    shuffle_buffer: int = 4096
+
+    @property
+    def lr_size(self) -> int:
+        return self.hr_size // self.scale
+
+
+@dataclass
+class ModelConfig:
+    """Generator and discriminator shapes (the study's defaults)."""
+
+    num_blocks: int = 16
+    filters: int = 64
+    upsample: str = "pixel_shuffle"  # "pixel_shuffle" + PReLU (paper) or "nearest" + LeakyReLU (original)
+    bn_momentum: float = 0.5  # the original's Keras BatchNormalization momentum
+    disc_filters: int = 64
+    disc_dense_units: int = 1024
+
+
+@dataclass
+class LossConfig:
+    """Perceptual loss = content + adversarial_weight * adversarial."""
+
+    content: str = "vgg"  # "vgg" (SRGAN) or "mse" (pixel loss only; SRResNet)
+    content_layer: str = "block5_conv4"
+    vgg_preprocessing: str = "paper"  # "paper": VGG's caffe preprocessing and features / 12.75; "raw": the original's [-1, 1] input, unscaled
+    feature_scale: float = 1.0 / 12.75
+    vgg_weights: str = IMAGENET  # "imagenet" or "untrained" (offline fallback, labelled everywhere)
+    adversarial_weight: float = 1e-3
+    real_label_mean: float = 0.9
+    fake_label_mean: float = 0.1
+    label_std: float = 0.05
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, checkpointing and health checks."""
+
+    epochs: int = 2500  # total adversarial epochs to reach (resume continues to this)
+    pretrain_epochs: int = 0  # generator-only pixel-MSE epochs before the adversarial phase
+    batch_size: int = 32
+    steps_per_epoch: int | None = None  # None: one pass over the training set
+    learning_rate: float = 1e-4
+    pretrain_learning_rate: float = 1e-4
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-8
+    seed: int = 0
+    deterministic: bool = True  # op determinism + seeds; makes resume bit-exact
+    jit_compile: str = "auto"  # "auto" (XLA on GPU), "on", "off"
+    mixed_precision: bool = False
+    checkpoint_every: int = 1  # epochs
+    keep_checkpoints: int = 3
+    sample_every: int = 10  # epochs
+    num_samples: int = 4  # fixed test images rendered into samples/
+    saturation_patience: int = 3  # epochs of a saturated D before the warning
+    saturation_threshold: float = 0.05  # |D(real) - D(fake)| below this with both near 0 or 1
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    profile: str = "paper"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ---- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Config":
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown config sections: {sorted(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            if f.name == "profile":
+                kwargs["profile"] = raw["profile"]
+                continue
+            section_cls = type(getattr(cls(), f.name))
+            section_known = {sf.name for sf in fields(section_cls)}
+            bad = set(raw[f.name]) - section_known
+            if bad:
+                raise ValueError(f"unknown fields in config section '{f.name}': {sorted(bad)}")
+            kwargs[f.name] = section_cls(**raw[f.name])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(raw)
+
+    # ---- overrides -----------------------------------------------------------------
+    def override(self, assignments: Iterable[str]) -> "Config":
+        """Return a copy with ``section.field=value`` assignments applied.
+
+        Values are parsed as JSON where possible (numbers, true/false, null), else taken as
+        strings, then checked against the field's type.
+        """
+        cfg = Config.from_dict(self.to_dict())
+        for assignment in assignments:
+            if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
+                raise ValueError(f"override '{assignment}' is not of the form section.field=value")
+            key, value_text = assignment.split("=", 1)
+            section_name, field_name = key.strip().split(".", 1)
+            section = getattr(cfg, section_name, None)
+            if section is None or not dataclasses.is_dataclass(section):
+                raise ValueError(f"override '{assignment}': no config section '{section_name}'")
+            if field_name not in {f.name for f in fields(section)}:
+                raise ValueError(f"override '{assignment}': section '{section_name}' has no field '{field_name}'")
+            setattr(section, field_name, _parse_value(value_text, getattr(section, field_name)))
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        d = self.data
+        if d.scale < 2 or d.scale & (d.scale - 1):
+            raise ValueError(f"data.scale must be a power of two >= 2, got {d.scale}")
+        if d.hr_size % d.scale:
+            raise ValueError(f"data.hr_size ({d.hr_size}) must be divisible by data.scale ({d.scale})")
+        if d.crop not in ("center", "random"):
+            raise ValueError(f"data.crop must be 'center' or 'random', got {d.crop!r}")
+        if not 0.0 <= d.test_fraction < 1.0:
+            raise ValueError(f"data.test_fraction must be in [0, 1), got {d.test_fraction}")
+        if self.model.upsample not in ("pixel_shuffle", "nearest"):
+            raise ValueError(f"model.upsample must be 'pixel_shuffle' or 'nearest', got {self.model.upsample!r}")
+        if self.loss.content not in ("vgg", "mse"):
+            raise ValueError(f"loss.content must be 'vgg' or 'mse', got {self.loss.content!r}")
+        if self.loss.vgg_preprocessing not in ("paper", "raw"):
+            raise ValueError(f"loss.vgg_preprocessing must be 'paper' or 'raw', got {self.loss.vgg_preprocessing!r}")
+        if self.loss.vgg_weights not in (IMAGENET, UNTRAINED):
+            raise ValueError(f"loss.vgg_weights must be 'imagenet' or 'untrained', got {self.loss.vgg_weights!r}")
+        if self.train.jit_compile not in ("auto", "on", "off"):
+            raise ValueError(f"train.jit_compile must be auto/on/off, got {self.train.jit_compile!r}")
+        if self.train.batch_size < 1 or self.train.epochs < 0 or self.train.pretrain_epochs < 0:
+            raise ValueError("train.batch_size must be >= 1 and epochs >= 0")
+
+    @property
+    def uses_untrained_features(self) -> bool:
+        return self.loss.content == "vgg" and self.loss.vgg_weights == UNTRAINED
+
+    def summary_lines(self) -> list[str]:
+        """Human-readable one-liners, with the untrained-VGG warning when it applies."""
+        d, m, l, t = self.data, self.model, self.loss, self.train
+        lines = [
+            f"profile={self.profile}  {d.lr_size}x{d.lr_size} -> {d.hr_size}x{d.hr_size} (x{d.scale}), crop={d.crop}",
+            f"generator: {m.num_blocks} blocks x {m.filters} filters, upsample={m.upsample}; "
+            f"discriminator base {m.disc_filters} filters, dense {m.disc_dense_units}",
+            f"content loss: {l.content}"
+            + (f" ({l.content_layer}, preprocessing={l.vgg_preprocessing}, weights={l.vgg_weights})" if l.content == "vgg" else "")
+            + f"; adversarial weight {l.adversarial_weight:g}",
+            f"train: {t.pretrain_epochs} MSE pre-training + {t.epochs} adversarial epochs, batch {t.batch_size}, "
+            f"lr {t.learning_rate:g}, seed {t.seed}, deterministic={t.deterministic}",
+        ]
+        if self.uses_untrained_features:
+            lines.append(UNTRAINED_VGG_WARNING)
+        return lines
+
+
+UNTRAINED_VGG_WARNING = (
+    "WARNING: content loss uses an UNTRAINED VGG19 (random weights, offline fallback); "
+    "results are not comparable with ImageNet-VGG SRGAN runs."
+)
+
+
+def _parse_value(text: str, current: Any) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true/false, got {text!r}")
+        return value
+    if isinstance(current, int) and not isinstance(current, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {text!r}")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {text!r}")
+        return float(value)
+    if isinstance(current, str) and not isinstance(value, str):
+        return text
+    return value
+
+
+# ---- profiles --------------------------------------------------------------------------
+
+def paper() -> Config:
+    """The study as published (a GPU job: ~2500 epochs)."""
+    return Config(profile="paper")
+
+
+def demo() -> Config:
+    """Minutes on a 2-core CPU. Untrained VGG is *not* implied: the demo chooses it explicitly."""
+    cfg = Config(profile="demo")
+    cfg.data = DataConfig(hr_size=64, scale=4, crop="center", flips=True)
+    cfg.model = ModelConfig(num_blocks=4, filters=32, disc_filters=16, disc_dense_units=128)
+    cfg.loss = LossConfig(content_layer="block2_conv2")
+    cfg.train = TrainConfig(
+        epochs=6, pretrain_epochs=30, batch_size=16, learning_rate=1e-4, pretrain_learning_rate=1e-3,
+        sample_every=2, jit_compile="off", num_samples=4,
+    )
+    return cfg
+
+
+def smoke() -> Config:
+    """Seconds; for tests. Tiny shapes, untrained VGG chosen explicitly and labelled."""
+    cfg = Config(profile="smoke")
+    cfg.data = DataConfig(hr_size=32, scale=4, crop="center")
+    cfg.model = ModelConfig(num_blocks=1, filters=8, disc_filters=8, disc_dense_units=16)
+    cfg.loss = LossConfig(content_layer="block2_conv2", vgg_weights=UNTRAINED)
+    cfg.train = TrainConfig(
+        epochs=2, pretrain_epochs=0, batch_size=4, steps_per_epoch=3, sample_every=1,
+        num_samples=2, jit_compile="off", progress=False,
+    )
+    return cfg
+
+
+PROFILES = {"paper": paper, "demo": demo, "smoke": smoke}
+
+
+def get_profile(name: str) -> Config:
+    try:
+        return PROFILES[name]()
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
