@@ -1,0 +1,56 @@
+"""Config profiles, overrides and JSON round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from upsampler.config import UNTRAINED_VGG_WARNING, Config, get_profile
+
+
+def test_paper_profile_is_the_study():
+    cfg = get_profile("paper")
+    assert (cfg.data.lr_size, cfg.data.hr_size, cfg.data.scale) == (44, 176, 4)
+    assert cfg.model.num_blocks == 16 and cfg.model.filters == 64
+    assert cfg.train.batch_size == 32 and cfg.train.learning_rate == 1e-4 and cfg.train.epochs == 2500
+    assert cfg.loss.vgg_weights == "imagenet" and cfg.loss.content_layer == "block5_conv4"
+    assert cfg.loss.adversarial_weight == 1e-3
+    assert not cfg.uses_untrained_features
+
+
+@pytest.mark.parametrize("name", ["paper", "demo", "smoke"])
+def test_profiles_validate_and_round_trip_through_json(name, tmp_path):
+    cfg = get_profile(name)
+    cfg.validate()
+    path = tmp_path / "config.json"
+    cfg.to_json(path)
+    assert Config.from_json(path) == cfg
+
+
+def test_smoke_profile_labels_its_untrained_vgg():
+    cfg = get_profile("smoke")
+    assert cfg.uses_untrained_features
+    assert UNTRAINED_VGG_WARNING in cfg.summary_lines()
+
+
+def test_overrides_parse_types_and_reject_unknown_fields():
+    cfg = get_profile("paper").override(["train.epochs=3", "model.upsample=nearest", "train.deterministic=false",
+                                         "loss.adversarial_weight=0.01", "train.steps_per_epoch=null"])
+    assert cfg.train.epochs == 3 and cfg.model.upsample == "nearest" and cfg.train.deterministic is False
+    assert cfg.loss.adversarial_weight == 0.01 and cfg.train.steps_per_epoch is None
+    with pytest.raises(ValueError, match="no field 'nonsense'"):
+        cfg.override(["train.nonsense=1"])
+    with pytest.raises(ValueError, match="no config section"):
+        cfg.override(["bogus.epochs=1"])
+    with pytest.raises(ValueError, match="integer"):
+        cfg.override(["train.epochs=many"])
+    with pytest.raises(ValueError, match="power of two"):
+        cfg.override(["data.scale=3"])
+
+
+def test_unknown_profile_and_bad_json_are_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        get_profile("huge")
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="config.json"):
+        Config.from_json(bad)

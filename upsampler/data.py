@@ -1,0 +1,854 @@
+"""Preprocessing (images -> processed train/test set) and the tf.data training pipeline.
+
+``preprocess`` turns a folder or ``.zip`` of photos into::
+
+    OUT/train/hr/<name>.png   HR crops, hr_size x hr_size, uint8 RGB
+    OUT/train/lr/<name>.png   LR inputs, (hr_size // scale)^2, Pillow antialiased bicubic
+    OUT/test/{hr,lr}/...      the same for the test split
+    OUT/manifest.csv          one row per accepted image (name, split, source, sha256, ...)
+    OUT/rejected.csv          one row per rejected file (source, kind, reason)
+    OUT/preprocess.json       parameters and counts; written last, it marks the set complete
+
+Running it again with the same source and parameters is a no-op ("already done"), which is
+what lets ``run_all.sh`` resume; different parameters into the same folder are refused
+(nothing is ever deleted). The train/test split depends only on the seed and the sorted
+relative paths (never on the order the file system lists files), optionally by group
+(e.g. CelebA identity) so that no person is in both splits.
+
+``load_split`` reads a split back as uint8 arrays; ``make_train_dataset`` serves one epoch
+of ``(lr, hr)`` float32 batches in [-1, 1] whose order and flips depend only on
+``(seed, epoch)``, so a resumed run sees exactly the batches it would have seen.
+TensorFlow is imported only inside ``make_train_dataset``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import sys
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from upsampler.config import DataConfig
+from upsampler.images import (
+    ImageDecodeError,
+    bicubic_downscale,
+    center_crop,
+    load_rgb,
+    random_crop,
+    save_png,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tensorflow as tf
+
+#: File extensions (lower case) treated as images when scanning a folder or zip.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+)
+SPLITS = ("train", "test")
+FORMAT_VERSION = 1
+
+INFO_FILE = "preprocess.json"
+MANIFEST_FILE = "manifest.csv"
+REJECTED_FILE = "rejected.csv"
+_IN_PROGRESS_FILE = ".preprocess-in-progress.json"
+_STAGING_DIR = ".staging"
+
+MANIFEST_COLUMNS = (
+    "name", "split", "source", "sha256", "width", "height", "mode",
+    "crop_top", "crop_left", "hr_size", "lr_size", "group",
+)
+REJECTED_COLUMNS = ("source", "kind", "reason")
+
+
+# ---- summary ---------------------------------------------------------------------------
+
+@dataclass
+class RejectedFile:
+    """A source file left out of the processed set: ``kind`` groups, ``reason`` explains."""
+
+    source: str  # path relative to the source folder, or the zip member name
+    kind: str  # "too small", "truncated", "not an image", "empty file", "duplicate", ...
+    reason: str  # e.g. "too small: 10x10 < 176"
+
+
+@dataclass
+class PreprocessSummary:
+    """What :func:`preprocess` made (or found already made) in ``out_dir``."""
+
+    source: str
+    out_dir: Path
+    n_candidates: int  # files with an image extension that were examined
+    n_train: int
+    n_test: int
+    rejected: list[RejectedFile] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    already_done: bool = False  # True when an identical earlier run was found and reused
+
+    @property
+    def n_accepted(self) -> int:
+        return self.n_train + self.n_test
+
+    @property
+    def n_rejected(self) -> int:
+        return len(self.rejected)
+
+    @property
+    def rejected_by_kind(self) -> dict[str, int]:
+        return dict(sorted(Counter(r.kind for r in self.rejected).items()))
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out_dir / MANIFEST_FILE
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.out_dir / REJECTED_FILE
+
+    @property
+    def info_path(self) -> Path:
+        return self.out_dir / INFO_FILE
+
+    def split_dir(self, split: str, resolution: str) -> Path:
+        """``OUT/<split>/<resolution>`` with split ``train``/``test`` and resolution ``hr``/``lr``."""
+        return self.out_dir / split / resolution
+
+    def __str__(self) -> str:
+        p = self.parameters
+        head = "already done: " if self.already_done else ""
+        lines = [
+            f"{head}{self.source} -> {self.out_dir}",
+            f"  {self.n_accepted} accepted (train {self.n_train}, test {self.n_test}), "
+            f"{self.n_rejected} rejected, of {self.n_candidates} image files examined",
+        ]
+        if p:
+            lines.append(
+                f"  HR {p.get('hr_size')}x{p.get('hr_size')} ({p.get('crop')} crop), "
+                f"LR {p.get('lr_size')}x{p.get('lr_size')} (x{p.get('scale')} bicubic), seed {p.get('seed')}"
+            )
+        for kind, count in self.rejected_by_kind.items():
+            lines.append(f"  rejected {count:>5}  {kind}")
+        if self.rejected:
+            lines.append(f"  details: {self.rejected_path}")
+        return "\n".join(lines)
+
+
+# ---- sources ---------------------------------------------------------------------------
+
+@dataclass
+class _Candidate:
+    relpath: str  # POSIX-style, relative to the source
+    read: Callable[[], bytes]
+
+
+def _is_image_name(name: str) -> bool:
+    pure = PurePosixPath(name)
+    if pure.name.startswith("._") or "__MACOSX" in pure.parts:  # macOS resource-fork litter
+        return False
+    return pure.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _folder_candidates(root: Path, exclude: Path | None) -> list[_Candidate]:
+    """Image files under ``root`` (recursive, symlinks followed once, ``exclude`` skipped)."""
+    candidates: list[_Candidate] = []
+    seen_dirs: set[str] = set()
+    exclude_real = os.path.realpath(exclude) if exclude is not None else None
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs or real == exclude_real:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames.sort()
+        for filename in sorted(filenames):
+            full = Path(dirpath) / filename
+            rel = full.relative_to(root).as_posix()
+            if _is_image_name(rel) and full.is_file():
+                candidates.append(_Candidate(rel, full.read_bytes))
+    return candidates
+
+
+def _zip_candidates(archive: zipfile.ZipFile) -> list[_Candidate]:
+    candidates = []
+    for info in archive.infolist():
+        if info.is_dir() or not _is_image_name(info.filename):
+            continue
+        name = info.filename.replace("\\", "/").lstrip("/")
+        candidates.append(_Candidate(name, lambda info=info: archive.read(info)))
+    return candidates
+
+
+# ---- parameters and existing outputs ---------------------------------------------------
+
+def _groups_digest(groups: Mapping[str, Any] | None) -> str | None:
+    if groups is None:
+        return None
+    text = json.dumps(sorted((str(k), str(v)) for k, v in groups.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _describe_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    return ", ".join(f"{k}: {old.get(k)!r} there vs {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k))
+
+
+def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _summary_from_disk(out_dir: Path, info: Mapping[str, Any], already_done: bool) -> PreprocessSummary:
+    rejected_rows = _read_csv_rows(out_dir / REJECTED_FILE) if (out_dir / REJECTED_FILE).exists() else []
+    counts = info.get("counts", {})
+    return PreprocessSummary(
+        source=info["parameters"]["source"],
+        out_dir=out_dir,
+        n_candidates=int(counts.get("candidates", 0)),
+        n_train=int(counts.get("train", 0)),
+        n_test=int(counts.get("test", 0)),
+        rejected=[RejectedFile(r["source"], r.get("kind", ""), r["reason"]) for r in rejected_rows],
+        parameters=dict(info["parameters"]),
+        already_done=already_done,
+    )
+
+
+def _outputs_complete(out_dir: Path) -> bool:
+    manifest = out_dir / MANIFEST_FILE
+    if not manifest.exists():
+        return False
+    for row in _read_csv_rows(manifest):
+        for resolution in ("hr", "lr"):
+            if not (out_dir / row["split"] / resolution / f"{row['name']}.png").is_file():
+                return False
+    return True
+
+
+def _check_existing_output(out_dir: Path, parameters: dict[str, Any]) -> PreprocessSummary | None:
+    """The summary of an identical finished run in ``out_dir``, None to (re)run, or ValueError."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output path {out_dir} exists and is not a folder; choose another --out")
+    info_path = out_dir / INFO_FILE
+    if info_path.exists():
+        try:
+            info = json.loads(info_path.read_text())
+            recorded = info["parameters"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{info_path} is unreadable ({exc}); choose another output folder") from exc
+        if recorded != parameters:
+            raise ValueError(
+                f"{out_dir} already holds a preprocessed set made with different parameters "
+                f"({_describe_differences(recorded, parameters)}); choose another output folder "
+                "(nothing was changed or deleted)"
+            )
+        if _outputs_complete(out_dir):
+            return _summary_from_disk(out_dir, info, already_done=True)
+        return None  # same parameters but files missing: regenerate (same names, same pixels)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        marker = out_dir / _IN_PROGRESS_FILE
+        if marker.exists():
+            try:
+                started = json.loads(marker.read_text()).get("parameters")
+            except json.JSONDecodeError:
+                started = None
+            if started == parameters:
+                return None  # an interrupted run with the same parameters: redo it
+            raise ValueError(
+                f"{out_dir} holds an unfinished preprocess run with different parameters; "
+                "choose another output folder (nothing was changed or deleted)"
+            )
+        raise ValueError(
+            f"{out_dir} is not empty and does not hold a finished preprocess output; "
+            "choose another (new or empty) output folder"
+        )
+    return None
+
+
+# ---- splitting -------------------------------------------------------------------------
+
+def _round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def _test_count(n_items: int, test_fraction: float) -> int:
+    """round(test_fraction * n), but at least one image on each side when that is possible."""
+    n_test = _round_half_up(test_fraction * n_items)
+    if test_fraction > 0 and n_items >= 2:
+        n_test = min(max(n_test, 1), n_items - 1)
+    return min(n_test, n_items)
+
+
+def _assign_splits(
+    relpaths: list[str], group_of: list[str] | None, test_fraction: float, seed: int
+) -> list[str]:
+    """``"train"``/``"test"`` per item of ``relpaths`` (which must be sorted).
+
+    Without groups: a ``default_rng(seed)`` permutation of the sorted items; the first
+    ``round(test_fraction * N)`` go to test. With groups: the sorted distinct group ids are
+    permuted the same way and whole groups go to test until it holds at least that many.
+    """
+    n_items = len(relpaths)
+    target = _test_count(n_items, test_fraction)
+    splits = ["train"] * n_items
+    rng = np.random.default_rng(seed)
+    if group_of is None:
+        for index in rng.permutation(n_items)[:target]:
+            splits[int(index)] = "test"
+        return splits
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(group_of):
+        members.setdefault(group, []).append(index)
+    group_ids = sorted(members)
+    n_test = 0
+    for g in rng.permutation(len(group_ids)):
+        if n_test >= target:
+            break
+        if len(group_ids) > 1 and n_test + len(members[group_ids[g]]) >= n_items:
+            continue  # never move every image to test
+        for index in members[group_ids[g]]:
+            splits[index] = "test"
+        n_test += len(members[group_ids[g]])
+    return splits
+
+
+def read_groups_csv(
+    path: str | os.PathLike, key_column: str = "file", group_column: str = "celeba_identity"
+) -> dict[str, str]:
+    """Read ``file -> group id`` from a CSV (default: ``meta/faces_celeba_identity.csv``).
+
+    Keys are matched against each image's path relative to the source, then its bare file
+    name. Raises FileNotFoundError for a missing file, ValueError for missing columns or a
+    key listed with two different groups.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"groups CSV not found: {path}")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        missing = [c for c in (key_column, group_column) if c not in columns]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing}; columns are {columns}")
+        groups: dict[str, str] = {}
+        for row in reader:
+            key, group = row[key_column].strip(), row[group_column].strip()
+            if key in groups and groups[key] != group:
+                raise ValueError(f"{path}: {key!r} is listed in groups {groups[key]!r} and {group!r}")
+            groups[key] = group
+    if not groups:
+        raise ValueError(f"{path}: no rows")
+    return groups
+
+
+def _group_for(relpath: str, groups: Mapping[str, Any]) -> str | None:
+    if relpath in groups:
+        return str(groups[relpath])
+    name = PurePosixPath(relpath).name
+    if name in groups:
+        return str(groups[name])
+    return None
+
+
+# ---- naming ----------------------------------------------------------------------------
+
+def _output_names(relpaths: list[str]) -> list[str]:
+    """One file stem per item; a stem shared (case-insensitively) gets a path-hash suffix."""
+    stems = [PurePosixPath(r).stem for r in relpaths]
+    counts = Counter(s.lower() for s in stems)
+    names = []
+    for relpath, stem in zip(relpaths, stems):
+        if counts[stem.lower()] > 1:
+            stem = f"{stem}-{hashlib.sha1(relpath.encode()).hexdigest()[:8]}"
+        names.append(stem)
+    return names
+
+
+# ---- preprocessing ---------------------------------------------------------------------
+
+@dataclass
+class _Accepted:
+    relpath: str
+    sha256: str
+    width: int
+    height: int
+    mode: str
+    crop_top: int
+    crop_left: int
+    group: str = ""
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _crop_origin(shape: tuple[int, ...], hr_size: int, crop: str, rng: np.random.Generator | None) -> tuple[int, int]:
+    if crop == "center":
+        return (shape[0] - hr_size) // 2, (shape[1] - hr_size) // 2
+    assert rng is not None
+    return int(rng.integers(0, shape[0] - hr_size + 1)), int(rng.integers(0, shape[1] - hr_size + 1))
+
+
+def preprocess(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    hr_size: int = 176,
+    scale: int = 4,
+    crop: str = "center",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    min_size: int | None = None,
+    groups: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> PreprocessSummary:
+    """Crop every usable image of ``source`` into an HR/LR train/test set under ``out_dir``.
+
+    Args:
+        source: a folder (searched recursively; extensions in ``IMAGE_EXTENSIONS``, any case)
+            or a ``.zip`` (members read directly, never extracted).
+        out_dir: output folder; new, empty, or holding an earlier run with the same
+            ``source`` and parameters (then this returns its summary at once).
+        hr_size: side of the square HR crop, pixels. The image is cropped at its original
+            resolution (no resize first), as in the original study.
+        scale: HR side / LR side; ``hr_size`` must be divisible by it.
+        crop: ``"center"`` or ``"random"`` (a window drawn from a generator keyed by
+            ``seed`` and the file's sha256, so it is the same whatever else is in the source).
+        test_fraction: share of accepted images in the test split, in [0, 1).
+        seed: split (and random crop) seed.
+        min_size: smallest accepted side in pixels (default and minimum: ``hr_size``).
+        groups: optional ``relative path or file name -> group id``; the split then keeps
+            every group on one side. Every accepted image must have a group.
+        limit: stop after this many accepted images (taken in sorted relative-path order).
+        progress: show a tqdm bar (stderr) and print the summary (stdout).
+
+    Rejected (listed in ``rejected.csv``, never fatal): empty, non-image, truncated or
+    corrupt files, images smaller than ``min_size`` on either side, and exact duplicates
+    (same file sha256, or the same decoded pixels) of an already accepted image.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: bad parameters, no usable image in ``source``, or ``out_dir`` holds
+            something else (a run with other parameters, or unrelated files).
+    """
+    source_path = Path(source)
+    out_path = Path(out_dir)
+    _validate_parameters(hr_size, scale, crop, test_fraction, min_size, limit)
+    if not source_path.exists():
+        raise FileNotFoundError(f"source not found: {source_path}")
+    is_zip = source_path.is_file() and source_path.suffix.lower() == ".zip"
+    if not (source_path.is_dir() or is_zip):
+        raise ValueError(f"source {source_path} is neither a folder nor a .zip file")
+    min_side = hr_size if min_size is None else min_size
+    parameters = {
+        "source": str(source_path.resolve()),
+        "hr_size": hr_size,
+        "scale": scale,
+        "lr_size": hr_size // scale,
+        "crop": crop,
+        "test_fraction": float(test_fraction),
+        "seed": int(seed),
+        "min_size": min_side,
+        "limit": limit,
+        "groups_sha256": _groups_digest(groups),
+    }
+    existing = _check_existing_output(out_path, parameters)
+    if existing is not None:
+        if progress:
+            print(f"preprocess: already done, reusing {out_path} (same source and parameters)")
+            print(existing)
+        return existing
+
+    archive = None
+    try:
+        if is_zip:
+            try:
+                archive = zipfile.ZipFile(source_path)
+            except zipfile.BadZipFile as exc:
+                raise ValueError(f"{source_path} is not a readable zip file ({exc})") from exc
+            candidates = _zip_candidates(archive)
+        else:
+            candidates = _folder_candidates(source_path, exclude=out_path)
+        candidates.sort(key=lambda c: c.relpath)
+        if not candidates:
+            raise ValueError(
+                f"no image files in {source_path} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, any case)"
+            )
+        accepted, rejected = _crop_candidates(
+            candidates, out_path, parameters, hr_size, scale, crop, seed, min_side, groups, limit, progress
+        )
+    finally:
+        if archive is not None:
+            archive.close()
+
+    if not accepted:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.kind for r in rejected).items()))
+        raise ValueError(f"no usable image in {source_path}: all {len(rejected)} image files were rejected ({kinds})")
+
+    summary = _finish(out_path, accepted, rejected, parameters, test_fraction, seed, len(candidates), groups is not None)
+    if progress:
+        print(summary)
+    return summary
+
+
+def _validate_parameters(
+    hr_size: int, scale: int, crop: str, test_fraction: float, min_size: int | None, limit: int | None
+) -> None:
+    if scale < 1 or hr_size < 1:
+        raise ValueError(f"hr_size and scale must be positive, got {hr_size} and {scale}")
+    if hr_size % scale:
+        raise ValueError(f"hr_size ({hr_size}) must be divisible by scale ({scale})")
+    if crop not in ("center", "random"):
+        raise ValueError(f"crop must be 'center' or 'random', got {crop!r}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if min_size is not None and min_size < hr_size:
+        raise ValueError(f"min_size ({min_size}) must be at least hr_size ({hr_size})")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+
+
+def _crop_candidates(
+    candidates: list[_Candidate],
+    out_path: Path,
+    parameters: dict[str, Any],
+    hr_size: int,
+    scale: int,
+    crop: str,
+    seed: int,
+    min_side: int,
+    groups: Mapping[str, Any] | None,
+    limit: int | None,
+    progress: bool,
+) -> tuple[list[_Accepted], list[RejectedFile]]:
+    """Decode, check, crop and stage every candidate; staged files are ``<sha256>_{hr,lr}.png``."""
+    from tqdm.auto import tqdm
+
+    staging = out_path / _STAGING_DIR
+    accepted: list[_Accepted] = []
+    rejected: list[RejectedFile] = []
+    by_file_hash: dict[str, str] = {}
+    by_pixel_hash: dict[str, str] = {}
+    missing_group: list[str] = []
+    started = False
+    bar = tqdm(candidates, desc="preprocess", unit="img", disable=not progress, file=sys.stderr)
+    for candidate in bar:
+        if limit is not None and len(accepted) >= limit:
+            break
+        relpath = candidate.relpath
+        try:
+            data = candidate.read()
+        except (OSError, zipfile.BadZipFile, RuntimeError) as exc:
+            rejected.append(RejectedFile(relpath, "unreadable", f"unreadable ({exc})"))
+            continue
+        if not data:
+            rejected.append(RejectedFile(relpath, "empty file", "empty file"))
+            continue
+        file_hash = hashlib.sha256(data).hexdigest()
+        if file_hash in by_file_hash:
+            rejected.append(RejectedFile(relpath, "duplicate", f"duplicate of {by_file_hash[file_hash]}"))
+            continue
+        try:
+            image = load_rgb(data, name=relpath)
+        except ImageDecodeError as exc:
+            rejected.append(RejectedFile(relpath, exc.kind, exc.reason))
+            continue
+        height, width = image.shape[:2]
+        if width < min_side or height < min_side:
+            rejected.append(RejectedFile(relpath, "too small", f"too small: {width}x{height} < {min_side}"))
+            continue
+        pixel_hash = hashlib.sha256(f"{image.shape}".encode() + image.tobytes()).hexdigest()
+        if pixel_hash in by_pixel_hash:
+            rejected.append(
+                RejectedFile(relpath, "duplicate", f"duplicate of {by_pixel_hash[pixel_hash]} (identical pixels)")
+            )
+            continue
+        group = ""
+        if groups is not None:
+            found = _group_for(relpath, groups)
+            if found is None:
+                missing_group.append(relpath)
+                continue
+            group = found
+        rng = np.random.default_rng([seed, int(file_hash[:16], 16)]) if crop == "random" else None
+        top, left = _crop_origin(image.shape, hr_size, crop, rng)
+        hr = image[top : top + hr_size, left : left + hr_size]
+        lr = bicubic_downscale(hr, scale)
+        if not started:  # create the output folder only once something will go in it
+            staging.mkdir(parents=True, exist_ok=True)
+            _write_json(out_path / _IN_PROGRESS_FILE, {"parameters": parameters})
+            started = True
+        save_png(hr, staging / f"{file_hash}_hr.png")
+        save_png(lr, staging / f"{file_hash}_lr.png")
+        by_file_hash[file_hash] = relpath
+        by_pixel_hash[pixel_hash] = relpath
+        accepted.append(_Accepted(relpath, file_hash, width, height, _source_mode(data), top, left, group))
+    bar.close()
+    if missing_group:
+        examples = ", ".join(missing_group[:3])
+        raise ValueError(
+            f"{len(missing_group)} accepted image(s) have no group in the groups mapping (e.g. {examples}); "
+            "every image needs a group for a group split"
+        )
+    return accepted, rejected
+
+
+def _source_mode(data: bytes) -> str:
+    """Pillow mode of the original file (for the manifest), e.g. ``RGB``, ``CMYK``, ``I;16``."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.mode
+    except Exception:  # already decoded once; never fatal here
+        return ""
+
+
+def _finish(
+    out_path: Path,
+    accepted: list[_Accepted],
+    rejected: list[RejectedFile],
+    parameters: dict[str, Any],
+    test_fraction: float,
+    seed: int,
+    n_candidates: int,
+    grouped: bool,
+) -> PreprocessSummary:
+    """Split, move staged files to their final names, write the CSVs and preprocess.json."""
+    accepted.sort(key=lambda a: a.relpath)
+    relpaths = [a.relpath for a in accepted]
+    splits = _assign_splits(relpaths, [a.group for a in accepted] if grouped else None, test_fraction, seed)
+    names = _output_names(relpaths)
+    staging = out_path / _STAGING_DIR
+    for split in SPLITS:
+        for resolution in ("hr", "lr"):
+            (out_path / split / resolution).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item, split, name in zip(accepted, splits, names):
+        for resolution in ("hr", "lr"):
+            os.replace(staging / f"{item.sha256}_{resolution}.png", out_path / split / resolution / f"{name}.png")
+        rows.append(
+            {
+                "name": name, "split": split, "source": item.relpath, "sha256": item.sha256,
+                "width": item.width, "height": item.height, "mode": item.mode,
+                "crop_top": item.crop_top, "crop_left": item.crop_left,
+                "hr_size": parameters["hr_size"], "lr_size": parameters["lr_size"], "group": item.group,
+            }
+        )
+    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["source"]))
+    rejected = sorted(rejected, key=lambda r: r.source)
+    _write_csv(out_path / MANIFEST_FILE, MANIFEST_COLUMNS, rows)
+    _write_csv(out_path / REJECTED_FILE, REJECTED_COLUMNS, [vars(r) for r in rejected])
+    n_test = splits.count("test")
+    from upsampler import __version__
+    from PIL import __version__ as pillow_version
+
+    info = {
+        "format_version": FORMAT_VERSION,
+        "parameters": parameters,
+        "counts": {
+            "candidates": n_candidates,
+            "accepted": len(accepted),
+            "train": len(accepted) - n_test,
+            "test": n_test,
+            "rejected": len(rejected),
+            "rejected_by_kind": dict(sorted(Counter(r.kind for r in rejected).items())),
+        },
+        "software": {"upsampler": __version__, "pillow": pillow_version, "numpy": np.__version__},
+    }
+    _write_json(out_path / INFO_FILE, info)  # last: marks the set complete
+    (out_path / _IN_PROGRESS_FILE).unlink(missing_ok=True)
+    try:
+        staging.rmdir()  # our own, now empty, staging folder
+    except OSError:
+        pass
+    return _summary_from_disk(out_path, info, already_done=False)
+
+
+# ---- reading a processed set -----------------------------------------------------------
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def load_split(processed_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Load one split of a processed set: ``(lr, hr, names)`` in manifest order.
+
+    ``lr`` is ``uint8 (N, h, w, 3)``, ``hr`` is ``uint8 (N, H, W, 3)``, ``names`` the file
+    stems. Raises FileNotFoundError when the folder or its manifest is missing, ValueError
+    for an unknown or empty split.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root = Path(processed_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"processed data folder not found: {root} (run `upsampler preprocess` first)")
+    manifest = root / MANIFEST_FILE
+    if not manifest.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_FILE} in {root}: not a processed set (run `upsampler preprocess` first)")
+    names = [row["name"] for row in _read_csv_rows(manifest) if row["split"] == split]
+    if not names:
+        raise ValueError(f"the {split} split of {root} is empty")
+    hr = np.stack([_read_png(root / split / "hr" / f"{name}.png") for name in names])
+    lr = np.stack([_read_png(root / split / "lr" / f"{name}.png") for name in names])
+    return lr, hr, names
+
+
+# ---- training pipeline -----------------------------------------------------------------
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Full batches in one pass over ``n_images`` (the remainder is dropped)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if n_images < batch_size:
+        raise ValueError(f"the training set has {n_images} images, fewer than one batch of {batch_size}")
+    return n_images // batch_size
+
+
+def epoch_order(n_images: int, *, seed: int, epoch: int, flips: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The image order and horizontal-flip flags of one epoch, a pure function of (seed, epoch).
+
+    Returns ``(indices, flip)``: a permutation of ``range(n_images)`` from
+    ``np.random.default_rng([seed, epoch])`` and a boolean per position (all False when
+    ``flips`` is off) from ``np.random.default_rng([seed, epoch, 1])``.
+    """
+    indices = np.random.default_rng([seed, epoch]).permutation(n_images)
+    if flips:
+        flip = np.random.default_rng([seed, epoch, 1]).random(n_images) < 0.5
+    else:
+        flip = np.zeros(n_images, dtype=bool)
+    return indices, flip
+
+
+def make_train_dataset(
+    lr: np.ndarray,
+    hr: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    flips: bool = False,
+    shuffle_buffer: int = 4096,
+    skip_batches: int = 0,
+) -> "tf.data.Dataset":
+    """One epoch of ``(lr, hr)`` batches, float32 in [-1, 1], fully determined by (seed, epoch).
+
+    Args:
+        lr, hr: uint8 arrays ``(N, h, w, 3)`` and ``(N, H, W, 3)`` (from :func:`load_split`).
+        batch_size: images per batch; the last partial batch is dropped, so every batch
+            has this static size.
+        seed, epoch: the shuffle key (see :func:`epoch_order`). Same key, same batches;
+            nothing depends on thread timing.
+        flips: mirror left-right the same images in LR and HR, decided per (seed, epoch,
+            position).
+        shuffle_buffer: kept for configuration compatibility; unused, because the order is
+            a full permutation of the epoch (what an unbounded shuffle buffer would give).
+        skip_batches: start at this batch of the epoch (a run resumed mid-epoch);
+            ``0 <= skip_batches <= steps_per_epoch``.
+
+    The uint8 -> float conversion (``x / 127.5 - 1``) happens on the fly; batches are
+    prefetched. Raises ValueError when there are fewer images than ``batch_size``.
+    """
+    import tensorflow as tf
+
+    lr = np.asarray(lr)
+    hr = np.asarray(hr)
+    if lr.ndim != 4 or hr.ndim != 4 or len(lr) != len(hr):
+        raise ValueError(f"lr and hr must be (N, h, w, C) arrays of equal N, got {lr.shape} and {hr.shape}")
+    if lr.dtype != np.uint8 or hr.dtype != np.uint8:
+        raise ValueError(f"lr and hr must be uint8, got {lr.dtype} and {hr.dtype}")
+    if shuffle_buffer < 1:
+        raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
+    n_batches = steps_per_epoch(len(lr), batch_size)
+    if not 0 <= skip_batches <= n_batches:
+        raise ValueError(f"skip_batches must be in [0, {n_batches}] for this epoch, got {skip_batches}")
+    indices, flip = epoch_order(len(lr), seed=seed, epoch=epoch, flips=flips)
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for b in range(skip_batches, n_batches):
+            window = slice(b * batch_size, (b + 1) * batch_size)
+            chosen = np.sort(indices[window]) if False else indices[window]
+            lr_batch, hr_batch = lr[chosen], hr[chosen]
+            mirrored = flip[window]
+            if mirrored.any():
+                lr_batch[mirrored] = lr_batch[mirrored, :, ::-1]
+                hr_batch[mirrored] = hr_batch[mirrored, :, ::-1]
+            yield lr_batch, hr_batch
+
+    signature = (
+        tf.TensorSpec((batch_size, *lr.shape[1:]), tf.uint8),
+        tf.TensorSpec((batch_size, *hr.shape[1:]), tf.uint8),
+    )
+
+    def to_unit_range(lr_batch: "tf.Tensor", hr_batch: "tf.Tensor") -> tuple["tf.Tensor", "tf.Tensor"]:
+        return (
+            tf.cast(lr_batch, tf.float32) / 127.5 - 1.0,
+            tf.cast(hr_batch, tf.float32) / 127.5 - 1.0,
+        )
+
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    dataset = dataset.map(to_unit_range, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# ---- command line ----------------------------------------------------------------------
+
+def configure_preprocess_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``upsampler preprocess`` (defaults from :class:`upsampler.config.DataConfig`)."""
+    defaults = DataConfig()
+    parser.add_argument("source", help="folder (searched recursively) or .zip of images")
+    parser.add_argument("--out", required=True, help="output folder (new, empty, or an identical earlier run)")
+    parser.add_argument("--hr-size", type=int, default=defaults.hr_size, help="HR crop side, pixels (default %(default)s)")
+    parser.add_argument("--scale", type=int, default=defaults.scale, help="HR side / LR side (default %(default)s)")
+    parser.add_argument("--crop", choices=("center", "random"), default=defaults.crop, help="crop position (default %(default)s)")
+    parser.add_argument("--test-fraction", type=float, default=defaults.test_fraction, help="share of images in the test split (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.split_seed, help="split / random-crop seed (default %(default)s)")
+    parser.add_argument("--min-size", type=int, default=defaults.min_size, help="smallest accepted image side (default: --hr-size)")
+    parser.add_argument("--groups", help="CSV mapping file name -> group (e.g. meta/faces_celeba_identity.csv): split by group")
+    parser.add_argument("--group-key-column", default="file", help="file-name column of --groups (default %(default)s)")
+    parser.add_argument("--group-column", default="celeba_identity", help="group column of --groups (default %(default)s)")
+    parser.add_argument("--limit", type=int, help="stop after this many accepted images (sorted path order)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    """``upsampler preprocess``: returns 0; bad input raises ValueError/FileNotFoundError (exit 2)."""
+    groups = read_groups_csv(args.groups, args.group_key_column, args.group_column) if args.groups else None
+    preprocess(
+        args.source,
+        args.out,
+        hr_size=args.hr_size,
+        scale=args.scale,
+        crop=args.crop,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        min_size=args.min_size,
+        groups=groups,
+        limit=args.limit,
+        progress=not args.quiet,
+    )
+    return 0

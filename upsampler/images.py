@@ -1,0 +1,287 @@
+"""Robust image decoding, pixel-range helpers, crops and the bicubic baseline.
+
+Pure Pillow + NumPy (no TensorFlow), so that preprocessing and the metric commands start fast.
+
+Conventions used across the project:
+
+* an *image* is a NumPy ``uint8`` array of shape ``(H, W, 3)`` (RGB, values 0..255);
+* the networks see ``float32`` in ``[-1, 1]``: :func:`to_float` maps 0..255 to [-1, 1] and
+  :func:`to_uint8` maps back (rounded, clipped). The pair round-trips all 256 values exactly;
+* "bicubic" means Pillow's ``Image.resize(..., BICUBIC)``, which is antialiased when it
+  downscales (its kernel is widened by the scale factor), as in the original study.
+  :func:`bicubic_downscale` makes the LR inputs and :func:`bicubic_upscale` is the "real
+  bicubic" baseline every model is compared against.
+
+Colour policy of :func:`load_rgb` (one rule per Pillow mode):
+
+=====================  ===============================================================
+mode                   conversion to 8-bit RGB
+=====================  ===============================================================
+RGB                    as is
+RGBA, LA, PA, RGBa, La alpha-composited onto a **white** background, rounded
+P (palette)            through RGBA (then onto white) when it has a transparency entry,
+                       else Pillow's palette lookup
+L, 1                   grey replicated to the three channels (1-bit: 0 or 255)
+I;16*, I               16-bit grey scaled to 8 bit as ``round(v / 257)`` (65535 -> 255,
+                       32896 -> 128); ``I`` (32-bit) is clipped to 0..65535 first
+F                      float grey, taken as 0..255, rounded and clipped
+CMYK, YCbCr, others    Pillow's ``convert("RGB")`` (Adobe-inverted CMYK JPEGs are handled
+                       by Pillow's JPEG reader)
+=====================  ===============================================================
+
+EXIF orientation is applied first (``ImageOps.exif_transpose``), so a portrait photo stored
+sideways comes out upright. ICC profiles are ignored (pixels are taken as sRGB). Multi-frame
+files (GIF, TIFF) give their first frame. Known limit: Pillow itself reads 16-bit-per-channel
+*colour* PNGs as 8-bit RGB by keeping the high byte (``v // 256``), which differs from
+``round(v / 257)`` by at most one level; only 16-bit *grey* PNGs reach us at full depth.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+PathOrBytes = Union[str, os.PathLike, bytes, bytearray, memoryview]
+
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+class ImageDecodeError(ValueError):
+    """A file that cannot be turned into an RGB image.
+
+    ``str(error)`` is ``"<name>: <reason>"``. ``kind`` is a short category used to group
+    rejections in summaries: ``"empty file"``, ``"not an image"``, ``"truncated"``,
+    ``"corrupt"``, ``"too large"``, ``"unsupported mode"`` or ``"unreadable"``; ``reason``
+    is the category plus detail, e.g. ``"truncated (image file is truncated ...)"``.
+    """
+
+    def __init__(self, name: str, kind: str, detail: str | None = None) -> None:
+        self.name = name
+        self.kind = kind
+        self.reason = f"{kind} ({detail})" if detail else kind
+        super().__init__(f"{name}: {self.reason}")
+
+
+# ---- decoding --------------------------------------------------------------------------
+
+def load_rgb(path_or_bytes: PathOrBytes, name: str | None = None) -> np.ndarray:
+    """Decode an image file (a path, or its bytes) to an ``(H, W, 3)`` ``uint8`` RGB array.
+
+    ``name`` labels the file in error messages (default: the path, or ``"<bytes>"``).
+    EXIF orientation is applied and every Pillow mode is converted by the policy in the
+    module docstring. The whole file is decoded (``Image.load``), so truncated files fail
+    here instead of producing grey bands later.
+
+    Raises:
+        ImageDecodeError: (a ``ValueError``) empty file, not an image, truncated or
+            corrupt data, an unsupported mode, or a decompression bomb; the message names
+            the file and the reason.
+        FileNotFoundError: the path does not exist.
+    """
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data = bytes(path_or_bytes)
+        label = name if name is not None else "<bytes>"
+    else:
+        path = Path(path_or_bytes)
+        label = name if name is not None else str(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # permissions, a directory, an I/O error
+            raise ImageDecodeError(label, "unreadable", exc.strerror or str(exc)) from exc
+    return _decode_bytes(data, label)
+
+
+def _decode_bytes(data: bytes, label: str) -> np.ndarray:
+    if len(data) == 0:
+        raise ImageDecodeError(label, "empty file")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(label, "not an image", "unrecognised file format") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(label, "too large", str(exc)) from exc
+    except Exception as exc:  # Pillow plugins raise SyntaxError/OSError/... on bad headers
+        raise ImageDecodeError(label, "corrupt", _short(exc)) from exc
+    try:
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(label, "too large", str(exc)) from exc
+    except Exception as exc:  # OSError "image file is truncated", SyntaxError "broken PNG", ...
+        message = _short(exc)
+        kind = "truncated" if "truncat" in message.lower() else "corrupt"
+        raise ImageDecodeError(label, kind, message) from exc
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # unreadable EXIF block: keep the pixels as stored
+        pass
+    try:
+        rgb = _to_rgb_array(img)
+    except Exception as exc:
+        raise ImageDecodeError(label, "unsupported mode", f"{img.mode}: {_short(exc)}") from exc
+    return rgb
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode == "RGB":
+        arr = np.asarray(img, dtype=np.uint8)
+    elif mode == "P" and "transparency" in img.info:
+        arr = _composite_on_white(np.asarray(img.convert("RGBA"), dtype=np.uint8))
+    elif mode in _ALPHA_MODES:
+        rgba = img if mode == "RGBA" else img.convert("RGBA")
+        arr = _composite_on_white(np.asarray(rgba, dtype=np.uint8))
+    elif mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(img).astype(np.int64)
+        values = np.clip(values, 0, 65535)
+        grey = ((2 * values + 257) // 514).astype(np.uint8)  # round(v / 257), exact in integers
+        arr = np.repeat(grey[..., None], 3, axis=-1)
+    elif mode == "F":
+        grey = np.clip(np.round(np.nan_to_num(np.asarray(img, dtype=np.float64))), 0, 255).astype(np.uint8)
+        arr = np.repeat(grey[..., None], 3, axis=-1)
+    else:  # L, 1, P without transparency, CMYK, YCbCr, LAB, HSV, ...
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"conversion gave shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """``round(rgb * a/255 + 255 * (1 - a/255))`` per channel, in integers."""
+    rgb = rgba[..., :3].astype(np.uint32)
+    alpha = rgba[..., 3:4].astype(np.uint32)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a ``uint8`` image (``(H, W, 3)`` RGB or ``(H, W)`` grey) as a PNG; returns the path.
+
+    Parent folders are created. Float arrays are refused: convert with :func:`to_uint8`
+    first so that the [-1, 1] -> 0..255 mapping is explicit.
+    """
+    arr = np.asarray(array)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"save_png expects uint8 pixels, got {arr.dtype} (use to_uint8 for [-1, 1] floats)")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4))):
+        raise ValueError(f"save_png expects (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(arr)).save(path, format="PNG")
+    return path
+
+
+# ---- pixel ranges ----------------------------------------------------------------------
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """``uint8`` 0..255 -> ``float32`` in [-1, 1], as ``x / 127.5 - 1`` (0 -> -1, 255 -> 1)."""
+    return (np.asarray(image, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float in [-1, 1] -> ``uint8`` 0..255, as ``round((x + 1) * 127.5)`` clipped to 0..255.
+
+    Values outside [-1, 1] saturate; NaN maps to 0. Inverse of :func:`to_float` on all 256
+    levels.
+    """
+    scaled = (np.asarray(image, dtype=np.float32) + np.float32(1.0)) * np.float32(127.5)
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+# ---- crops -----------------------------------------------------------------------------
+
+def _crop_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, (tuple, list)):
+        height, width = int(size[0]), int(size[1])
+    else:
+        height = width = int(size)
+    if height < 1 or width < 1:
+        raise ValueError(f"crop size must be positive, got {size}")
+    return height, width
+
+
+def _check_fits(img: np.ndarray, height: int, width: int) -> None:
+    if img.shape[0] < height or img.shape[1] < width:
+        raise ValueError(f"image of {img.shape[1]}x{img.shape[0]} (WxH) is smaller than the {width}x{height} crop")
+
+
+def center_crop(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """The central ``size`` x ``size`` (or ``(height, width)``) window of an ``(H, W, ...)`` image.
+
+    The window starts at ``((H - h) // 2, (W - w) // 2)``: with an odd margin the extra
+    pixel is left at the bottom/right. Raises ``ValueError`` when the image is smaller.
+    """
+    height, width = _crop_size(size)
+    _check_fits(img, height, width)
+    top = (img.shape[0] - height) // 2
+    left = (img.shape[1] - width) // 2
+    return img[top : top + height, left : left + width]
+
+
+def random_crop(img: np.ndarray, size: int | tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A uniformly placed ``size`` window of an ``(H, W, ...)`` image, drawn from ``rng``.
+
+    Takes exactly two ``rng.integers`` draws (top, then left), so a seeded generator gives
+    a reproducible crop. Raises ``ValueError`` when the image is smaller than the window.
+    """
+    height, width = _crop_size(size)
+    _check_fits(img, height, width)
+    top = int(rng.integers(0, img.shape[0] - height + 1))
+    left = int(rng.integers(0, img.shape[1] - width + 1))
+    return img[top : top + height, left : left + width]
+
+
+# ---- bicubic ---------------------------------------------------------------------------
+
+def _resize_uint8(img: np.ndarray, size_for: Callable[[int, int], tuple[int, int]], what: str) -> np.ndarray:
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"{what} expects uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 4:  # a batch (N, H, W, C)
+        return np.stack([_resize_uint8(one, size_for, what) for one in arr])
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{what} expects (H, W), (H, W, C) or (N, H, W, C), got shape {arr.shape}")
+    height, width = arr.shape[:2]
+    new_width, new_height = size_for(width, height)
+    if new_width < 1 or new_height < 1:
+        raise ValueError(f"{what}: {width}x{height} is too small for this scale")
+    squeeze = arr.ndim == 3 and arr.shape[-1] == 1
+    pil = Image.fromarray(np.ascontiguousarray(arr[..., 0] if squeeze else arr))
+    out = np.asarray(pil.resize((new_width, new_height), Image.Resampling.BICUBIC), dtype=np.uint8)
+    return out[..., None] if squeeze else out
+
+
+def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
+    """Downscale a ``uint8`` image by ``scale`` with Pillow's antialiased bicubic.
+
+    The output is ``(H // scale, W // scale)``; accepts ``(H, W)``, ``(H, W, C)`` or a
+    batch ``(N, H, W, C)``. This is how every LR input of the project is made.
+    """
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    return _resize_uint8(hr, lambda w, h: (w // scale, h // scale), "bicubic_downscale")
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """Upscale a ``uint8`` image by ``scale`` with Pillow's bicubic: the "real bicubic" baseline.
+
+    The output is ``(H * scale, W * scale)``; accepts ``(H, W)``, ``(H, W, C)`` or a batch.
+    """
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    return _resize_uint8(lr, lambda w, h: (w * scale, h * scale), "bicubic_upscale")

@@ -1,0 +1,174 @@
+"""SRGAN generator and discriminator (Ledig et al., CVPR 2017), as used by the study.
+
+Builders return ``keras.Model`` objects whose keyword defaults are the study's settings, and
+name every layer so code can address them by name (``model.get_layer("res_block_3_conv_1")``).
+Images enter and leave the generator in [-1, 1] (``x / 127.5 - 1``), NHWC.
+
+Custom layers are registered with Keras, so ``keras.models.load_model("generator.keras")``
+reloads a saved generator after ``import upsampler.models`` without ``safe_mode=False``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+PACKAGE = "upsampler"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PixelShuffle(layers.Layer):
+    """Sub-pixel convolution's rearrangement: (H, W, C * r^2) -> (H * r, W * r, C)."""
+
+    def __init__(self, factor: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        return tf.nn.depth_to_space(inputs, self.factor)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        r = self.factor
+        return (b, None if h is None else h * r, None if w is None else w * r, None if c is None else c // (r * r))
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+def _upsample_steps(scale: int) -> int:
+    steps = int(round(math.log2(scale)))
+    if scale < 2 or 2**steps != scale:
+        raise ValueError(f"scale must be a power of two >= 2, got {scale}")
+    return steps
+
+
+def build_generator(
+    *,
+    scale: int = 4,
+    num_blocks: int = 16,
+    filters: int = 64,
+    upsample: str = "pixel_shuffle",
+    bn_momentum: float = 0.5,
+    input_size: int | None = None,
+    name: str = "generator",
+) -> keras.Model:
+    """SRResNet generator: LR image in [-1, 1] -> SR image in [-1, 1] (``scale`` times larger).
+
+    Conv9x9 -> PReLU; ``num_blocks`` residual blocks (Conv3x3-BN-PReLU-Conv3x3-BN + skip);
+    Conv3x3-BN + long skip; log2(scale) upsampling blocks; Conv9x9 -> tanh.
+
+    Args:
+        scale: upscaling factor, a power of two (the study: 4).
+        num_blocks: residual blocks (the study: 16).
+        filters: feature maps in the trunk (the study: 64).
+        upsample: ``"pixel_shuffle"`` (the SRGAN paper: Conv 4*filters -> PixelShuffle(2) ->
+            PReLU; ~1.55 M parameters at the defaults) or ``"nearest"`` (the original study:
+            Conv 256 -> UpSampling2D(2) -> LeakyReLU(0.2); ~2.04 M parameters).
+        bn_momentum: BatchNormalization momentum (the original's 0.5).
+        input_size: fixes the LR side; ``None`` (default) accepts any size, which tiled
+            inference relies on.
+    """
+    if upsample not in ("pixel_shuffle", "nearest"):
+        raise ValueError(f"upsample must be 'pixel_shuffle' or 'nearest', got {upsample!r}")
+    steps = _upsample_steps(scale)
+
+    lr = keras.Input(shape=(input_size, input_size, 3), name="lr")
+    x = layers.Conv2D(filters, 9, padding="same", name="head_conv")(lr)
+    x = layers.PReLU(shared_axes=[1, 2], name="head_prelu")(x)
+    head = x
+    for b in range(num_blocks):
+        skip = x
+        x = layers.Conv2D(filters, 3, padding="same", name=f"res_block_{b}_conv_1")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"res_block_{b}_bn_1")(x)
+        x = layers.PReLU(shared_axes=[1, 2], name=f"res_block_{b}_prelu")(x)
+        x = layers.Conv2D(filters, 3, padding="same", name=f"res_block_{b}_conv_2")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"res_block_{b}_bn_2")(x)
+        x = layers.Add(name=f"res_block_{b}_add")([skip, x])
+    x = layers.Conv2D(filters, 3, padding="same", name="trunk_conv")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="trunk_bn")(x)
+    x = layers.Add(name="trunk_add")([head, x])
+    for u in range(steps):
+        if upsample == "pixel_shuffle":
+            x = layers.Conv2D(filters * 4, 3, padding="same", name=f"upsample_{u}_conv")(x)
+            x = PixelShuffle(2, name=f"upsample_{u}_shuffle")(x)
+            x = layers.PReLU(shared_axes=[1, 2], name=f"upsample_{u}_prelu")(x)
+        else:
+            x = layers.Conv2D(256, 3, padding="same", name=f"upsample_{u}_conv")(x)
+            x = layers.UpSampling2D(2, interpolation="nearest", name=f"upsample_{u}_nearest")(x)
+            x = layers.LeakyReLU(negative_slope=0.2, name=f"upsample_{u}_lrelu")(x)
+    sr = layers.Conv2D(3, 9, padding="same", activation="tanh", name="sr", dtype="float32")(x)
+    return keras.Model(lr, sr, name=name)
+
+
+DISCRIMINATOR_BLOCKS = ((1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1), (8, 2))  # (filter multiple, stride)
+
+
+def build_discriminator(
+    *,
+    hr_size: int = 176,
+    filters: int = 64,
+    dense_units: int = 1024,
+    bn_momentum: float = 0.5,
+    name: str = "discriminator",
+) -> keras.Model:
+    """SRGAN discriminator: HR-sized image in [-1, 1] -> one real/fake **logit** per image.
+
+    Conv3x3(64)-LeakyReLU, then seven Conv3x3-BN-LeakyReLU blocks with (filters, stride)
+    (64,2) (128,1) (128,2) (256,1) (256,2) (512,1) (512,2), Flatten, Dense(1024)-LeakyReLU,
+    Dense(1). The sigmoid of the study is not part of the model: losses are computed on
+    logits (numerically stable; the original's clipped probabilities saturated and passed no
+    gradient). ~68.1 M parameters at 176x176, 63.4 M of them in the first Dense layer.
+    """
+    if hr_size % 16:
+        raise ValueError(f"hr_size must be divisible by 16 (four stride-2 blocks), got {hr_size}")
+    hr = keras.Input(shape=(hr_size, hr_size, 3), name="image")
+    x = layers.Conv2D(filters, 3, padding="same", name="conv_0")(hr)
+    x = layers.LeakyReLU(negative_slope=0.2, name="lrelu_0")(x)
+    for i, (multiple, stride) in enumerate(DISCRIMINATOR_BLOCKS, start=1):
+        x = layers.Conv2D(filters * multiple, 3, strides=stride, padding="same", name=f"conv_{i}")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn_{i}")(x)
+        x = layers.LeakyReLU(negative_slope=0.2, name=f"lrelu_{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense_units, name="dense_0")(x)
+    x = layers.LeakyReLU(negative_slope=0.2, name="dense_lrelu")(x)
+    logit = layers.Dense(1, name="logit", dtype="float32")(x)
+    return keras.Model(hr, logit, name=name)
+
+
+def build_models_from_config(config) -> tuple[keras.Model, keras.Model]:
+    """Generator and discriminator for an :class:`upsampler.config.Config`."""
+    m, d = config.model, config.data
+    generator = build_generator(
+        scale=d.scale, num_blocks=m.num_blocks, filters=m.filters, upsample=m.upsample, bn_momentum=m.bn_momentum
+    )
+    discriminator = build_discriminator(
+        hr_size=d.hr_size, filters=m.disc_filters, dense_units=m.disc_dense_units, bn_momentum=m.bn_momentum
+    )
+    return generator, discriminator
+
+
+def parameter_counts(model: keras.Model) -> dict[str, int]:
+    """Trainable, non-trainable and total parameter counts."""
+    import numpy as np
+
+    trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
+    frozen = int(sum(np.prod(v.shape) for v in model.non_trainable_weights))
+    return {"trainable": trainable, "non_trainable": frozen, "total": trainable + frozen}
+
+
+def load_generator(path) -> keras.Model:
+    """Load a saved ``generator.keras`` (custom layers are registered by this module)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such generator file")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # keras raises many types for a bad archive
+        raise ValueError(f"{path}: not a loadable Keras model ({exc})") from exc
