@@ -26,22 +26,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="upsampler", description=__doc__.splitlines()[0])
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (all of them when ``None``)."""
+    parser = argparse.ArgumentParser(prog="upsampler", description="upsampler: " + __doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
         cli_name = name.replace("_", "-")
         p = sub.add_parser(cli_name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
-        getattr(module, f"configure_{name}_parser")(p)
+        if command is None or command == cli_name:
+            module = importlib.import_module(module_name)
+            getattr(module, f"configure_{name}_parser")(p)
         p.set_defaults(_module=module_name, _runner=f"run_{name}")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    command = argv[0] if argv and argv[0] in {n.replace("_", "-") for n in COMMANDS} else ""
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     try:

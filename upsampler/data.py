@@ -41,9 +41,7 @@ from upsampler.config import DataConfig
 from upsampler.images import (
     ImageDecodeError,
     bicubic_downscale,
-    center_crop,
     load_rgb,
-    random_crop,
     save_png,
 )
 
@@ -87,7 +85,7 @@ class PreprocessSummary:
 
     source: str
     out_dir: Path
-    n_candidates: int  # files with an image extension that were examined
+    n_candidates: int  # files with an image extension examined (all of them unless ``limit`` stopped early)
     n_train: int
     n_test: int
     rejected: list[RejectedFile] = field(default_factory=list)
@@ -363,11 +361,17 @@ def _output_names(relpaths: list[str]) -> list[str]:
     """One file stem per item; a stem shared (case-insensitively) gets a path-hash suffix."""
     stems = [PurePosixPath(r).stem for r in relpaths]
     counts = Counter(s.lower() for s in stems)
-    names = []
+    names: list[str] = []
+    taken: set[str] = set()
     for relpath, stem in zip(relpaths, stems):
+        name = stem
         if counts[stem.lower()] > 1:
-            stem = f"{stem}-{hashlib.sha1(relpath.encode()).hexdigest()[:8]}"
-        names.append(stem)
+            name = f"{stem}-{hashlib.sha1(relpath.encode()).hexdigest()[:8]}"
+        base, k = name, 2
+        while name.lower() in taken:  # a zip holding the same member name twice
+            name, k = f"{base}-{k}", k + 1
+        taken.add(name.lower())
+        names.append(name)
     return names
 
 
@@ -401,6 +405,7 @@ def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
 
 
 def _crop_origin(shape: tuple[int, ...], hr_size: int, crop: str, rng: np.random.Generator | None) -> tuple[int, int]:
+    """Top-left corner of the HR window; the same windows as ``images.center_crop`` / ``random_crop``."""
     if crop == "center":
         return (shape[0] - hr_size) // 2, (shape[1] - hr_size) // 2
     assert rng is not None
@@ -427,7 +432,8 @@ def preprocess(
         source: a folder (searched recursively; extensions in ``IMAGE_EXTENSIONS``, any case)
             or a ``.zip`` (members read directly, never extracted).
         out_dir: output folder; new, empty, or holding an earlier run with the same
-            ``source`` and parameters (then this returns its summary at once).
+            ``source`` and parameters (then this returns its summary at once, without
+            re-reading the source; a finished set with missing files is regenerated).
         hr_size: side of the square HR crop, pixels. The image is cropped at its original
             resolution (no resize first), as in the original study.
         scale: HR side / LR side; ``hr_size`` must be divisible by it.
@@ -478,6 +484,7 @@ def preprocess(
             print(existing)
         return existing
 
+    created_out_dir = not out_path.exists()
     archive = None
     try:
         if is_zip:
@@ -493,21 +500,41 @@ def preprocess(
             raise ValueError(
                 f"no image files in {source_path} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, any case)"
             )
-        accepted, rejected = _crop_candidates(
+        accepted, rejected, n_examined = _crop_candidates(
             candidates, out_path, parameters, hr_size, scale, crop, seed, min_side, groups, limit, progress
         )
+        if not accepted:
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.kind for r in rejected).items()))
+            raise ValueError(f"no usable image in {source_path}: all {len(rejected)} image files were rejected ({kinds})")
+    except BaseException:
+        _discard_staging(out_path, created_out_dir)  # leave out_dir as this call found it
+        raise
     finally:
         if archive is not None:
             archive.close()
 
-    if not accepted:
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.kind for r in rejected).items()))
-        raise ValueError(f"no usable image in {source_path}: all {len(rejected)} image files were rejected ({kinds})")
-
-    summary = _finish(out_path, accepted, rejected, parameters, test_fraction, seed, len(candidates), groups is not None)
+    summary = _finish(out_path, accepted, rejected, parameters, test_fraction, seed, n_examined, groups is not None)
     if progress:
         print(summary)
     return summary
+
+
+def _discard_staging(out_path: Path, created_out_dir: bool) -> None:
+    """Remove what an unfinished call wrote before any final file: staged PNGs and the marker."""
+    staging = out_path / _STAGING_DIR
+    if staging.is_dir():
+        for staged in staging.glob("*_[hl]r.png"):
+            staged.unlink(missing_ok=True)
+        try:
+            staging.rmdir()
+        except OSError:
+            pass
+    (out_path / _IN_PROGRESS_FILE).unlink(missing_ok=True)
+    if created_out_dir:
+        try:
+            out_path.rmdir()  # only if empty
+        except OSError:
+            pass
 
 
 def _validate_parameters(
@@ -539,8 +566,12 @@ def _crop_candidates(
     groups: Mapping[str, Any] | None,
     limit: int | None,
     progress: bool,
-) -> tuple[list[_Accepted], list[RejectedFile]]:
-    """Decode, check, crop and stage every candidate; staged files are ``<sha256>_{hr,lr}.png``."""
+) -> tuple[list[_Accepted], list[RejectedFile], int]:
+    """Decode, check, crop and stage candidates (until ``limit`` are accepted).
+
+    Staged files are ``OUT/.staging/<sha256>_{hr,lr}.png``. Returns the accepted and
+    rejected items and how many candidates were examined.
+    """
     from tqdm.auto import tqdm
 
     staging = out_path / _STAGING_DIR
@@ -551,9 +582,11 @@ def _crop_candidates(
     missing_group: list[str] = []
     started = False
     bar = tqdm(candidates, desc="preprocess", unit="img", disable=not progress, file=sys.stderr)
+    n_examined = 0
     for candidate in bar:
         if limit is not None and len(accepted) >= limit:
             break
+        n_examined += 1
         relpath = candidate.relpath
         try:
             data = candidate.read()
@@ -609,7 +642,7 @@ def _crop_candidates(
             f"{len(missing_group)} accepted image(s) have no group in the groups mapping (e.g. {examples}); "
             "every image needs a group for a group split"
         )
-    return accepted, rejected
+    return accepted, rejected, n_examined
 
 
 def _source_mode(data: bytes) -> str:
@@ -791,7 +824,7 @@ def make_train_dataset(
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for b in range(skip_batches, n_batches):
             window = slice(b * batch_size, (b + 1) * batch_size)
-            chosen = np.sort(indices[window]) if False else indices[window]
+            chosen = indices[window]
             lr_batch, hr_batch = lr[chosen], hr[chosen]
             mirrored = flip[window]
             if mirrored.any():

@@ -38,6 +38,7 @@ LOSS_COLUMNS = [
 # The metrics the checkpoint keeps of the last finished epoch, so loss.csv can be completed
 # exactly once even if the process dies between saving the checkpoint and appending the row.
 _METRIC_NAMES = ["d_loss", "g_loss", "content_loss", "adversarial_loss", "d_real", "d_fake", "seconds"]
+PRETRAIN_EPOCH_KEY_OFFSET = 1_000_000
 # Test hook: SIGKILL this process when the global step reaches this value (exact-resume test).
 FAULT_ENV = "UPSAMPLER_FAULT_AT_STEP"
 # Fields that may change between invocations on the same run directory.
@@ -258,7 +259,7 @@ class SRGANTrainer:
         count = 0
         start = time.perf_counter()
         # Phases use disjoint shuffle keys so pre-training and adversarial epochs differ.
-        data_epoch = epoch if phase == "adversarial" else -epoch
+        data_epoch = epoch if phase == "adversarial" else PRETRAIN_EPOCH_KEY_OFFSET + epoch
         bar = tqdm(
             self.dataset(data_epoch), total=self.steps_per_epoch, desc=f"{phase} epoch {epoch}",
             disable=not self.config.train.progress, leave=False, file=sys.stdout,

@@ -1,0 +1,294 @@
+"""Feature extractors for FID and KID, each named and labelled in every result.
+
+Three extractors, chosen by name with :func:`get_extractor`:
+
+``fid-inception``
+    The reference FID network: TF-GAN's Inception (TF-Hub ``tfgan/eval/inception/1``, output
+    ``pool_3``, 2048-d), the network behind published FID numbers. Loaded from a local
+    SavedModel / TF-Hub module folder named by the environment variable
+    ``UPSAMPLER_FID_INCEPTION``, else from TF-Hub with ``tensorflow_hub`` (needs the package and
+    internet). The default for real runs; if it cannot be loaded, :class:`ExtractorUnavailableError`
+    says so and names the alternatives.
+``inception-imagenet``
+    Keras ``InceptionV3(include_top=False, pooling="avg", weights="imagenet")``, 2048-d. Its
+    weights differ from the TF-GAN graph, so values are **not comparable with published FID**.
+    Weights come from Keras' cache/download, or from a local ``.h5``/``.weights.h5`` file named
+    by ``UPSAMPLER_INCEPTION_IMAGENET_WEIGHTS``.
+``inception-untrained``
+    The same Keras InceptionV3 with ``weights=None`` and a fixed seed (deterministic random
+    weights). An offline fallback for smoke tests only: its numbers are labelled
+    "UNTRAINED features (offline fallback): not an FID" wherever they appear.
+
+Resize policy (one policy, applied identically to every image set): uint8 [0, 255] NHWC
+images are cast to float32 and resized to ``input_size`` x ``input_size`` (299 for all three;
+smaller only in tests) with ``tf.image.resize(method="bilinear", antialias=True)``, without
+re-quantisation; then the extractor's own input scaling maps [0, 255] to [-1, 1]
+(``x / 127.5 - 1``, both TF-GAN Inception and Keras' ``inception_v3.preprocess_input``).
+Images are NHWC throughout; channels are never reshaped (the original study reshaped
+(N, 176, 176, 3) to (N, 3, 176, 176), scrambling the pixels).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = [
+    "EXTRACTORS",
+    "DEFAULT_EXTRACTOR",
+    "DEFAULT_INPUT_SIZE",
+    "FID_INCEPTION_ENV",
+    "IMAGENET_WEIGHTS_ENV",
+    "FID_INCEPTION_TFHUB",
+    "UNTRAINED_LABEL",
+    "ExtractorUnavailableError",
+    "FeatureExtractor",
+    "get_extractor",
+    "extractor_info",
+    "resize_for_extractor",
+]
+
+FID_INCEPTION_ENV = "UPSAMPLER_FID_INCEPTION"
+IMAGENET_WEIGHTS_ENV = "UPSAMPLER_INCEPTION_IMAGENET_WEIGHTS"
+FID_INCEPTION_TFHUB = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
+DEFAULT_EXTRACTOR = "fid-inception"
+DEFAULT_INPUT_SIZE = 299
+UNTRAINED_SEED = 0
+
+UNTRAINED_LABEL = "UNTRAINED features (offline fallback): not an FID"
+
+# name -> (label, comparable_with_published, feature_dim)
+EXTRACTORS: dict[str, tuple[str, bool, int]] = {
+    "fid-inception": ("TF-GAN FID Inception pool_3 (comparable with published FID)", True, 2048),
+    "inception-imagenet": ("Keras InceptionV3 ImageNet, avg pool (not comparable with published FID)", False, 2048),
+    "inception-untrained": (UNTRAINED_LABEL, False, 2048),
+}
+
+_ALTERNATIVES = (
+    "Alternatives: download the TF-GAN Inception module on a machine with internet "
+    f"({FID_INCEPTION_TFHUB}, e.g. `tensorflow_hub.resolve(...)` or the ?tf-hub-format=compressed "
+    f"tarball) and set {FID_INCEPTION_ENV}=/path/to/that/folder; or choose "
+    "--extractor inception-imagenet (Keras ImageNet weights; not comparable with published FID); "
+    "or, offline and for smoke tests only, --extractor inception-untrained (random weights: not an FID)."
+)
+
+
+class ExtractorUnavailableError(RuntimeError):
+    """The requested feature extractor cannot be loaded here (no weights, no network)."""
+
+
+@dataclass
+class FeatureExtractor:
+    """A named image -> feature-vector function.
+
+    Call it on a uint8 NHWC batch (N, H, W, 3), values 0..255; it returns float64 features of
+    shape (N, ``feature_dim``). ``label`` is the human-readable name to print beside every
+    number computed from these features.
+    """
+
+    name: str
+    label: str
+    comparable_with_published: bool
+    feature_dim: int
+    input_size: int = DEFAULT_INPUT_SIZE
+    # float32 batch (N, S, S, 3) in [-1, 1] -> array (N, ...) ; the network itself
+    forward: Callable[[Any], Any] | None = field(default=None, repr=False)
+
+    @property
+    def is_untrained(self) -> bool:
+        return self.name == "inception-untrained"
+
+    def info(self) -> dict[str, Any]:
+        """Name, label, comparability, feature dimension and input size, for result files."""
+        return {
+            "extractor": self.name,
+            "extractor_label": self.label,
+            "comparable_with_published": self.comparable_with_published,
+            "feature_dim": self.feature_dim,
+            "input_size": self.input_size,
+        }
+
+    def preprocess(self, images: np.ndarray):
+        """uint8 (N, H, W, 3) -> float32 tensor (N, S, S, 3) in [-1, 1] (see module docstring)."""
+        return resize_for_extractor(images, self.input_size) / 127.5 - 1.0
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        if self.forward is None:
+            raise RuntimeError(f"extractor {self.name!r} has no network attached")
+        x = self.preprocess(images)
+        feats = np.asarray(self.forward(x), dtype=np.float64)
+        feats = feats.reshape(feats.shape[0], -1)
+        if feats.shape[1] != self.feature_dim:
+            raise RuntimeError(f"extractor {self.name!r} returned {feats.shape[1]}-d features, expected {self.feature_dim}")
+        return feats
+
+
+def _check_batch(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 in [0, 255], got dtype {images.dtype}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be an NHWC batch (N, H, W, 3), got shape {images.shape}")
+    return images
+
+
+def resize_for_extractor(images: np.ndarray, size: int):
+    """The one resize policy: uint8 NHWC -> float32 (N, size, size, 3) in [0, 255].
+
+    ``tf.image.resize(method="bilinear", antialias=True)`` on float32 values (no rounding);
+    NHWC is preserved. Returns a ``tf.Tensor``.
+    """
+    import tensorflow as tf
+
+    images = _check_batch(images)
+    x = tf.convert_to_tensor(images, dtype=tf.float32)
+    if images.shape[1:3] == (size, size):
+        return x
+    return tf.image.resize(x, (size, size), method="bilinear", antialias=True)
+
+
+def extractor_info(name: str) -> tuple[str, bool, int]:
+    """(label, comparable_with_published, feature_dim) of a known extractor name."""
+    try:
+        return EXTRACTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown extractor {name!r}; choose one of {sorted(EXTRACTORS)}") from None
+
+
+_CACHE: dict[tuple[str, int], FeatureExtractor] = {}
+
+
+def get_extractor(name: str = DEFAULT_EXTRACTOR, *, input_size: int | None = None) -> FeatureExtractor:
+    """The named extractor, built once per (name, input_size) and cached.
+
+    ``input_size`` (pixels, default 299) exists for fast tests with the untrained network
+    (InceptionV3 accepts >= 75); numbers at any other size are not FIDs. The TF-GAN network
+    only accepts 299.
+    """
+    label, comparable, dim = extractor_info(name)
+    size = DEFAULT_INPUT_SIZE if input_size is None else int(input_size)
+    if size != DEFAULT_INPUT_SIZE:
+        if name == "fid-inception":
+            raise ValueError("the fid-inception network only takes 299x299 inputs")
+        if size < 75:
+            raise ValueError(f"InceptionV3 needs inputs of at least 75x75 px, got {size}")
+        comparable = False
+        if name != "inception-untrained":
+            label = f"{label}; input {size}px (test only)"
+    key = (name, size)
+    if key not in _CACHE:
+        if name == "fid-inception":
+            forward = _load_fid_inception()
+        elif name == "inception-imagenet":
+            forward = _build_keras_inception("imagenet", size)
+        else:
+            forward = _build_keras_inception(None, size)
+        _CACHE[key] = FeatureExtractor(name, label, comparable, dim, size, forward)
+    return _CACHE[key]
+
+
+# ---- loaders ---------------------------------------------------------------------------------
+
+def _keras_forward(model) -> Callable[[Any], np.ndarray]:
+    def forward(x):
+        return np.asarray(model.predict_on_batch(x))
+
+    return forward
+
+
+def _build_keras_inception(weights: str | None, size: int) -> Callable[[Any], np.ndarray]:
+    import keras
+
+    kwargs = dict(include_top=False, pooling="avg", input_shape=(size, size, 3))
+    if weights is None:
+        model = _seeded(lambda: keras.applications.InceptionV3(weights=None, **kwargs), UNTRAINED_SEED)
+        model.trainable = False
+        return _keras_forward(model)
+    source = os.environ.get(IMAGENET_WEIGHTS_ENV) or "imagenet"
+    if source != "imagenet" and not os.path.exists(source):
+        raise ExtractorUnavailableError(
+            f"inception-imagenet: {IMAGENET_WEIGHTS_ENV}={source} does not exist. {_ALTERNATIVES}")
+    try:
+        model = keras.applications.InceptionV3(weights=source, **kwargs)
+    except Exception as exc:  # download failure, bad file: both mean "not available here"
+        raise ExtractorUnavailableError(
+            f"inception-imagenet: could not load Keras InceptionV3 ImageNet weights ({type(exc).__name__}: "
+            f"{str(exc)[:200]}). Put the notop .h5 in ~/.keras/models or set {IMAGENET_WEIGHTS_ENV}. "
+            f"{_ALTERNATIVES}") from exc
+    model.trainable = False
+    return _keras_forward(model)
+
+
+def _seeded(build: Callable[[], Any], seed: int) -> Any:
+    """Build with Keras' global seed set to ``seed`` (deterministic initial weights).
+
+    Python's and NumPy's global random states are restored afterwards; Keras/TensorFlow's
+    global seed stays set to ``seed``.
+    """
+    import random
+
+    import keras
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        keras.utils.set_random_seed(seed)
+        return build()
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def _load_fid_inception() -> Callable[[Any], np.ndarray]:
+    """TF-GAN's FID Inception: ``pool_3`` (N, 2048) for a float32 (N, 299, 299, 3) batch in [-1, 1]."""
+    import tensorflow as tf
+
+    local = os.environ.get(FID_INCEPTION_ENV)
+    if local:
+        if not os.path.exists(local):
+            raise ExtractorUnavailableError(f"fid-inception: {FID_INCEPTION_ENV}={local} does not exist. {_ALTERNATIVES}")
+        handle = local
+    else:
+        handle = FID_INCEPTION_TFHUB
+    try:
+        import tensorflow_hub as hub  # noqa: F401
+    except ImportError:
+        hub = None
+    if hub is None and not local:
+        raise ExtractorUnavailableError(
+            f"fid-inception: the reference FID Inception network is not available here: {FID_INCEPTION_ENV} is "
+            f"not set and tensorflow_hub is not installed (it would download {FID_INCEPTION_TFHUB}). {_ALTERNATIVES}")
+    try:
+        module = hub.load(handle) if hub is not None else tf.saved_model.load(handle)
+    except Exception as exc:
+        raise ExtractorUnavailableError(
+            f"fid-inception: could not load {handle} ({type(exc).__name__}: {str(exc)[:200]}). {_ALTERNATIVES}") from exc
+    return _fid_inception_forward(module)
+
+
+def _fid_inception_forward(module) -> Callable[[Any], np.ndarray]:
+    import tensorflow as tf
+
+    if callable(module):
+        call = module
+    else:  # a TF1-format module loaded by tf.saved_model.load: use its default signature
+        sig = module.signatures["default"]
+        input_names = list(sig.structured_input_signature[1])
+        if len(input_names) != 1:
+            raise ExtractorUnavailableError(f"fid-inception: unexpected module signature inputs {input_names}")
+
+        def call(x):
+            return sig(**{input_names[0]: x})
+
+    def forward(x):
+        out = call(tf.convert_to_tensor(x, tf.float32))
+        if isinstance(out, dict):
+            if "pool_3" not in out:
+                raise ExtractorUnavailableError(f"fid-inception: module outputs {sorted(out)}, no 'pool_3'")
+            out = out["pool_3"]
+        out = np.asarray(out)
+        return out.reshape(out.shape[0], -1)
+
+    return forward

@@ -1,0 +1,513 @@
+"""Fréchet Inception Distance and Kernel Inception Distance, in pytorch-fidelity's composable style.
+
+Pipeline: images -> :func:`activations` (an extractor from :mod:`.extractors`) -> either
+:func:`activation_statistics` + :func:`frechet_distance`, or the feature-level functions
+:func:`fid_from_features`, :func:`fid_bootstrap`, :func:`kernel_inception_distance` and
+:func:`distribution_metrics`, which bundles all of them with the extractor's name into a
+:class:`DistributionMetrics`.
+
+Units: features are the extractor's activations (dimensionless, float64). FID is in squared
+feature units; KID in the units of the cubic polynomial kernel. Both are biased by the
+number of images N in a way that depends on N (FID strongly, KID not at all in expectation):
+compare methods only at equal N and with the same extractor, which every result records.
+
+NumPy/SciPy only; TensorFlow is imported by the extractors when they run.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DistributionMetrics",
+    "FrechetTerms",
+    "activations",
+    "activation_statistics",
+    "frechet_distance",
+    "frechet_terms",
+    "fid_from_features",
+    "fid_bootstrap",
+    "mmd2_unbiased",
+    "kernel_inception_distance",
+    "distribution_metrics",
+    "save_statistics",
+    "load_statistics",
+]
+
+# A clipped negative eigenvalue mass above this fraction of the trace triggers a warning.
+CLIP_WARN_FRACTION = 1e-6
+
+
+# ---- features ---------------------------------------------------------------------------------
+
+def _iter_batches(items: Sequence[Any], batch_size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), batch_size):
+        yield items[start:start + batch_size]
+
+
+def _extract_uint8(batch: Sequence[np.ndarray], extractor: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Run the extractor on a list of uint8 images that may differ in size (grouped by shape)."""
+    out: list[np.ndarray | None] = [None] * len(batch)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(batch):
+        by_shape.setdefault(img.shape, []).append(i)
+    for idxs in by_shape.values():
+        feats = np.asarray(extractor(np.stack([batch[i] for i in idxs])), dtype=np.float64)
+        for j, i in enumerate(idxs):
+            out[i] = feats[j]
+    return np.stack(out)  # type: ignore[arg-type]
+
+
+def activations(
+    images: np.ndarray | Sequence[str | Path],
+    extractor: Callable[[np.ndarray], np.ndarray],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> np.ndarray:
+    """Features of a set of images, float64 array of shape (N, D).
+
+    ``images``: a uint8 array (N, H, W, 3) with values 0..255, or a list of image file paths
+    (decoded with Pillow and converted to RGB). ``extractor``: a
+    :class:`~upsampler.metrics.extractors.FeatureExtractor` (or any callable mapping a uint8
+    NHWC batch to (n, D) features). ``batch_size``: images per forward pass (small on CPU).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be a uint8 (N, H, W, 3) array, got {images.dtype} {images.shape}")
+        items: Sequence[Any] = images
+        from_paths = False
+    else:
+        items = [Path(p) for p in images]
+        from_paths = True
+    if len(items) == 0:
+        raise ValueError("no images given")
+    batches = _iter_batches(items, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=math.ceil(len(items) / batch_size), desc=getattr(extractor, "name", "features"),
+                       unit="batch")
+    chunks = []
+    for batch in batches:
+        if from_paths:
+            from .srbench import read_image
+
+            chunks.append(_extract_uint8([read_image(p, mode="RGB") for p in batch], extractor))
+        else:
+            chunks.append(np.asarray(extractor(np.asarray(batch)), dtype=np.float64))
+    feats = np.concatenate(chunks, axis=0).astype(np.float64, copy=False)
+    if not np.all(np.isfinite(feats)):
+        raise ValueError("the extractor produced NaN or Inf features")
+    return feats
+
+
+def _check_features(feats: np.ndarray, name: str = "features") -> np.ndarray:
+    feats = np.asarray(feats, dtype=np.float64)
+    if feats.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {feats.shape}")
+    if feats.shape[0] < 2:
+        raise ValueError(f"{name}: need at least 2 images for a covariance, got {feats.shape[0]}")
+    if not np.all(np.isfinite(feats)):
+        raise ValueError(f"{name} contain NaN or Inf")
+    return feats
+
+
+def activation_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and covariance (D, D) of features (N, D), float64; covariance with ddof=1 (N >= 2)."""
+    feats = _check_features(feats)
+    mu = feats.mean(axis=0)
+    sigma = np.cov(feats, rowvar=False, ddof=1)
+    return mu, np.atleast_2d(sigma)
+
+
+# ---- Fréchet distance -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FrechetTerms:
+    """The parts of a Fréchet distance (all in squared feature units).
+
+    ``value = mean_term + trace1 + trace2 - 2 * trace_sqrt``. ``clipped`` is the total magnitude
+    of the negative eigenvalues set to zero on the way (round-off for valid covariances),
+    ``clipped_fraction`` that magnitude relative to ``trace1 + trace2``.
+    """
+
+    value: float
+    mean_term: float
+    trace1: float
+    trace2: float
+    trace_sqrt: float
+    clipped: float
+    clipped_fraction: float
+
+
+def _check_stats(mu1, sigma1, mu2, sigma2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.ndim != 1 or mu1.shape != mu2.shape:
+        raise ValueError(f"mean vectors differ in shape: {mu1.shape} vs {mu2.shape}")
+    d = mu1.shape[0]
+    if sigma1.shape != (d, d) or sigma2.shape != (d, d):
+        raise ValueError(f"covariances must be ({d}, {d}), got {sigma1.shape} and {sigma2.shape}")
+    for name, arr in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or Inf")
+    for name, s in (("sigma1", sigma1), ("sigma2", sigma2)):
+        asym = np.max(np.abs(s - s.T))
+        if asym > 1e-6 * max(np.max(np.abs(s)), 1e-300):
+            raise ValueError(f"{name} is not symmetric (max |S - S^T| = {asym:.3g})")
+    return mu1, (sigma1 + sigma1.T) / 2, mu2, (sigma2 + sigma2.T) / 2
+
+
+def _clip_eigenvalues(w: np.ndarray) -> tuple[np.ndarray, float]:
+    neg = w < 0
+    return np.where(neg, 0.0, w), float(-w[neg].sum())
+
+
+def frechet_terms(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> FrechetTerms:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), with its parts.
+
+    d^2 = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)).
+
+    The trace of the matrix square root is computed in the symmetric form
+    tr((S1^(1/2) S2 S1^(1/2))^(1/2)) (the same eigenvalues as S1 S2), with two symmetric
+    eigendecompositions: it stays real and stable for rank-deficient covariances (N images
+    < D features). Negative eigenvalues from round-off are clipped to 0 and their magnitude
+    reported; a warning is raised when it exceeds ``CLIP_WARN_FRACTION`` of the traces (the
+    inputs were not valid covariances). Raises ``ValueError`` on NaN/Inf or mismatched shapes.
+    """
+    mu1, sigma1, mu2, sigma2 = _check_stats(mu1, sigma1, mu2, sigma2)
+    w1, v1 = np.linalg.eigh(sigma1)
+    w1, clipped1 = _clip_eigenvalues(w1)
+    sqrt1 = (v1 * np.sqrt(w1)) @ v1.T
+    middle = sqrt1 @ sigma2 @ sqrt1
+    wm, clipped_m = _clip_eigenvalues(np.linalg.eigvalsh((middle + middle.T) / 2))
+    trace_sqrt = float(np.sum(np.sqrt(wm)))
+    diff = mu1 - mu2
+    mean_term = float(diff @ diff)
+    tr1, tr2 = float(np.trace(sigma1)), float(np.trace(sigma2))
+    clipped = clipped1 + clipped_m
+    scale = tr1 + tr2
+    fraction = clipped / scale if scale > 0 else 0.0
+    if fraction > CLIP_WARN_FRACTION:
+        warnings.warn(
+            f"frechet_distance: clipped negative eigenvalues of total magnitude {clipped:.3g} "
+            f"({fraction:.2e} of tr(S1) + tr(S2)); the covariances are not positive semi-definite",
+            RuntimeWarning, stacklevel=2)
+    value = mean_term + tr1 + tr2 - 2.0 * trace_sqrt
+    return FrechetTerms(value, mean_term, tr1, tr2, trace_sqrt, clipped, fraction)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance (FID when the statistics are Inception features), in squared feature units.
+
+    See :func:`frechet_terms` for the method and failure behaviour. A result within round-off
+    below zero (identical statistics) is returned as 0.0.
+    """
+    terms = frechet_terms(mu1, sigma1, mu2, sigma2)
+    value = terms.value
+    if value < 0:
+        scale = terms.trace1 + terms.trace2 + terms.mean_term
+        if value < -1e-9 * scale:
+            warnings.warn(f"frechet_distance: negative value {value:.3g} set to 0", RuntimeWarning, stacklevel=2)
+        value = 0.0
+    return float(value)
+
+
+def _centered_scaled(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu = feats.mean(axis=0)
+    return mu, (feats - mu) / math.sqrt(feats.shape[0] - 1)
+
+
+def fid_from_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
+    """FID between two feature sets (N1, D) and (N2, D), float64.
+
+    When the sets are smaller than the feature dimension it works in sample space, exactly:
+    with S1 = A^T A and S2 = B^T B (A, B the centred features / sqrt(N - 1)),
+    tr((S1 S2)^(1/2)) is the nuclear norm of A B^T (N1 x N2), so no D x D matrix is formed.
+    Otherwise it uses :func:`frechet_distance` on the covariances.
+    """
+    f1, f2 = _check_features(feats1, "feats1"), _check_features(feats2, "feats2")
+    if f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"feature dimensions differ: {f1.shape[1]} vs {f2.shape[1]}")
+    n1, n2, d = f1.shape[0], f2.shape[0], f1.shape[1]
+    if max(n1, n2) >= d:
+        return frechet_distance(*activation_statistics(f1), *activation_statistics(f2))
+    mu1, a = _centered_scaled(f1)
+    mu2, b = _centered_scaled(f2)
+    singular = np.linalg.svd(a @ b.T, compute_uv=False)
+    diff = mu1 - mu2
+    value = float(diff @ diff + np.sum(a * a) + np.sum(b * b) - 2.0 * np.sum(singular))
+    return max(value, 0.0)
+
+
+def fid_bootstrap(
+    feats_a: np.ndarray,
+    feats_b: np.ndarray,
+    n_boot: int = 200,
+    seed: int = 0,
+    ci: float = 0.95,
+    method: str = "normal",
+) -> tuple[float, float, float]:
+    """FID of the full sets and a bootstrap interval: (value, low, high), squared feature units.
+
+    Images of each set are resampled with replacement, independently, ``n_boot`` times
+    (``numpy.random.default_rng(seed)``). ``method="normal"`` (default): value ± z * (bootstrap
+    standard deviation), which always contains the value. ``method="percentile"``: the
+    bootstrap percentiles; beware that resampling duplicates images, which *raises* FID's
+    small-sample bias, so that interval sits above the value and may not contain it.
+    The interval measures sampling variability of the test set only; FID's bias at N images
+    is not in it (compare at equal N).
+    """
+    f1, f2 = _check_features(feats_a, "feats_a"), _check_features(feats_b, "feats_b")
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    if method not in ("normal", "percentile"):
+        raise ValueError(f"method must be 'normal' or 'percentile', got {method!r}")
+    value = fid_from_features(f1, f2)
+    if n_boot < 2:
+        raise ValueError(f"n_boot must be >= 2, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for i in range(n_boot):
+        ia = rng.integers(0, f1.shape[0], f1.shape[0])
+        ib = rng.integers(0, f2.shape[0], f2.shape[0])
+        reps[i] = fid_from_features(f1[ia], f2[ib])
+    alpha = 1.0 - ci
+    if method == "percentile":
+        low, high = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    else:
+        from scipy.stats import norm
+
+        half = float(norm.ppf(1 - alpha / 2)) * float(np.std(reps, ddof=1))
+        low, high = value - half, value + half
+    return float(value), float(low), float(high)
+
+
+# ---- KID ---------------------------------------------------------------------------------------
+
+def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Cubic polynomial kernel k(x, y) = (x . y / d + 1)^3, matrix over rows of x and y."""
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 between samples x (m, D) and y (n, D) with the cubic polynomial kernel.
+
+    mean_{i!=j} k(x_i, x_j) + mean_{i!=j} k(y_i, y_j) - 2 mean_{i,j} k(x_i, y_j)
+    (Bińkowski et al. 2018). Can be negative; its expectation is 0 for equal distributions.
+    """
+    x, y = _check_features(x, "x"), _check_features(y, "y")
+    m, n = x.shape[0], y.shape[0]
+    kxx, kyy, kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+    term_xx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    term_yy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(term_xx + term_yy - 2.0 * kxy.mean())
+
+
+def kernel_inception_distance(
+    feats1: np.ndarray,
+    feats2: np.ndarray,
+    num_subsets: int = 100,
+    subset_size: int | None = None,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """KID: (mean, std) of unbiased MMD^2 over random subsets, as clean-fid / torch-fidelity.
+
+    Each of ``num_subsets`` draws takes ``subset_size`` images from each set without
+    replacement (``numpy.random.default_rng(seed)``). Default ``subset_size``:
+    min(1000, N // 2) with N the smaller set — equal to clean-fid's 1000 for N >= 2000; for
+    smaller sets, half the images, because subsets of the *whole* set would all be the same
+    set and report a standard deviation of 0. The std (ddof=1) describes MMD^2 at the subset
+    size, a conservative spread for the mean.
+    """
+    f1, f2 = _check_features(feats1, "feats1"), _check_features(feats2, "feats2")
+    if f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"feature dimensions differ: {f1.shape[1]} vs {f2.shape[1]}")
+    n = min(f1.shape[0], f2.shape[0])
+    m = min(1000, max(2, n // 2)) if subset_size is None else int(subset_size)
+    if not 2 <= m <= n:
+        raise ValueError(f"subset_size must be in [2, {n}], got {m}")
+    if num_subsets < 1:
+        raise ValueError(f"num_subsets must be >= 1, got {num_subsets}")
+    rng = np.random.default_rng(seed)
+    values = np.empty(num_subsets)
+    for i in range(num_subsets):
+        x = f1[rng.choice(f1.shape[0], m, replace=False)]
+        y = f2[rng.choice(f2.shape[0], m, replace=False)]
+        values[i] = mmd2_unbiased(x, y)
+    std = float(np.std(values, ddof=1)) if num_subsets > 1 else float("nan")
+    return float(values.mean()), std
+
+
+def format_value(value: float, decimals: int = 2) -> str:
+    """Fixed ``decimals`` for ordinary magnitudes, 3 significant digits for tiny ones (untrained features)."""
+    if not math.isfinite(value):
+        return "n/a"
+    if value != 0 and abs(value) < 10.0 ** (1 - decimals):
+        return f"{value:.3g}"
+    return f"{value:.{decimals}f}"
+
+
+# ---- bundled result ------------------------------------------------------------------------------
+
+@dataclass
+class DistributionMetrics:
+    """FID (with interval) and KID (± std) of one image set against another, with provenance.
+
+    ``fid``, ``fid_low``, ``fid_high``: squared feature units (interval at ``ci``; NaN when not
+    computed, e.g. from cached statistics without features). ``kid``, ``kid_std``: kernel units
+    (NaN when not computed). ``n_a``, ``n_b``: images per set; ``feature_dim``: D;
+    ``extractor``: its name; ``extractor_label``: what to print beside the numbers.
+    """
+
+    fid: float
+    fid_low: float
+    fid_high: float
+    kid: float
+    kid_std: float
+    n_a: int
+    n_b: int
+    feature_dim: int
+    extractor: str
+    comparable_with_published: bool
+    extractor_label: str = ""
+    ci: float = 0.95
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def untrained(self) -> bool:
+        return self.extractor == "inception-untrained"
+
+    def summary_lines(self) -> list[str]:
+        """Human-readable lines, with the untrained warning first when it applies."""
+        from .extractors import UNTRAINED_LABEL
+
+        lines = []
+        if self.untrained:
+            lines.append(f"WARNING: {UNTRAINED_LABEL}")
+        name = "FID" if not self.untrained else "FID-like distance (untrained features)"
+        fid = f"{name}: {format_value(self.fid, 4)}"
+        if math.isfinite(self.fid_low):
+            fid += f"  [{self.ci:.0%} CI {format_value(self.fid_low, 4)}, {format_value(self.fid_high, 4)}]"
+        lines.append(fid)
+        if math.isfinite(self.kid):
+            lines.append(f"KID: {format_value(self.kid, 6)} ± {format_value(self.kid_std, 6)}")
+        else:
+            lines.append("KID: not computed (needs features, not only statistics)")
+        lines.append(f"N: {self.n_a} vs {self.n_b} images; feature dim {self.feature_dim}")
+        lines.append(f"extractor: {self.extractor} — {self.extractor_label}")
+        lines.append(f"comparable with published FID: {'yes' if self.comparable_with_published else 'no'}")
+        return lines
+
+
+def distribution_metrics(
+    feats_a: np.ndarray,
+    feats_b: np.ndarray,
+    extractor: Any,
+    *,
+    n_boot: int = 200,
+    kid_subsets: int = 100,
+    kid_subset_size: int | None = None,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> DistributionMetrics:
+    """FID + bootstrap interval + KID of two feature sets, labelled with ``extractor``.
+
+    ``extractor``: a FeatureExtractor, or its name (a str). ``n_boot=0`` skips the interval,
+    ``kid_subsets=0`` skips KID (NaN in the result).
+    """
+    from .extractors import extractor_info
+
+    if isinstance(extractor, str):
+        name = extractor
+        label, comparable, _ = extractor_info(name)
+    else:
+        name, label, comparable = extractor.name, extractor.label, extractor.comparable_with_published
+    f1, f2 = _check_features(feats_a, "feats_a"), _check_features(feats_b, "feats_b")
+    if n_boot:
+        fid, low, high = fid_bootstrap(f1, f2, n_boot=n_boot, seed=seed, ci=ci)
+    else:
+        fid, low, high = fid_from_features(f1, f2), float("nan"), float("nan")
+    if kid_subsets:
+        kid, kid_std = kernel_inception_distance(f1, f2, num_subsets=kid_subsets, subset_size=kid_subset_size,
+                                                 seed=seed)
+    else:
+        kid, kid_std = float("nan"), float("nan")
+    return DistributionMetrics(fid, low, high, kid, kid_std, f1.shape[0], f2.shape[0], f1.shape[1], name,
+                               bool(comparable), label, ci)
+
+
+# ---- cached statistics --------------------------------------------------------------------------------
+
+def save_statistics(
+    path: str | Path,
+    mu: np.ndarray,
+    sigma: np.ndarray,
+    n: int,
+    extractor: Any,
+    *,
+    features: np.ndarray | None = None,
+) -> Path:
+    """Write feature statistics to a ``.npz``: mu (D,), sigma (D, D), n, extractor name/label.
+
+    ``extractor``: a FeatureExtractor or a name. ``features`` (N, D), optional, are stored too
+    so that KID and the FID interval can be computed from the cache. Returns the path.
+    """
+    from .extractors import extractor_info
+
+    if isinstance(extractor, str):
+        name, (label, comparable, _) = extractor, extractor_info(extractor)
+        input_size = 299
+    else:
+        name, label, comparable = extractor.name, extractor.label, extractor.comparable_with_published
+        input_size = getattr(extractor, "input_size", 299)
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    if sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise ValueError(f"sigma shape {sigma.shape} does not match mu {mu.shape}")
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(path.suffix + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {} if features is None else {"features": np.asarray(features, np.float64)}
+    np.savez(path, mu=mu, sigma=sigma, n=np.int64(n), extractor=np.str_(name), extractor_label=np.str_(label),
+             comparable_with_published=np.bool_(comparable), input_size=np.int64(input_size), **extra)
+    return path
+
+
+def load_statistics(path: str | Path) -> dict[str, Any]:
+    """Read a ``.npz`` written by :func:`save_statistics`.
+
+    Returns a dict with ``mu``, ``sigma``, ``n``, ``extractor``, ``extractor_label``,
+    ``comparable_with_published``, ``input_size`` and ``features`` (None if not stored).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such statistics file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"mu", "sigma", "n", "extractor"} - set(z.files)
+            if missing:
+                raise ValueError(f"{path}: not an upsampler statistics file (missing {sorted(missing)})")
+            return {
+                "mu": z["mu"],
+                "sigma": z["sigma"],
+                "n": int(z["n"]),
+                "extractor": str(z["extractor"]),
+                "extractor_label": str(z["extractor_label"]) if "extractor_label" in z.files else "",
+                "comparable_with_published": bool(z["comparable_with_published"])
+                if "comparable_with_published" in z.files else False,
+                "input_size": int(z["input_size"]) if "input_size" in z.files else 299,
+                "features": z["features"] if "features" in z.files else None,
+            }
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path}: cannot read statistics ({exc})") from exc
