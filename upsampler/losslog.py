@@ -586,6 +586,8 @@ def run_losses(args) -> int:
     )
     plots.close(fig)
     print(f"wrote {out}")
+    if note:
+        print(note)
     return 0
 
 

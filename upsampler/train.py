@@ -489,5 +489,4 @@ def run_train(args) -> int:
     except RuntimeError as exc:  # e.g. VGG weights unavailable offline
         print(f"upsampler train: error: {exc}", file=sys.stderr)
         return 2
-    print(result)
-    return 0
+    return 0 if result.epochs_done >= config.train.epochs else 1

@@ -15,8 +15,8 @@ Three extractors, chosen by name with :func:`get_extractor`:
     Weights come from Keras' cache/download, or from a local ``.h5``/``.weights.h5`` file named
     by ``UPSAMPLER_INCEPTION_IMAGENET_WEIGHTS``.
 ``inception-untrained``
-    The same Keras InceptionV3 with ``weights=None`` and a fixed seed (deterministic random
-    weights). An offline fallback for smoke tests only: its numbers are labelled
+    The same Keras InceptionV3 with ``weights=None``, its kernels then filled with Glorot-uniform
+    values from NumPy's generator with a fixed seed (the same random weights on every machine). An offline fallback for smoke tests only: its numbers are labelled
     "UNTRAINED features (offline fallback): not an FID" wherever they appear.
 
 Resize policy (one policy, applied identically to every image set): uint8 [0, 255] NHWC
@@ -158,7 +158,7 @@ def extractor_info(name: str) -> tuple[str, bool, int]:
         raise ValueError(f"unknown extractor {name!r}; choose one of {sorted(EXTRACTORS)}") from None
 
 
-_CACHE: dict[tuple[str, int], FeatureExtractor] = {}
+_CACHE: dict[tuple[str, int, str], FeatureExtractor] = {}
 
 
 def get_extractor(name: str = DEFAULT_EXTRACTOR, *, input_size: int | None = None) -> FeatureExtractor:
@@ -178,7 +178,7 @@ def get_extractor(name: str = DEFAULT_EXTRACTOR, *, input_size: int | None = Non
         comparable = False
         if name != "inception-untrained":
             label = f"{label}; input {size}px (test only)"
-    key = (name, size)
+    key = (name, size, os.environ.get(FID_INCEPTION_ENV, "") if name == "fid-inception" else "")
     if key not in _CACHE:
         if name == "fid-inception":
             forward = _load_fid_inception()
@@ -204,7 +204,8 @@ def _build_keras_inception(weights: str | None, size: int) -> Callable[[Any], np
 
     kwargs = dict(include_top=False, pooling="avg", input_shape=(size, size, 3))
     if weights is None:
-        model = _seeded(lambda: keras.applications.InceptionV3(weights=None, **kwargs), UNTRAINED_SEED)
+        model = keras.applications.InceptionV3(weights=None, **kwargs)
+        _deterministic_init(model, UNTRAINED_SEED)
         model.trainable = False
         return _keras_forward(model)
     source = os.environ.get(IMAGENET_WEIGHTS_ENV) or "imagenet"
@@ -222,23 +223,22 @@ def _build_keras_inception(weights: str | None, size: int) -> Callable[[Any], np
     return _keras_forward(model)
 
 
-def _seeded(build: Callable[[], Any], seed: int) -> Any:
-    """Build with Keras' global seed set to ``seed`` (deterministic initial weights).
+def _deterministic_init(model, seed: int) -> None:
+    """Overwrite every convolution/dense kernel with Glorot-uniform values from NumPy's PCG64(seed).
 
-    Python's and NumPy's global random states are restored afterwards; Keras/TensorFlow's
-    global seed stays set to ``seed``.
+    Independent of Keras' and TensorFlow's random state (not touched) and of their RNG
+    implementations, so the "untrained" features are the same on every machine and version.
+    Other weights keep their deterministic Keras defaults (BatchNorm: beta 0, mean 0, var 1).
     """
-    import random
-
-    import keras
-
-    py_state, np_state = random.getstate(), np.random.get_state()
-    try:
-        keras.utils.set_random_seed(seed)
-        return build()
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+    rng = np.random.default_rng(seed)
+    for var in model.weights:
+        shape = tuple(var.shape)
+        if not var.path.endswith("kernel") or len(shape) < 2:
+            continue
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        var.assign(rng.uniform(-limit, limit, size=shape).astype(np.float32))
 
 
 def _load_fid_inception() -> Callable[[Any], np.ndarray]:

@@ -167,51 +167,124 @@ def _check_stats(mu1, sigma1, mu2, sigma2) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _clip_eigenvalues(w: np.ndarray) -> tuple[np.ndarray, float]:
-    neg = w < 0
-    return np.where(neg, 0.0, w), float(-w[neg].sum())
+    """Zero the eigenvalues at round-off level (|w| <= D * eps * max|w|) and the negative ones.
+
+    Returns the clipped eigenvalues and the total magnitude of the negative eigenvalues that
+    lay *beyond* round-off (0.0 for a valid covariance).
+    """
+    tol = w.size * np.finfo(np.float64).eps * max(float(np.max(np.abs(w))), 0.0)
+    beyond = w < -tol
+    return np.where(w > tol, w, 0.0), float(-w[beyond].sum())
 
 
-def frechet_terms(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> FrechetTerms:
+def _psd_factor(s: np.ndarray) -> np.ndarray | None:
+    """F (D, r) with F F^T = s by pivoted Cholesky (LAPACK ``pstrf``), r the numerical rank.
+
+    Returns None when ``s`` is not positive semi-definite beyond round-off (the residual
+    s - F F^T is then larger than the factorisation's tolerance allows).
+    """
+    from scipy.linalg import lapack
+
+    d = s.shape[0]
+    max_diag = float(np.max(np.diag(s))) if d else 0.0
+    if max_diag <= 0.0:
+        return np.zeros((d, 0)) if np.all(s == 0) else None
+    c, piv, rank, info = lapack.dpstrf(s, lower=1, tol=-1.0)  # tol: D * eps * max(diag)
+    if info < 0:
+        raise ValueError(f"pstrf: illegal argument {-info}")
+    factor = np.zeros((d, rank))
+    factor[piv - 1] = np.tril(c)[:, :rank]
+    residual = s - factor @ factor.T
+    if np.max(np.abs(residual)) > 10.0 * (d + rank) * np.finfo(np.float64).eps * max_diag:
+        return None
+    return factor
+
+
+def _trace_sqrt_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> tuple[float, float]:
+    """tr((S1^(1/2) S2 S1^(1/2))^(1/2)) with two symmetric eigendecompositions; (value, clipped)."""
+    from scipy.linalg import eigh
+
+    w1, v1 = eigh(sigma1, driver="evr")
+    w1, clipped1 = _clip_eigenvalues(w1)
+    sqrt1 = (v1 * np.sqrt(w1)) @ v1.T
+    middle = sqrt1 @ sigma2 @ sqrt1
+    wm, clipped_m = _clip_eigenvalues(eigh((middle + middle.T) / 2, eigvals_only=True, driver="evr"))
+    return float(np.sum(np.sqrt(wm))), clipped1 + clipped_m
+
+
+def _trace_sqrt_cholesky(sigma1: np.ndarray, sigma2: np.ndarray) -> tuple[float, float] | None:
+    """The same trace from a pivoted-Cholesky factor F of the lower-rank covariance:
+    tr((F^T S_other F)^(1/2)), an r x r problem (r = N - 1 for N < D images). None if either
+    covariance is not PSD."""
+    from scipy.linalg import eigh
+
+    f1, f2 = _psd_factor(sigma1), _psd_factor(sigma2)
+    if f1 is None or f2 is None:
+        return None
+    factor, other = (f1, sigma2) if f1.shape[1] <= f2.shape[1] else (f2, sigma1)
+    if factor.shape[1] == 0:
+        return 0.0, 0.0
+    middle = factor.T @ other @ factor
+    wm, clipped = _clip_eigenvalues(eigh((middle + middle.T) / 2, eigvals_only=True, driver="evr"))
+    return float(np.sum(np.sqrt(wm))), clipped
+
+
+def frechet_terms(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *, method: str = "auto",
+) -> FrechetTerms:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), with its parts.
 
     d^2 = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)).
 
-    The trace of the matrix square root is computed in the symmetric form
-    tr((S1^(1/2) S2 S1^(1/2))^(1/2)) (the same eigenvalues as S1 S2), with two symmetric
-    eigendecompositions: it stays real and stable for rank-deficient covariances (N images
-    < D features). Negative eigenvalues from round-off are clipped to 0 and their magnitude
-    reported; a warning is raised when it exceeds ``CLIP_WARN_FRACTION`` of the traces (the
-    inputs were not valid covariances). Raises ``ValueError`` on NaN/Inf or mismatched shapes.
+    The trace of the matrix square root is computed in a symmetric form with the same
+    eigenvalues as S1 S2, so it stays real and stable for rank-deficient covariances
+    (N images < D features):
+
+    * ``method="eigh"``: tr((S1^(1/2) S2 S1^(1/2))^(1/2)), S1^(1/2) from a symmetric
+      eigendecomposition (two D x D eigenproblems);
+    * ``method="cholesky"``: tr((F^T S2 F)^(1/2)) with F F^T = S1 from a pivoted Cholesky
+      factorisation of the lower-rank covariance (an r x r eigenproblem, r = numerical rank;
+      much faster when N < D); requires both covariances to be PSD;
+    * ``method="auto"`` (default): cholesky, or eigh when a covariance is not PSD.
+
+    Eigenvalues at round-off level (|w| <= D eps max|w|) are set to 0, as a numerical rank
+    would, and negative ones clipped to 0; the magnitude of negative eigenvalues beyond
+    round-off is reported in ``clipped``, with a ``RuntimeWarning`` when it exceeds
+    ``CLIP_WARN_FRACTION`` of tr(S1) + tr(S2) (the inputs were not valid covariances).
+    Raises ``ValueError`` on NaN/Inf, asymmetric covariances or mismatched shapes.
     """
+    if method not in ("auto", "eigh", "cholesky"):
+        raise ValueError(f"method must be 'auto', 'eigh' or 'cholesky', got {method!r}")
     mu1, sigma1, mu2, sigma2 = _check_stats(mu1, sigma1, mu2, sigma2)
-    w1, v1 = np.linalg.eigh(sigma1)
-    w1, clipped1 = _clip_eigenvalues(w1)
-    sqrt1 = (v1 * np.sqrt(w1)) @ v1.T
-    middle = sqrt1 @ sigma2 @ sqrt1
-    wm, clipped_m = _clip_eigenvalues(np.linalg.eigvalsh((middle + middle.T) / 2))
-    trace_sqrt = float(np.sum(np.sqrt(wm)))
+    result = None if method == "eigh" else _trace_sqrt_cholesky(sigma1, sigma2)
+    if result is None:
+        if method == "cholesky":
+            raise ValueError("a covariance is not positive semi-definite; use method='eigh'")
+        result = _trace_sqrt_eigh(sigma1, sigma2)
+    trace_sqrt, clipped = result
     diff = mu1 - mu2
     mean_term = float(diff @ diff)
     tr1, tr2 = float(np.trace(sigma1)), float(np.trace(sigma2))
-    clipped = clipped1 + clipped_m
     scale = tr1 + tr2
     fraction = clipped / scale if scale > 0 else 0.0
     if fraction > CLIP_WARN_FRACTION:
         warnings.warn(
             f"frechet_distance: clipped negative eigenvalues of total magnitude {clipped:.3g} "
             f"({fraction:.2e} of tr(S1) + tr(S2)); the covariances are not positive semi-definite",
-            RuntimeWarning, stacklevel=2)
+            RuntimeWarning, stacklevel=3)
     value = mean_term + tr1 + tr2 - 2.0 * trace_sqrt
     return FrechetTerms(value, mean_term, tr1, tr2, trace_sqrt, clipped, fraction)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *, method: str = "auto",
+) -> float:
     """Fréchet distance (FID when the statistics are Inception features), in squared feature units.
 
     See :func:`frechet_terms` for the method and failure behaviour. A result within round-off
     below zero (identical statistics) is returned as 0.0.
     """
-    terms = frechet_terms(mu1, sigma1, mu2, sigma2)
+    terms = frechet_terms(mu1, sigma1, mu2, sigma2, method=method)
     value = terms.value
     if value < 0:
         scale = terms.trace1 + terms.trace2 + terms.mean_term
@@ -260,7 +333,7 @@ def fid_bootstrap(
 
     Images of each set are resampled with replacement, independently, ``n_boot`` times
     (``numpy.random.default_rng(seed)``). ``method="normal"`` (default): value ± z * (bootstrap
-    standard deviation), which always contains the value. ``method="percentile"``: the
+    standard deviation), low end clipped at 0, which always contains the value. ``method="percentile"``: the
     bootstrap percentiles; beware that resampling duplicates images, which *raises* FID's
     small-sample bias, so that interval sits above the value and may not contain it.
     The interval measures sampling variability of the test set only; FID's bias at N images
@@ -287,7 +360,7 @@ def fid_bootstrap(
         from scipy.stats import norm
 
         half = float(norm.ppf(1 - alpha / 2)) * float(np.std(reps, ddof=1))
-        low, high = value - half, value + half
+        low, high = max(value - half, 0.0), value + half
     return float(value), float(low), float(high)
 
 

@@ -1,0 +1,157 @@
+"""The study's evaluation on a tiny synthetic split, with tiny Keras generators and untrained features."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from upsampler import cli
+from upsampler.metrics import UNTRAINED_LABEL
+from upsampler.metrics.evaluate import (
+    TABLE_COLUMNS,
+    _display_image,
+    comparison_grid,
+    evaluate_study,
+    fid_bar_chart,
+    mean_interval,
+)
+
+SIZE = 75  # test-only extractor input size
+
+
+def make_split(root, n=6, hr=32, scale=4, seed=0):
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    (root / "hr").mkdir(parents=True)
+    (root / "lr").mkdir()
+    for i in range(n):
+        x = gaussian_filter(rng.normal(size=(hr, hr, 3)), sigma=(2.5, 2.5, 0)) * 600 + 128
+        img = Image.fromarray(np.clip(np.round(x), 0, 255).astype(np.uint8))
+        img.save(root / "hr" / f"{i:03d}.png")
+        img.resize((hr // scale, hr // scale), Image.BICUBIC).save(root / "lr" / f"{i:03d}.png")
+    return root
+
+
+def tiny_generator(interpolation):
+    """LR [-1, 1] -> SR [-1, 1]: x4 upsampling then an identity 1x1 convolution."""
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((None, None, 3)),
+        keras.layers.UpSampling2D(4, interpolation=interpolation),
+        keras.layers.Conv2D(3, 1, use_bias=False),
+    ])
+    model.layers[-1].set_weights([np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    split = make_split(root / "test")
+    path_b = root / "model_b.keras"
+    tiny_generator("nearest").save(path_b)
+    results = evaluate_study(split, {"Model A": tiny_generator("bilinear"), "Model B": str(path_b)}, root / "out",
+                             extractor="inception-untrained", input_size=SIZE, n_boot=20, kid_subsets=10,
+                             grid_images=2, batch_size=6, save_sr=True)
+    return split, path_b, results
+
+
+def test_evaluate_study_writes_files_and_table(study):
+    split, _, r = study
+    for path in (r.metrics_csv, r.per_image_csv, r.markdown, r.figures["fid_bar_chart"],
+                 r.figures["comparison_grid"]):
+        assert path.is_file() and path.stat().st_size > 0
+    assert list(r.table["method"]) == ["Bicubic", "Model A", "Model B"]
+    assert list(r.table.columns) == TABLE_COLUMNS
+    assert len(r.per_image) == 18 and set(r.per_image["image"]) == {f"{i:03d}.png" for i in range(6)}
+    t = r.table.set_index("method")
+    assert (t["n_images"] == 6).all() and (t["n_reference"] == 6).all() and (t["feature_dim"] == 2048).all()
+    assert (t["extractor_label"] == UNTRAINED_LABEL).all() and not t["comparable_with_published"].any()
+    assert (t["fid_low"] <= t["fid"]).all() and (t["fid"] <= t["fid_high"]).all()
+    assert (t["psnr_low"] < t["psnr"]).all() and (t["psnr"] < t["psnr_high"]).all()
+    assert np.isfinite(t["kid"]).all() and (t["kid_std"] > 0).all()
+    # nearest-neighbour upscaling is worse than bicubic on smooth images: scores are really per method
+    assert t.loc["Bicubic", "psnr"] > t.loc["Model B", "psnr"] + 1.0
+    assert t.loc["Bicubic", "ssim"] > t.loc["Model B", "ssim"]
+    # CSVs round-trip the same numbers
+    csv = pd.read_csv(r.metrics_csv)
+    np.testing.assert_allclose(csv["psnr"], r.table["psnr"])
+    per_image = pd.read_csv(r.per_image_csv)
+    means = per_image.groupby("method", sort=False)["psnr"].mean()
+    np.testing.assert_allclose(means.loc[list(t.index)], t["psnr"])
+    assert r.untrained_features and r.extractor == "inception-untrained"
+
+
+def test_evaluate_markdown_flags_untrained_features(study):
+    text = study[2].markdown.read_text()
+    first = [line for line in text.splitlines() if line.strip()][1]
+    assert f"WARNING: {UNTRAINED_LABEL}" in first
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 4  # header + one row per method
+    assert all(UNTRAINED_LABEL in row for row in rows[1:])
+
+
+def test_bicubic_is_a_real_pillow_bicubic_upscale(study):
+    from PIL import Image
+
+    split, _, r = study
+    lr = Image.open(split / "lr" / "000.png")
+    expected = np.asarray(lr.resize((32, 32), Image.BICUBIC))
+    saved = np.asarray(Image.open(r.sr_dirs["Bicubic"] / "000.png"))
+    np.testing.assert_array_equal(saved, expected)
+    assert set(r.sr_dirs) == {"Bicubic", "Model A", "Model B"}
+
+
+def test_figures_have_clean_signatures(study):
+    r = study[2]
+    fig = fid_bar_chart(r.table)
+    assert len(fig.axes) == 2
+    assert UNTRAINED_LABEL in fig._suptitle.get_text()
+    lr = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    hr = np.zeros((16, 16, 3), np.uint8)
+    grid = comparison_grid([{"LR": lr, "Bicubic": hr, "HR": hr}] * 2, ["LR", "Bicubic", "HR"])
+    assert len(grid.axes) == 6 and [ax.get_title() for ax in grid.axes[:3]] == ["LR", "Bicubic", "HR"]
+    shown = grid.axes[0].images[0]
+    assert shown.get_interpolation() == "nearest"
+    np.testing.assert_array_equal(shown.get_array(), np.repeat(np.repeat(lr, 4, axis=0), 4, axis=1))
+    np.testing.assert_array_equal(_display_image(lr, (16, 16))[::4, ::4], lr)
+    with pytest.raises(ValueError, match="no image"):
+        comparison_grid([{"LR": lr}], ["LR", "HR"])
+
+
+def test_mean_interval():
+    mean, low, high = mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and low == pytest.approx(2 - 4.302653 / np.sqrt(3), rel=1e-5) and high > mean
+    assert np.isnan(mean_interval([1.0])[1])
+
+
+def test_evaluate_cli_json(study, tmp_path, monkeypatch, capsys):
+    split, path_b, _ = study
+    mine = {k: v for k, v in cli.COMMANDS.items() if v[0] == "upsampler.metrics.cli"}
+    monkeypatch.setattr(cli, "COMMANDS", mine)
+    out = tmp_path / "cli_out"
+    code = cli.main(["evaluate", str(split), "--model", f"Model B={path_b}", "--out", str(out),
+                     "--extractor", "inception-untrained", "--input-size", str(SIZE), "--n-boot", "5",
+                     "--kid-subsets", "3", "--grid-images", "1", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [row["method"] for row in data["table"]] == ["Bicubic", "Model B"]
+    assert data["table"][0]["extractor_label"] == UNTRAINED_LABEL
+    assert (out / "metrics.md").is_file() and (out / "comparison_grid.png").is_file()
+    assert cli.main(["evaluate", str(split), "--model", "X=missing.keras", "--out", str(out)]) == 2
+    assert "missing.keras" in capsys.readouterr().err
+
+
+def test_evaluate_rejects_mismatched_split(tmp_path):
+    split = make_split(tmp_path / "bad", n=2)
+    (split / "lr" / "001.png").unlink()
+    with pytest.raises(ValueError, match="different files"):
+        evaluate_study(split, {}, tmp_path / "out", extractor="inception-untrained", input_size=SIZE)
+    with pytest.raises(FileNotFoundError):
+        evaluate_study(tmp_path / "nowhere", {}, tmp_path / "out", extractor="inception-untrained", input_size=SIZE)

@@ -1,0 +1,607 @@
+"""Helpers behind the notebooks in ``notebooks/`` (so that every step is testable code).
+
+The notebooks are thin: a ``parameters`` cell (papermill), a cell that derives paths from
+it, and one call per step into this module or the package. The study's output root has a
+Drive-friendly layout (:class:`StudyPaths`)::
+
+    OUT/<study>/data/{coco,celeba}/     processed sets (upsampler preprocess)
+    OUT/<study>/runs/{model_a,model_b}/ run directories (upsampler train)
+    OUT/<study>/evaluation/             evaluate_study's raw outputs (per-image metrics, SR images)
+    OUT/<study>/figures/                every figure, PNG
+    OUT/<study>/tables/                 every table, CSV + Markdown
+    OUT/<study>/notebooks/              executed notebooks, .ipynb + .html (run_all.sh)
+
+Labels. Whatever is not a real result of the study says so on every output: the *run label*
+(:func:`run_label`: the built-in demo data, the demo or smoke profile), the untrained-VGG
+warning of a run (:data:`upsampler.config.UNTRAINED_VGG_WARNING`) and the untrained-Inception
+label of the metrics (:data:`upsampler.metrics.extractors.UNTRAINED_LABEL`). They are printed
+in the notebook (:func:`banner`), drawn in red under every figure and written into every
+table (a ``label`` column in CSVs, a warning line in Markdown).
+
+TensorFlow is imported only by the functions that train or evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+DATASETS = ("coco", "celeba")
+MODELS = {"model_a": ("Model A", "coco"), "model_b": ("Model B", "celeba")}
+PRETRAINED_SNAPSHOT = "generator_pretrained.keras"
+LABEL_FILE = "LABEL.txt"
+DATA_DIR_FILE = "data_dir.txt"
+
+
+# ---- where things go --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """The folders of one study under an output root (see the module docstring)."""
+
+    output_root: Path
+    study: str
+
+    @property
+    def root(self) -> Path:
+        return Path(self.output_root) / self.study
+
+    def data(self, dataset: str) -> Path:
+        return self.root / "data" / dataset
+
+    def run(self, model: str) -> Path:
+        return self.root / "runs" / model
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    def make(self) -> "StudyPaths":
+        """Create figures/, tables/ and notebooks/ (never deletes anything)."""
+        for folder in (self.figures, self.tables, self.notebooks):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def study_paths(output_root: str | os.PathLike, study: str) -> StudyPaths:
+    if not study or "/" in study or study in (".", ".."):
+        raise ValueError(f"study must be a plain folder name, got {study!r}")
+    return StudyPaths(Path(output_root), study).make()
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    return "google.colab" in sys.modules
+
+
+# ---- labels -----------------------------------------------------------------------------
+
+def is_demo_data(path: str | os.PathLike | None) -> bool:
+    """True for the built-in demo data: a ``upsampler demo-data`` folder or a set processed from one."""
+    from .demo import is_demo_folder
+
+    return path is not None and Path(path).exists() and is_demo_folder(path)
+
+
+def run_label(profile: str | None = None, data_dirs: Iterable[str | os.PathLike | None] = ()) -> str | None:
+    """The "this is not a study result" label for a profile and its data, or None for real runs."""
+    parts = []
+    if any(is_demo_data(d) for d in data_dirs):
+        parts.append("DEMO: built-in demo data (crops of photos bundled with scikit-image and matplotlib)")
+    if profile == "demo":
+        parts.append("DEMO profile (small network, a few CPU minutes)")
+    elif profile == "smoke":
+        parts.append("SMOKE TEST profile (tiny network, a few steps)")
+    if not parts:
+        return None
+    return "; ".join(parts) + ": a demonstration of the pipeline, not a result of the study."
+
+
+def profile_of_run(run_dir: str | os.PathLike) -> str | None:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("profile")
+
+
+def data_dir_of_run(run_dir: str | os.PathLike) -> Path | None:
+    """The processed data folder a run was trained on (``data_dir.txt``, written by :func:`train_model`)."""
+    info = Path(run_dir) / DATA_DIR_FILE
+    return Path(info.read_text().strip()) if info.is_file() else None
+
+
+def run_notes(run_dir: str | os.PathLike) -> list[str]:
+    """Labels that apply to a run directory: its run label and its untrained-VGG warning."""
+    from .plots import note_for_run
+
+    notes = []
+    label = run_label(profile_of_run(run_dir), [data_dir_of_run(run_dir)])
+    if label:
+        notes.append(label)
+    vgg = note_for_run(run_dir)
+    if vgg:
+        notes.append(vgg)
+    return notes
+
+
+def join_notes(notes: Iterable[str | None]) -> str | None:
+    """One note line from several (duplicates dropped), or None."""
+    unique: list[str] = []
+    for note in notes:
+        if note and note not in unique:
+            unique.append(note)
+    return " | ".join(unique) if unique else None
+
+
+def banner(notes: Iterable[str | None]) -> None:
+    """Print every label loudly (or that there is none)."""
+    notes = [n for n in notes if n]
+    if not notes:
+        print("Real run: no demo, smoke or untrained-feature labels apply.")
+        return
+    width = 100
+    print("#" * width)
+    for note in notes:
+        print(f"# {note}")
+    print("#" * width)
+
+
+def write_label(folder: str | os.PathLike, notes: Iterable[str | None]) -> Path | None:
+    """Write ``LABEL.txt`` (the labels, one per line) into ``folder``; None when there are none."""
+    notes = [n for n in notes if n]
+    if not notes:
+        return None
+    path = Path(folder) / LABEL_FILE
+    path.write_text("\n".join(notes) + "\n")
+    return path
+
+
+# ---- display ------------------------------------------------------------------------------
+
+def show(fig_or_path: Any, path: str | os.PathLike | None = None) -> Path | None:
+    """Save a matplotlib figure to ``path`` (when given) and display the saved PNG.
+
+    Accepts a ``Figure`` or the path of a PNG already written. Displays through IPython when
+    running in a kernel, so the executed notebook (and its HTML) embeds the picture; prints the
+    path otherwise.
+    """
+    from .plots import close, save_figure
+
+    if isinstance(fig_or_path, (str, os.PathLike)):
+        saved = Path(fig_or_path)
+    else:
+        if path is None:
+            raise ValueError("show(figure) needs the path to save it to")
+        saved = save_figure(fig_or_path, path)
+        close(fig_or_path)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+
+        if get_ipython() is not None:
+            display(Image(filename=str(saved)))
+    except ImportError:  # pragma: no cover - IPython ships with the notebooks extra
+        pass
+    print(f"figure: {saved}")
+    return saved
+
+
+def show_table(frame: Any, floatfmt: int = 4) -> None:
+    """Display a DataFrame (rich in a notebook, text elsewhere)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(frame)
+            return
+    except ImportError:  # pragma: no cover
+        pass
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.precision", floatfmt):
+        print(frame)
+
+
+# ---- step 1: preprocessing ----------------------------------------------------------------
+
+def profile_config(profile: str, overrides: Sequence[str] = ()):
+    from .config import get_profile
+
+    return get_profile(profile).override(list(overrides))
+
+
+def find_groups_csv(source: str | os.PathLike) -> tuple[Path, str] | None:
+    """A groups CSV that belongs to ``source``: ``groups.csv`` inside it (demo data, column
+    ``group``) or ``../meta/faces_celeba_identity.csv`` beside it (the shared CelebA faces,
+    column ``celeba_identity``); None when there is neither."""
+    source = Path(source)
+    if source.is_dir() and (source / "groups.csv").is_file():
+        return source / "groups.csv", "group"
+    meta = source.parent / "meta" / "faces_celeba_identity.csv"
+    if source.is_dir() and source.name == "faces" and meta.is_file():
+        return meta, "celeba_identity"
+    return None
+
+
+def preprocess_dataset(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    profile: str = "paper",
+    overrides: Sequence[str] = (),
+    limit: int | None = None,
+    groups_csv: str | os.PathLike | None = None,
+    group_column: str | None = None,
+    group_key_column: str = "file",
+    progress: bool = True,
+):
+    """``upsampler.data.preprocess`` with the profile's data settings; a no-op when already done.
+
+    ``groups_csv="auto"`` uses :func:`find_groups_csv`. ``group_column`` None: ``group`` or
+    ``celeba_identity``, whichever the CSV has.
+    """
+    from .data import preprocess, read_groups_csv
+
+    d = profile_config(profile, overrides).data
+    groups = None
+    if groups_csv == "auto":
+        found = find_groups_csv(source)
+        groups_csv, group_column = (found[0], group_column or found[1]) if found else (None, group_column)
+    if groups_csv:
+        if group_column is None:
+            import csv
+
+            with open(groups_csv, newline="") as handle:
+                header = next(csv.reader(handle), [])
+            group_column = next((c for c in ("group", "celeba_identity") if c in header), "group")
+        groups = read_groups_csv(groups_csv, group_key_column, group_column)
+        print(f"split by group: {groups_csv} (column {group_column!r}, {len(set(groups.values()))} groups)")
+    return preprocess(
+        source, out_dir, hr_size=d.hr_size, scale=d.scale, crop=d.crop, test_fraction=d.test_fraction,
+        seed=d.split_seed, min_size=d.min_size, groups=groups, limit=limit, progress=progress,
+    )
+
+
+def rejected_table(summary: Any):
+    """The rejected files of a preprocess summary as a DataFrame (source, kind, reason)."""
+    import pandas as pd
+
+    return pd.DataFrame([vars(r) for r in summary.rejected], columns=["source", "kind", "reason"])
+
+
+def split_counts(processed_dir: str | os.PathLike) -> dict[str, int]:
+    """Images per split of a processed set, from its manifest."""
+    import csv
+
+    counts = {"train": 0, "test": 0}
+    with (Path(processed_dir) / "manifest.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            counts[row["split"]] = counts.get(row["split"], 0) + 1
+    return counts
+
+
+def pairs_figure(processed_dir: str | os.PathLike, n: int = 4, split: str = "test", *, title: str | None = None,
+                 note: str | None = None):
+    """A few LR | Bicubic | HR rows of a processed split (LR shown as blocky pixels)."""
+    from .data import load_split
+    from .images import bicubic_upscale
+    from .plots import grid_figure
+
+    lr, hr, names = load_split(processed_dir, split)
+    k = max(1, min(n, len(names)))
+    scale = hr.shape[1] // lr.shape[1]
+    rows = [[(f"LR {names[i]}", lr[i]), ("Bicubic x%d" % scale, bicubic_upscale(lr[i], scale)), ("HR", hr[i])]
+            for i in range(k)]
+    return grid_figure(rows, title=title, note=note)
+
+
+# ---- step 2: training ---------------------------------------------------------------------
+
+def training_config(
+    profile: str = "paper",
+    *,
+    epochs: int | None = None,
+    pretrain_epochs: int | None = None,
+    vgg_weights: str | None = None,
+    overrides: Sequence[str] = (),
+    config_json: str | os.PathLike | None = None,
+):
+    """A Config from a profile (or a saved config.json) plus the notebook's parameters."""
+    from .config import Config
+
+    config = Config.from_json(config_json) if config_json else profile_config(profile)
+    assignments = list(overrides)
+    if epochs is not None:
+        assignments.append(f"train.epochs={int(epochs)}")
+    if pretrain_epochs is not None:
+        assignments.append(f"train.pretrain_epochs={int(pretrain_epochs)}")
+    if vgg_weights is not None:
+        assignments.append(f"loss.vgg_weights={vgg_weights}")
+    return config.override(assignments)
+
+
+def train_model(config: Any, data_dir: str | os.PathLike, run_dir: str | os.PathLike, *,
+                snapshot_pretrained: bool = True):
+    """Train (or resume) ``run_dir``; keeps a copy of the generator as it was after MSE pre-training.
+
+    With ``snapshot_pretrained`` and MSE pre-training in the schedule, training runs in two
+    calls of :func:`upsampler.train.train` - pre-training only, then the rest - with
+    ``generator.keras`` copied to ``generator_pretrained.keras`` in between (exact resume makes
+    this identical to one call). The evaluation can then show what the adversarial phase did.
+    Returns the last :class:`~upsampler.train.TrainResult`.
+    """
+    from .train import train
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / DATA_DIR_FILE).write_text(str(Path(data_dir).resolve()) + "\n")
+    snapshot = run_dir / PRETRAINED_SNAPSHOT
+    t = config.train
+    if snapshot_pretrained and t.pretrain_epochs > 0 and not snapshot.exists():
+        done = _epochs_done(run_dir)
+        if done["adversarial"] == 0:
+            first = config.override(["train.epochs=0"])
+            train(first, data_dir, run_dir)
+            shutil.copy2(run_dir / "generator.keras", snapshot)
+            print(f"kept the generator after {t.pretrain_epochs} MSE pre-training epochs: {snapshot}")
+    return train(config, data_dir, run_dir)
+
+
+def _epochs_done(run_dir: Path) -> dict[str, int]:
+    from .train import read_loss_rows
+
+    done = {"pretrain": 0, "adversarial": 0}
+    for row in read_loss_rows(run_dir / "loss.csv"):
+        done[row["phase"]] = max(done.get(row["phase"], 0), int(row["epoch"]))
+    return done
+
+
+def run_status(run_dir: str | os.PathLike) -> str:
+    """One deterministic line: epochs logged per phase (for the notebooks' checked output)."""
+    run_dir = Path(run_dir)
+    done = _epochs_done(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    t = config["train"]
+    return (f"{run_dir.name}: profile {config['profile']}, pre-training {done['pretrain']}/{t['pretrain_epochs']} "
+            f"epochs, adversarial {done['adversarial']}/{t['epochs']} epochs logged in loss.csv")
+
+
+def loss_figures(
+    run_dir_or_log: str | os.PathLike,
+    figures_dir: str | os.PathLike,
+    *,
+    name: str,
+    title: str | None = None,
+    zoom: tuple[int, int] | None = None,
+    adversarial_weight: float | None = None,
+    notes: Sequence[str | None] = (),
+    patience: int | None = None,
+    threshold: float | None = None,
+) -> dict[str, Path]:
+    """Save and show the loss curves (all epochs + zoom) and D(real)/D(fake) of one log.
+
+    ``run_dir_or_log``: a run directory, its ``loss.csv`` or an original-format text log.
+    ``zoom`` None: the original's window 1500-1750 when the run is that long, else its last
+    quarter. The adversarial weight and the saturation thresholds default to the run's
+    config. Prints the saturation verdict. Returns ``{"losses": path, "discriminator": path}``.
+    """
+    from .losslog import detect_saturation, read_loss_log
+    from .plots import DEFAULT_ZOOM, plot_discriminator, plot_losses
+
+    log = read_loss_log(run_dir_or_log)
+    config_path = log.path.parent / "config.json"
+    cfg = json.loads(config_path.read_text()) if config_path.is_file() else None
+    if adversarial_weight is None:
+        adversarial_weight = cfg["loss"]["adversarial_weight"] if cfg else 1e-3
+    if patience is None:
+        patience = cfg["train"]["saturation_patience"] if cfg else 3
+    if threshold is None:
+        threshold = cfg["train"]["saturation_threshold"] if cfg else 0.05
+    note = join_notes(notes)
+    title = title or name
+    for line in log.summary_lines():
+        print(line)
+    report = detect_saturation(log.frame, patience=patience, threshold=threshold)
+    print(f"discriminator: {report}")
+    figures_dir = Path(figures_dir)
+    paths = {}
+    fig = plot_losses(log.frame, title=f"{title}: losses", adversarial_weight=adversarial_weight,
+                      zoom=tuple(zoom) if zoom else DEFAULT_ZOOM, note=note)
+    paths["losses"] = show(fig, figures_dir / f"{name}_losses.png")
+    fig = plot_discriminator(log.frame, title=f"{title}: discriminator", note=note, patience=patience,
+                             threshold=threshold)
+    paths["discriminator"] = show(fig, figures_dir / f"{name}_discriminator.png")
+    return paths
+
+
+def latest_samples(run_dir: str | os.PathLike) -> Path | None:
+    """The newest ``samples/*.png`` of a run (adversarial after pre-training, by epoch), or None."""
+    samples = Path(run_dir) / "samples"
+    files = sorted(samples.glob("*.png"), key=lambda p: (p.name.startswith("adversarial"), p.name))
+    return files[-1] if files else None
+
+
+def samples_figure(run_dir: str | os.PathLike, figures_dir: str | os.PathLike, *, name: str,
+                   notes: Sequence[str | None] = ()) -> Path | None:
+    """The latest sample strip of a run as a labelled Bicubic | SR | HR figure (saved and shown)."""
+    from PIL import Image
+
+    from .plots import grid_figure
+
+    path = latest_samples(run_dir)
+    if path is None:
+        print(f"{run_dir}: no samples yet")
+        return None
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    size = config["data"]["hr_size"]
+    strip = np.asarray(Image.open(path).convert("RGB"))
+    rows = []
+    for r in range(strip.shape[0] // size):
+        tiles = [strip[r * size:(r + 1) * size, c * size:(c + 1) * size] for c in range(strip.shape[1] // size)]
+        rows.append(list(zip(["Bicubic", "SR", "HR"], tiles)))
+    fig = grid_figure(rows, title=f"{name}: {path.stem.replace('_', ' ')}", note=join_notes(notes))
+    return show(fig, Path(figures_dir) / f"{name}_samples_latest.png")
+
+
+# ---- step 4: evaluation -------------------------------------------------------------------
+
+def evaluate(
+    test_dir: str | os.PathLike,
+    runs: Mapping[str, str | os.PathLike],
+    paths: StudyPaths,
+    *,
+    extractor: str = "fid-inception",
+    input_size: int | None = None,
+    n_boot: int = 200,
+    kid_subsets: int = 100,
+    grid_images: int = 6,
+    include_pretrained: bool = True,
+    notes: Sequence[str | None] = (),
+    name: str = "evaluation",
+):
+    """Bicubic vs each run's generator on ``test_dir``, with every output labelled.
+
+    ``runs``: display name -> run directory (its ``generator.keras``). With
+    ``include_pretrained``, a run's ``generator_pretrained.keras`` (the generator after MSE
+    pre-training) is evaluated too, as "<name> (MSE pre-trained)". Writes
+    ``tables/<name>_metrics.{csv,md}`` (+ per-image CSV) and ``figures/<name>_*.png``; shows
+    the table and the figures. Returns the :class:`~upsampler.metrics.evaluate.StudyResults`.
+    """
+    from .metrics.evaluate import evaluate_study, fid_bar_chart
+    from .metrics.extractors import ExtractorUnavailableError
+
+    models: dict[str, Path] = {}
+    model_notes: dict[str, list[str]] = {}
+    for label, run_dir in runs.items():
+        run_dir = Path(run_dir)
+        generator = run_dir / "generator.keras"
+        if not generator.is_file():
+            raise FileNotFoundError(f"{generator}: no trained generator (run the training notebook first)")
+        models[label] = generator
+        model_notes[label] = run_notes(run_dir)
+        snapshot = run_dir / PRETRAINED_SNAPSHOT
+        if include_pretrained and snapshot.is_file():
+            models[f"{label} (MSE pre-trained)"] = snapshot
+            model_notes[f"{label} (MSE pre-trained)"] = model_notes[label]
+    try:
+        results = evaluate_study(
+            test_dir, models, paths.evaluation, extractor=extractor, input_size=input_size, n_boot=n_boot,
+            kid_subsets=kid_subsets, grid_images=0, save_sr=True,
+        )
+    except ExtractorUnavailableError as exc:
+        raise RuntimeError(str(exc)) from exc
+    from .metrics.extractors import UNTRAINED_LABEL
+
+    all_notes = [*notes, *(n for ns in model_notes.values() for n in ns)]
+    if results.untrained_features:
+        all_notes.append(f"FID/KID: {UNTRAINED_LABEL}")
+    note = join_notes(all_notes)
+    banner([note] if note else [])
+
+    table = results.table.copy()
+    table.insert(1, "model_path", [""] + [str(models[m]) for m in table["method"].iloc[1:]])
+    table["training_notes"] = [""] + [join_notes(model_notes[m]) or "" for m in table["method"].iloc[1:]]
+    table["label"] = note or ""
+    csv_path = paths.tables / f"{name}_metrics.csv"
+    table.to_csv(csv_path, index=False)
+    shutil.copy2(results.per_image_csv, paths.tables / f"{name}_per_image_metrics.csv")
+    md = results.markdown.read_text()
+    if note:
+        md = f"> **{note}**\n\n" + md
+    md_path = paths.tables / f"{name}_metrics.md"
+    md_path.write_text(md)
+    print(f"tables: {csv_path}, {md_path}")
+    show_table(summary_table(results.table))
+
+    fig = fid_bar_chart(results.table)
+    if note:
+        _note_below(fig, note)
+    show(fig, paths.figures / f"{name}_fid_psnr_bars.png")
+    if grid_images > 0:
+        show(comparison_figure(test_dir, results, [*models], n=grid_images, note=note),
+             paths.figures / f"{name}_comparison_grid.png")
+    return results
+
+
+def summary_table(table: Any):
+    """The metrics table, compact: one formatted column per metric with its interval."""
+    import pandas as pd
+
+    from .metrics.fid import format_value
+
+    def interval(v, lo, hi, digits):
+        if not np.isfinite(v):
+            return "n/a"
+        text = format_value(v, digits)
+        return text + (f" [{format_value(lo, digits)}, {format_value(hi, digits)}]"
+                       if np.isfinite(lo) and np.isfinite(hi) else "")
+
+    rows = []
+    for _, r in table.iterrows():
+        rows.append({
+            "method": r["method"],
+            "FID [95% CI]": interval(r["fid"], r["fid_low"], r["fid_high"], 2),
+            "KID x1e3 ± std": "n/a" if not np.isfinite(r["kid"]) else
+            f"{format_value(1e3 * r['kid'], 3)} ± {format_value(1e3 * r['kid_std'], 3)}",
+            "PSNR dB [95% CI]": interval(r["psnr"], r["psnr_low"], r["psnr_high"], 2),
+            "SSIM [95% CI]": interval(r["ssim"], r["ssim_low"], r["ssim_high"], 4),
+            "N": f"{r['n_images']} vs {r['n_reference']}",
+            "extractor": f"{r['extractor']}: {r['extractor_label']}",
+        })
+    return pd.DataFrame(rows)
+
+
+def psnr_lines(table: Any) -> list[str]:
+    """``method: PSNR xx.xx dB`` per method, rounded to 0.01 dB (deterministic checked output)."""
+    return [f"{r['method']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}" for _, r in table.iterrows()]
+
+
+def _note_below(fig: Any, note: str) -> None:
+    import textwrap
+
+    from .plots import NOTE_COLOR
+
+    width = max(40, int(fig.get_figwidth() * 13))
+    fig.supxlabel("\n".join(textwrap.wrap(note, width)), color=NOTE_COLOR, fontsize=9)
+
+
+def comparison_figure(test_dir: str | os.PathLike, results: Any, methods: Sequence[str], *, n: int = 6,
+                      note: str | None = None):
+    """LR | Bicubic | <methods...> | HR for the first ``n`` test images (from evaluate's saved SR)."""
+    from .images import bicubic_upscale, load_rgb
+    from .plots import grid_figure
+
+    test_dir = Path(test_dir)
+    names = sorted(p.name for p in (test_dir / "hr").glob("*.png"))[:n]
+    rows = []
+    for file in names:
+        lr = load_rgb(test_dir / "lr" / file)
+        hr = load_rgb(test_dir / "hr" / file)
+        scale = hr.shape[0] // lr.shape[0]
+        row = [(f"LR {Path(file).stem}", lr), ("Bicubic", bicubic_upscale(lr, scale))]
+        for method in methods:
+            row.append((method, load_rgb(results.sr_dirs[method] / (Path(file).stem + ".png"))))
+        row.append(("HR", hr))
+        rows.append(row)
+    return grid_figure(rows, title=f"{test_dir}: LR | Bicubic | models | HR", note=note)
+
