@@ -354,22 +354,34 @@ def train_model(config: Any, data_dir: str | os.PathLike, run_dir: str | os.Path
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "train.log"
+    start = log.stat().st_size if log.exists() else 0
     (run_dir / DATA_DIR_FILE).write_text(str(Path(data_dir).resolve()) + "\n")
     snapshot = run_dir / PRETRAINED_SNAPSHOT
     t = config.train
     if snapshot_pretrained and t.pretrain_epochs > 0 and not snapshot.exists():
-        done = _epochs_done(run_dir)
+        done = epochs_done(run_dir)
         if done["adversarial"] == 0:
             first = config.override(["train.epochs=0"])
             train(first, data_dir, run_dir)
             shutil.copy2(run_dir / "generator.keras", snapshot)
             print(f"kept the generator after {t.pretrain_epochs} MSE pre-training epochs: {snapshot}")
-    return train(config, data_dir, run_dir)
+    result = train(config, data_dir, run_dir)
+    if not t.progress:  # the trainer only logged the epoch lines: show them now
+        with log.open() as handle:
+            handle.seek(start)
+            for line in handle:
+                if " epoch " in line and "/" in line and ": " in line and "starting at" not in line \
+                        and "resumed at" not in line:
+                    print(line.rstrip().split("] ", 1)[-1])
+    return result
 
 
-def _epochs_done(run_dir: Path) -> dict[str, int]:
+def epochs_done(run_dir: str | os.PathLike) -> dict[str, int]:
+    """Epochs logged in a run's loss.csv per phase: ``{"pretrain": n, "adversarial": m}``."""
     from .train import read_loss_rows
 
+    run_dir = Path(run_dir)
     done = {"pretrain": 0, "adversarial": 0}
     for row in read_loss_rows(run_dir / "loss.csv"):
         done[row["phase"]] = max(done.get(row["phase"], 0), int(row["epoch"]))
@@ -379,7 +391,7 @@ def _epochs_done(run_dir: Path) -> dict[str, int]:
 def run_status(run_dir: str | os.PathLike) -> str:
     """One deterministic line: epochs logged per phase (for the notebooks' checked output)."""
     run_dir = Path(run_dir)
-    done = _epochs_done(run_dir)
+    done = epochs_done(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     t = config["train"]
     return (f"{run_dir.name}: profile {config['profile']}, pre-training {done['pretrain']}/{t['pretrain_epochs']} "
@@ -432,6 +444,13 @@ def loss_figures(
                              threshold=threshold)
     paths["discriminator"] = show(fig, figures_dir / f"{name}_discriminator.png")
     return paths
+
+
+def copied_records_lines(logs: Sequence[str | os.PathLike]) -> list[str]:
+    """Records shared between (or repeated within) several loss logs, as summary lines."""
+    from .losslog import find_copied_records, read_loss_log
+
+    return find_copied_records([read_loss_log(p) for p in logs]).summary_lines()
 
 
 def latest_samples(run_dir: str | os.PathLike) -> Path | None:

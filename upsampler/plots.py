@@ -332,9 +332,11 @@ def _draw_panel(ax, label: str, image: np.ndarray, display_pixels: float) -> Non
     h, w = image.shape[:2]
     interpolation = display_interpolation(image, display_pixels)
     kwargs = {"cmap": "gray", "vmin": 0, "vmax": 255} if image.ndim == 2 else {}
-    # extent maps every image onto the same unit square, so all panels have one display size.
+    # extent maps every image into the same unit square (centred, aspect kept), so all panels
+    # have one display size.
     side = max(h, w)
-    ax.imshow(image, interpolation=interpolation, extent=(0, w / side, h / side, 0), **kwargs)
+    x0, y0 = (1 - w / side) / 2, (1 - h / side) / 2
+    ax.imshow(image, interpolation=interpolation, extent=(x0, x0 + w / side, y0 + h / side, y0), **kwargs)
     ax.set_xlim(0, 1)
     ax.set_ylim(1, 0)
     ax.set_aspect("equal")

@@ -1,0 +1,252 @@
+"""Tiled upscaling equals whole-image upscaling; figure kinds; the ``upscale`` command."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from upsampler import inference
+from upsampler.inference import (
+    KINDS,
+    infer_scale,
+    make_lr,
+    receptive_field_radius,
+    render_kind,
+    tile_starts,
+    upscale_image,
+)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _image(h, w, seed=0):
+    """A smooth-ish test picture (gradients + noise), uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / max(w - 1, 1), y * 255 / max(h - 1, 1), (x + y) % 64 * 4], -1)
+    return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import keras
+
+    from upsampler.models import build_generator
+
+    keras.utils.set_random_seed(0)
+    return build_generator(num_blocks=2, filters=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "g.keras"
+    tiny.save(path)
+    return path
+
+
+# ---- geometry -------------------------------------------------------------------------------
+
+def test_receptive_field_and_scale(tiny):
+    from upsampler.models import build_generator
+
+    assert receptive_field_radius(tiny) == 12  # 4 + 2*2*1 + 1 + 1 + 0.5 + 1 = 11.5 -> 12
+    study = build_generator()  # 16 blocks, 64 filters: the default overlap of the study's model
+    assert receptive_field_radius(study) == 40
+    assert receptive_field_radius(build_generator(upsample="nearest", num_blocks=16, filters=8)) == 40
+    assert infer_scale(tiny) == 4
+    assert infer_scale(build_generator(scale=2, num_blocks=1, filters=8)) == 2
+
+
+def test_tile_starts_cover_the_image_with_full_tiles():
+    assert tile_starts(100, 32) == [0, 32, 64, 68]
+    assert tile_starts(96, 32) == [0, 32, 64]
+    assert tile_starts(20, 32) == [0]
+    for length, tile in [(37, 16), (53, 16), (129, 128)]:
+        starts = tile_starts(length, tile)
+        covered = np.zeros(length, bool)
+        for s in starts:
+            assert 0 <= s and s + tile <= length
+            covered[s : s + tile] = True
+        assert covered.all()
+
+
+def test_reflect_pad_handles_tiny_images():
+    one = np.arange(3, dtype=np.float32).reshape(1, 1, 3)
+    padded = inference.reflect_pad(one, 5)
+    assert padded.shape == (11, 11, 3) and np.all(padded == one)
+    strip = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+    assert inference.reflect_pad(strip, 3).shape == (7, 8, 3)
+
+
+# ---- tiled == whole --------------------------------------------------------------------------
+
+def test_tiled_output_matches_whole_image(tiny):
+    lr = _image(100, 75)
+    whole = upscale_image(tiny, lr, scale=4, tile=None)
+    assert whole.shape == (400, 300, 3) and whole.dtype == np.uint8
+    tiled = upscale_image(tiny, lr, scale=4, tile=32)  # default overlap = receptive field (12)
+    assert psnr(whole, tiled) >= 50.0
+    assert np.abs(whole.astype(int) - tiled).max() <= 1
+    tiled16 = upscale_image(tiny, lr, scale=4, tile=32, overlap=16, batch_size=3)
+    assert psnr(whole, tiled16) >= 50.0
+    # Too little context is measurably worse: the overlap really matters.
+    tiled2 = upscale_image(tiny, lr, scale=4, tile=32, overlap=2)
+    assert psnr(whole, tiled2) < psnr(whole, tiled)
+
+
+def test_odd_sizes_and_tile_larger_than_image(tiny):
+    lr = _image(37, 53, seed=1)
+    out = upscale_image(tiny, lr, tile=16, batch_size=2)  # scale inferred
+    assert out.shape == (148, 212, 3)
+    whole = upscale_image(tiny, lr, tile=None)
+    big_tile = upscale_image(tiny, lr, tile=512)
+    assert psnr(out, whole) >= 50.0
+    assert np.array_equal(big_tile, whole)
+    strip = upscale_image(tiny, _image(5, 40, seed=2), tile=16)
+    assert strip.shape == (20, 160, 3)
+
+
+def test_upscale_image_rejects_bad_input(tiny):
+    with pytest.raises(ValueError, match="uint8"):
+        upscale_image(tiny, np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="tile"):
+        upscale_image(tiny, _image(8, 8), tile=0)
+    with pytest.raises(ValueError, match="expected"):
+        upscale_image(tiny, _image(8, 8), scale=2)
+
+
+# ---- figures ----------------------------------------------------------------------------------
+
+def test_make_lr_mod_crops_then_downscales():
+    hr = _image(179, 181)
+    hr_c, lr = make_lr(hr, 4)
+    assert hr_c.shape == (176, 180, 3) and lr.shape == (44, 45, 3)
+    with pytest.raises(ValueError, match="smaller than the scale"):
+        make_lr(_image(3, 10), 4)
+
+
+def test_every_kind_writes_its_files(tmp_path):
+    from upsampler.images import bicubic_upscale
+
+    lr = _image(11, 13)
+    hr = _image(44, 52, seed=3)
+    sr = bicubic_upscale(lr, 4)
+    for name, kind in KINDS.items():
+        paths = render_kind(kind, lr=lr, sr_a=sr, sr_b=sr if kind.needs_b or name == "sr" else None,
+                            hr=hr if kind.needs_hr else None, scale=4, out_dir=tmp_path, stem="img", note="n")
+        assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
+        if name == "sr":
+            assert [p.name for p in paths] == ["img_sr.png", "img_sr_b.png"]
+            assert np.array_equal(np.asarray(Image.open(paths[0])), sr)
+        else:
+            assert [p.name for p in paths] == [f"img_{name}.png"]
+    with pytest.raises(ValueError, match="--model-b"):
+        render_kind("lr-bicubic-a-b-hr", lr=lr, sr_a=sr, hr=hr, scale=4, out_dir=tmp_path, stem="x")
+    with pytest.raises(ValueError, match="HR"):
+        render_kind("lr-sr-hr", lr=lr, sr_a=sr, scale=4, out_dir=tmp_path, stem="x")
+
+
+def test_bicubic_panel_is_a_real_bicubic_upscale(monkeypatch, tmp_path):
+    from upsampler import plots
+    from upsampler.images import bicubic_upscale
+
+    captured = {}
+    real_panel_figure = plots.panel_figure
+
+    def fake_panel_figure(panels, path=None, title=None, note=None):
+        captured["panels"] = panels
+        return real_panel_figure(panels, path=path, title=title, note=note)
+
+    monkeypatch.setattr(plots, "panel_figure", fake_panel_figure)
+    lr = _image(11, 11)
+    render_kind("lr-bicubic-sr-hr", lr=lr, sr_a=_image(44, 44), hr=_image(44, 44), scale=4,
+                out_dir=tmp_path, stem="b")
+    labels = [label for label, _ in captured["panels"]]
+    assert labels[0] == "LR" and labels[1].startswith("Bicubic")
+    assert np.array_equal(captured["panels"][1][1], bicubic_upscale(lr, 4))
+    assert captured["panels"][0][1].shape == (11, 11, 3)  # the LR panel stays LR-sized (drawn blocky)
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def _cli(argv):
+    parser = argparse.ArgumentParser()
+    inference.configure_upscale_parser(parser)
+    return inference.run_upscale(parser.parse_args(argv))
+
+
+@pytest.fixture()
+def hr_images(tmp_path):
+    paths = []
+    for i, (h, w) in enumerate([(64, 64), (50, 70)]):
+        path = tmp_path / "in" / f"photo{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(_image(h, w, seed=i)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_cli_end_to_end(tiny_path, hr_images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _cli([*map(str, hr_images), "--model", str(tiny_path), "--model-b", str(tiny_path), "--out", str(out),
+                 "--kind", "lr-bicubic-a-b-hr", "--tile", "8"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["photo0_lr-bicubic-a-b-hr.png", "photo1_lr-bicubic-a-b-hr.png"]
+    assert "x4, kind lr-bicubic-a-b-hr" in capsys.readouterr().out
+    # sr: inputs are LR by default; the SR PNG is 4x the input at full resolution.
+    assert _cli([str(hr_images[1]), "--model", str(tiny_path), "--out", str(out), "--tile", "16"]) == 0
+    sr = np.asarray(Image.open(out / "photo1_sr.png"))
+    assert sr.shape == (200, 280, 3)
+    # sr with --input-is-hr: mod-crop and downscale first -> same size as the HR (mod 4).
+    assert _cli([str(hr_images[1]), "--model", str(tiny_path), "--out", str(out / "hr"), "--input-is-hr"]) == 0
+    assert np.asarray(Image.open(out / "hr" / "photo1_sr.png")).shape == (48, 68, 3)
+    # a folder of images works too
+    assert _cli([str(hr_images[0].parent), "--model", str(tiny_path), "--out", str(out / "f"),
+                 "--kind", "lr-sr-hr"]) == 0
+    assert len(list((out / "f").glob("*_lr-sr-hr.png"))) == 2
+
+
+def test_cli_on_a_real_face(tiny_path, shared_data, tmp_path):
+    face = sorted((shared_data / "faces").glob("*.jpg"))[0]
+    assert _cli([str(face), "--model", str(tiny_path), "--out", str(tmp_path), "--kind", "lr-bicubic-sr-hr"]) == 0
+    assert (tmp_path / f"{face.stem}_lr-bicubic-sr-hr.png").stat().st_size > 10_000
+
+
+def test_cli_errors_name_the_problem(tiny_path, hr_images, tmp_path):
+    missing_image = tmp_path / "nope.png"
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        _cli([str(missing_image), "--model", str(tiny_path), "--out", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="missing_model.keras"):
+        _cli([str(hr_images[0]), "--model", str(tmp_path / "missing_model.keras"), "--out", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="missing_b.keras"):
+        _cli([str(hr_images[0]), "--model", str(tiny_path), "--model-b", str(tmp_path / "missing_b.keras"),
+              "--kind", "lr-a-b-hr", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="--model-b"):
+        _cli([str(hr_images[0]), "--model", str(tiny_path), "--out", str(tmp_path), "--kind", "lr-bicubic-a-b-hr"])
+    with pytest.raises(ValueError, match="--input-is-lr"):
+        _cli([str(hr_images[0]), "--model", str(tiny_path), "--out", str(tmp_path), "--kind", "lr-sr-hr",
+              "--input-is-lr"])
+    with pytest.raises(ValueError, match="one model"):
+        _cli([str(hr_images[0]), "--model", str(tiny_path), "--model-b", str(tiny_path), "--out", str(tmp_path),
+              "--kind", "lr-sr-hr"])
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="bad.keras"):
+        _cli([str(hr_images[0]), "--model", str(bad), "--out", str(tmp_path)])
+
+
+def test_cli_via_main_exit_code(tiny_path, hr_images, tmp_path, capsys, monkeypatch):
+    from upsampler import cli
+
+    # Only this command's module is imported (others of the table may be absent in isolation).
+    monkeypatch.setattr(cli, "COMMANDS", {k: v for k, v in cli.COMMANDS.items() if k == "upscale"})
+    assert cli.main(["upscale", str(tmp_path / "gone.png"), "--model", str(tiny_path), "--out", str(tmp_path)]) == 2
+    assert "gone.png" in capsys.readouterr().err
+    assert cli.main(["upscale", str(hr_images[0]), "--model", str(tiny_path), "--out", str(tmp_path / "o"),
+                     "--kind", "lr-bicubic-sr-hr"]) == 0
+    assert (tmp_path / "o" / "photo0_lr-bicubic-sr-hr.png").exists()
