@@ -12,7 +12,6 @@ from upsampler import cli
 from upsampler.metrics import UNTRAINED_LABEL
 from upsampler.metrics.evaluate import (
     TABLE_COLUMNS,
-    _display_image,
     comparison_grid,
     evaluate_study,
     fid_bar_chart,
@@ -116,11 +115,11 @@ def test_figures_have_clean_signatures(study):
     lr = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
     hr = np.zeros((16, 16, 3), np.uint8)
     grid = comparison_grid([{"LR": lr, "Bicubic": hr, "HR": hr}] * 2, ["LR", "Bicubic", "HR"])
-    assert len(grid.axes) == 6 and [ax.get_title() for ax in grid.axes[:3]] == ["LR", "Bicubic", "HR"]
+    assert len(grid.axes) == 6
+    assert [ax.get_title().splitlines()[0] for ax in grid.axes[:3]] == ["LR", "Bicubic", "HR"]
     shown = grid.axes[0].images[0]
-    assert shown.get_interpolation() == "nearest"
-    np.testing.assert_array_equal(shown.get_array(), np.repeat(np.repeat(lr, 4, axis=0), 4, axis=1))
-    np.testing.assert_array_equal(_display_image(lr, (16, 16))[::4, ::4], lr)
+    assert shown.get_interpolation() == "nearest"  # the LR panel is blocky, never smoothed
+    np.testing.assert_array_equal(shown.get_array(), lr)
     with pytest.raises(ValueError, match="no image"):
         comparison_grid([{"LR": lr}], ["LR", "HR"])
 

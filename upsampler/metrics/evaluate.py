@@ -9,7 +9,7 @@ and scores each method against the HR set:
 * mean PSNR (dB) and SSIM on Y with ``scale`` pixels shaved, with 95% t-intervals over images.
 
 "Bicubic" is Pillow's bicubic upscaling of the LR image, the same resampling that made the
-LR images (``upsampler.images.bicubic_upscale`` when that module provides it). It writes
+LR images (:func:`upsampler.images.bicubic_upscale`). It writes
 ``per_image_metrics.csv``, ``metrics.csv``, ``metrics.md``, ``fid_bar_chart.png`` and
 ``comparison_grid.png`` into ``out_dir`` (and the SR images with ``save_sr=True``).
 """
@@ -26,13 +26,13 @@ import numpy as np
 
 from .fid import activations, distribution_metrics, format_value
 from .sr import sr_metrics, to_uint8
-from .srbench import list_images, load_generator, read_image
+from ..images import bicubic_upscale
+from .srbench import list_images, read_image
 
 __all__ = [
     "StudyResults",
     "evaluate_study",
     "load_split",
-    "bicubic_upscale",
     "run_generator",
     "mean_interval",
     "fid_bar_chart",
@@ -99,32 +99,6 @@ def load_split(test_dir: str | Path) -> tuple[list[str], np.ndarray, np.ndarray,
     if scale < 1 or hr.shape[1] != lr.shape[1] * scale or hr.shape[2] != lr.shape[2] * scale:
         raise ValueError(f"{test_dir}: HR {hr.shape[1:3]} is not an integer multiple of LR {lr.shape[1:3]}")
     return names, hr, lr, scale
-
-
-def _pillow_bicubic(img: np.ndarray, scale: int) -> np.ndarray:
-    from PIL import Image
-
-    h, w = img.shape[:2]
-    return np.asarray(Image.fromarray(img).resize((w * scale, h * scale), Image.BICUBIC))
-
-
-def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
-    """Pillow bicubic upscaling of uint8 LR images (one (h, w, 3) image or a batch), uint8 out.
-
-    Uses ``upsampler.images.bicubic_upscale(img, scale)`` when that function exists (the
-    project's single definition), else Pillow ``Image.resize(..., Image.BICUBIC)`` directly.
-    """
-    try:
-        from upsampler.images import bicubic_upscale as project_bicubic  # type: ignore[attr-defined]
-    except ImportError:
-        project_bicubic = _pillow_bicubic
-    if lr.ndim == 4:
-        return np.stack([bicubic_upscale(im, scale) for im in lr])
-    out = np.asarray(project_bicubic(lr, scale))
-    expected = (lr.shape[0] * scale, lr.shape[1] * scale) + lr.shape[2:]
-    if out.shape != expected:
-        raise ValueError(f"bicubic upscaling returned shape {out.shape}, expected {expected}")
-    return to_uint8(out)
 
 
 def run_generator(model: Any, lr: np.ndarray, batch_size: int = 16) -> np.ndarray:
@@ -196,6 +170,8 @@ def evaluate_study(
     for method, model in models.items():
         if method == BICUBIC:
             raise ValueError(f"model name {BICUBIC!r} is reserved for the baseline")
+        from ..models import load_generator
+
         net = load_generator(model) if isinstance(model, (str, Path)) else model
         sr = run_generator(net, lr, batch_size=batch_size)
         if sr.shape != hr.shape:
@@ -356,56 +332,31 @@ def fid_bar_chart(table: Any, path: str | Path | None = None):
     return fig
 
 
-def _display_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour (blocky) enlargement to ``size`` (H, W) for display; integer factors only."""
-    h, w = img.shape[:2]
-    if (h, w) == size:
-        return img
-    fy, fx = size[0] // h, size[1] // w
-    if fy * h != size[0] or fx * w != size[1]:
-        return img  # not an integer factor: show as is
-    return np.repeat(np.repeat(img, fy, axis=0), fx, axis=1)
-
-
 def comparison_grid(
     panels: Sequence[Mapping[str, np.ndarray]],
     columns: Sequence[str],
     path: str | Path | None = None,
     *,
     row_labels: Sequence[str] | None = None,
-    panel_size: float = 2.2,
+    note: str | None = None,
 ):
     """A grid of images, one row per ``panels`` entry and one column per name in ``columns``.
 
-    Each panel maps a column name to a uint8 image ((H, W, 3) or (H, W)). Images smaller than
-    the largest in their row (the LR input) are enlarged by pixel repetition, so LR shows as
-    blocky pixels; nothing is smoothed by the display (``interpolation="nearest"``), so the
-    "Bicubic" column shows exactly the bicubic upscale it was given. Returns a Figure; saved as
-    PNG when ``path`` is given.
+    Each panel maps a column name to a uint8 image. Drawn by :func:`upsampler.plots.grid_figure`:
+    every panel the same display size, enlarged images (the LR input) blocky
+    (``interpolation="nearest"``), so the "Bicubic" column shows exactly the bicubic upscale it
+    was given. Returns a Figure; saved as PNG when ``path`` is given.
     """
-    from matplotlib.figure import Figure
+    from ..plots import grid_figure
 
     if not panels or not columns:
         raise ValueError("comparison_grid needs at least one panel and one column")
-    rows, cols = len(panels), len(columns)
-    fig = Figure(figsize=(panel_size * cols, panel_size * rows + 0.4), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
+    rows = []
     for r, panel in enumerate(panels):
         missing = [c for c in columns if c not in panel]
         if missing:
             raise ValueError(f"panel {r} has no image for columns {missing}")
-        size = max((np.asarray(panel[c]).shape[:2] for c in columns), key=lambda s: s[0] * s[1])
-        for c, name in enumerate(columns):
-            ax = axes[r, c]
-            img = _display_image(np.asarray(panel[name]), size)
-            ax.imshow(img, interpolation="nearest", cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name)
-            if c == 0 and row_labels is not None:
-                ax.set_ylabel(str(row_labels[r]), fontsize=8)
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
+        label = (lambda c: f"{c} ({row_labels[r]})" if row_labels is not None and c == columns[0] else c)
+        rows.append([(label(c), np.asarray(panel[c])) for c in columns])
+    return grid_figure(rows, path=path, note=note)
 

@@ -26,7 +26,6 @@ __all__ = [
     "list_images",
     "read_image",
     "bicubic_sr",
-    "load_generator",
     "generator_upscaler",
     "make_upscaler",
     "run_sr_bench",
@@ -75,24 +74,6 @@ def bicubic_sr(lr: np.ndarray, scale: int) -> np.ndarray:
     return imresize(lr, float(scale))
 
 
-def load_generator(path: str | Path):
-    """Load a saved Keras generator (``.keras``), registering the project's custom layers first."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such generator file")
-    try:
-        import upsampler.models as models  # registers custom layers (PixelShuffle, ...)
-    except ModuleNotFoundError as exc:
-        if exc.name != "upsampler.models":
-            raise
-        models = None
-    if models is not None and hasattr(models, "load_generator"):
-        return models.load_generator(path)
-    import keras
-
-    return keras.models.load_model(path, compile=False)
-
-
 def generator_upscaler(model: Any) -> Upscaler:
     """Wrap a Keras generator (LR [-1, 1] -> SR [-1, 1]) as a uint8 -> uint8 upscaler.
 
@@ -119,6 +100,8 @@ def make_upscaler(method: str | Any, scale: int) -> tuple[str, Upscaler]:
     if isinstance(method, str) and method.lower() == "bicubic":
         return "bicubic", lambda lr: bicubic_sr(lr, scale)
     if isinstance(method, (str, Path)):
+        from ..models import load_generator
+
         return str(method), generator_upscaler(load_generator(method))
     return getattr(method, "name", "model"), generator_upscaler(method)
 
