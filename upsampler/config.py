@@ -87,7 +87,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = True  # op determinism + seeds; makes resume bit-exact
     jit_compile: str = "auto"  # "auto" (XLA on GPU), "on", "off"
-    mixed_precision: bool = False
+    mixed_precision: bool = False  # mixed_float16 + loss scaling on GPU, mixed_bfloat16 elsewhere
+    strategy: str = "default"  # tf.distribute: "default" (one device), "mirrored" (all GPUs), "auto"
+    cache_hr_features: str = "auto"  # HR VGG features computed once per dataset: "auto" (when flips are off), "on", "off"
     checkpoint_every: int = 1  # epochs
     keep_checkpoints: int = 3
     sample_every: int = 10  # epochs
@@ -187,6 +189,10 @@ class Config:
             raise ValueError(f"loss.vgg_weights must be 'imagenet' or 'untrained', got {self.loss.vgg_weights!r}")
         if self.train.jit_compile not in ("auto", "on", "off"):
             raise ValueError(f"train.jit_compile must be auto/on/off, got {self.train.jit_compile!r}")
+        if self.train.strategy not in ("default", "mirrored", "auto"):
+            raise ValueError(f"train.strategy must be default/mirrored/auto, got {self.train.strategy!r}")
+        if self.train.cache_hr_features not in ("auto", "on", "off"):
+            raise ValueError(f"train.cache_hr_features must be auto/on/off, got {self.train.cache_hr_features!r}")
         if self.train.batch_size < 1 or self.train.epochs < 0 or self.train.pretrain_epochs < 0:
             raise ValueError("train.batch_size must be >= 1 and epochs >= 0")
 

@@ -40,6 +40,71 @@ class PixelShuffle(layers.Layer):
         return {**super().get_config(), "factor": self.factor}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedBatchNormalization(layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose training-mode call is one fused kernel.
+
+    Keras 3 normalises with separate moments / normalise ops (and as many again in the
+    backward pass); TensorFlow's ``FusedBatchNormV3`` (oneDNN on CPU, cuDNN on GPU) does the
+    same maths in one op each way. Same weights, same moving-average update (the biased batch
+    variance, as Keras), same inference path. Falls back to the Keras implementation for
+    cross-replica (``synchronized``) statistics on several replicas, masks, renorm, or a
+    channel axis other than the last of a 4-D input.
+    """
+
+    def _fusable(self, inputs) -> bool:
+        import tensorflow as tf
+
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or self.renorm or not (self.center and self.scale):
+            return False
+        if self.synchronized and tf.distribute.get_replica_context() is not None \
+                and tf.distribute.get_replica_context().num_replicas_in_sync > 1:
+            return False
+        return keras.backend.backend() == "tensorflow"
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or not self._fusable(inputs):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = tf.cast(inputs, tf.float32)  # as Keras: statistics in float32 under mixed precision
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32), epsilon=self.epsilon,
+            is_training=True,
+        )
+        # The fused op returns the Bessel-corrected batch variance; Keras averages the biased one.
+        count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+        return tf.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FastPReLU(layers.PReLU):
+    """``keras.layers.PReLU`` computed as ``relu(x) + alpha * min(x, 0)``: bit-identical values
+    (Keras computes ``relu(x) - alpha * relu(-x)``) with fewer elementwise ops each way."""
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        return tf.nn.relu(inputs) + self.alpha * tf.minimum(inputs, tf.zeros([], inputs.dtype))
+
+
+# The layer classes the builders use; ``USE_FUSED_LAYERS = False`` gives the stock Keras ones
+# (benchmarks compare both; saved files of either kind load).
+USE_FUSED_LAYERS = True
+
+
+def _bn(**kwargs):
+    return (FusedBatchNormalization if USE_FUSED_LAYERS else layers.BatchNormalization)(**kwargs)
+
+
+def _prelu(**kwargs):
+    return (FastPReLU if USE_FUSED_LAYERS else layers.PReLU)(**kwargs)
+
+
 def _upsample_steps(scale: int) -> int:
     steps = int(round(math.log2(scale)))
     if scale < 2 or 2**steps != scale:
@@ -79,24 +144,24 @@ def build_generator(
 
     lr = keras.Input(shape=(input_size, input_size, 3), name="lr")
     x = layers.Conv2D(filters, 9, padding="same", name="head_conv")(lr)
-    x = layers.PReLU(shared_axes=[1, 2], name="head_prelu")(x)
+    x = _prelu(shared_axes=[1, 2], name="head_prelu")(x)
     head = x
     for b in range(num_blocks):
         skip = x
         x = layers.Conv2D(filters, 3, padding="same", name=f"res_block_{b}_conv_1")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, name=f"res_block_{b}_bn_1")(x)
-        x = layers.PReLU(shared_axes=[1, 2], name=f"res_block_{b}_prelu")(x)
+        x = _bn(momentum=bn_momentum, name=f"res_block_{b}_bn_1")(x)
+        x = _prelu(shared_axes=[1, 2], name=f"res_block_{b}_prelu")(x)
         x = layers.Conv2D(filters, 3, padding="same", name=f"res_block_{b}_conv_2")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, name=f"res_block_{b}_bn_2")(x)
+        x = _bn(momentum=bn_momentum, name=f"res_block_{b}_bn_2")(x)
         x = layers.Add(name=f"res_block_{b}_add")([skip, x])
     x = layers.Conv2D(filters, 3, padding="same", name="trunk_conv")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, name="trunk_bn")(x)
+    x = _bn(momentum=bn_momentum, name="trunk_bn")(x)
     x = layers.Add(name="trunk_add")([head, x])
     for u in range(steps):
         if upsample == "pixel_shuffle":
             x = layers.Conv2D(filters * 4, 3, padding="same", name=f"upsample_{u}_conv")(x)
             x = PixelShuffle(2, name=f"upsample_{u}_shuffle")(x)
-            x = layers.PReLU(shared_axes=[1, 2], name=f"upsample_{u}_prelu")(x)
+            x = _prelu(shared_axes=[1, 2], name=f"upsample_{u}_prelu")(x)
         else:
             x = layers.Conv2D(256, 3, padding="same", name=f"upsample_{u}_conv")(x)
             x = layers.UpSampling2D(2, interpolation="nearest", name=f"upsample_{u}_nearest")(x)
@@ -131,7 +196,7 @@ def build_discriminator(
     x = layers.LeakyReLU(negative_slope=0.2, name="lrelu_0")(x)
     for i, (multiple, stride) in enumerate(DISCRIMINATOR_BLOCKS, start=1):
         x = layers.Conv2D(filters * multiple, 3, strides=stride, padding="same", name=f"conv_{i}")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn_{i}")(x)
+        x = _bn(momentum=bn_momentum, name=f"bn_{i}")(x)
         x = layers.LeakyReLU(negative_slope=0.2, name=f"lrelu_{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense_units, name="dense_0")(x)

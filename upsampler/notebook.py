@@ -93,6 +93,28 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
+def import_tensorflow_quietly():
+    """Import TensorFlow with its C++ start-up chatter (oneDNN, absl) kept out of the notebook.
+
+    Those lines go straight to file descriptor 2, below Python and ``TF_CPP_MIN_LOG_LEVEL``;
+    the descriptor is pointed at ``os.devnull`` for the import only. Errors still raise.
+    Returns the module.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(null, 2)
+        import tensorflow as tf
+    finally:
+        os.dup2(saved, 2)
+        os.close(null)
+        os.close(saved)
+    return tf
+
+
 # ---- labels -----------------------------------------------------------------------------
 
 def is_demo_data(path: str | os.PathLike | None) -> bool:
@@ -198,7 +220,7 @@ def show(fig_or_path: Any, path: str | os.PathLike | None = None) -> Path | None
         from IPython.display import Image, display
 
         if get_ipython() is not None:
-            display(Image(filename=str(saved)))
+            display(Image(filename=str(saved), alt=saved.stem.replace("_", " ")))
     except ImportError:  # pragma: no cover - IPython ships with the notebooks extra
         pass
     print(f"figure: {saved}")
@@ -206,25 +228,27 @@ def show(fig_or_path: Any, path: str | os.PathLike | None = None) -> Path | None
 
 
 def show_table(frame: Any, floatfmt: int = 4) -> None:
-    """Display a DataFrame (rich in a notebook, text elsewhere)."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-
-        if get_ipython() is not None:
-            display(frame)
-            return
-    except ImportError:  # pragma: no cover
-        pass
+    """Display a DataFrame in full (rich in a notebook, text elsewhere)."""
     import pandas as pd
 
-    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.precision", floatfmt):
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_colwidth", None,
+                           "display.precision", floatfmt, "display.max_rows", 500):
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+
+            if get_ipython() is not None:
+                display(frame)
+                return
+        except ImportError:  # pragma: no cover
+            pass
         print(frame)
 
 
 # ---- step 1: preprocessing ----------------------------------------------------------------
 
 def profile_config(profile: str, overrides: Sequence[str] = ()):
+    """The named profile's :class:`~upsampler.config.Config` with ``section.field=value`` overrides."""
     from .config import get_profile
 
     return get_profile(profile).override(list(overrides))
@@ -362,10 +386,11 @@ def train_model(config: Any, data_dir: str | os.PathLike, run_dir: str | os.Path
     if snapshot_pretrained and t.pretrain_epochs > 0 and not snapshot.exists():
         done = epochs_done(run_dir)
         if done["adversarial"] == 0:
-            first = config.override(["train.epochs=0"])
-            train(first, data_dir, run_dir)
+            print(f"== phase 1: {t.pretrain_epochs} epochs of MSE pre-training ==")
+            train(config.override(["train.epochs=0"]), data_dir, run_dir)
             shutil.copy2(run_dir / "generator.keras", snapshot)
             print(f"kept the generator after {t.pretrain_epochs} MSE pre-training epochs: {snapshot}")
+        print(f"== phase 2: {t.epochs} adversarial epochs ==")
     result = train(config, data_dir, run_dir)
     if not t.progress:  # the trainer only logged the epoch lines: show them now
         with log.open() as handle:
@@ -461,8 +486,13 @@ def latest_samples(run_dir: str | os.PathLike) -> Path | None:
 
 
 def samples_figure(run_dir: str | os.PathLike, figures_dir: str | os.PathLike, *, name: str,
-                   notes: Sequence[str | None] = ()) -> Path | None:
-    """The latest sample strip of a run as a labelled Bicubic | SR | HR figure (saved and shown)."""
+                   title: str | None = None, notes: Sequence[str | None] = ()) -> Path | None:
+    """The latest sample strip of a run as a labelled Bicubic | SR | HR figure (saved and shown).
+
+    Saved as ``<figures_dir>/<name>_samples_latest.png``; ``title`` defaults to ``name``.
+    """
+    import re
+
     from PIL import Image
 
     from .plots import grid_figure
@@ -478,11 +508,23 @@ def samples_figure(run_dir: str | os.PathLike, figures_dir: str | os.PathLike, *
     for r in range(strip.shape[0] // size):
         tiles = [strip[r * size:(r + 1) * size, c * size:(c + 1) * size] for c in range(strip.shape[1] // size)]
         rows.append(list(zip(["Bicubic", "SR", "HR"], tiles)))
-    fig = grid_figure(rows, title=f"{name}: {path.stem.replace('_', ' ')}", note=join_notes(notes))
+    match = re.fullmatch(r"(\w+?)_epoch_(\d+)", path.stem)
+    when = f"{match.group(1)} epoch {int(match.group(2))}" if match else path.stem
+    fig = grid_figure(rows, title=f"{title or name}: test samples after {when}", note=join_notes(notes))
     return show(fig, Path(figures_dir) / f"{name}_samples_latest.png")
 
 
 # ---- step 4: evaluation -------------------------------------------------------------------
+
+def study_label(run_dirs: Iterable[str | os.PathLike], data_dirs: Iterable[str | os.PathLike | None] = ()) -> str | None:
+    """One run label for several runs (and extra data folders, e.g. the test set's)."""
+    run_dirs = [Path(r) for r in run_dirs]
+    profiles = sorted({p for p in (profile_of_run(r) for r in run_dirs) if p})
+    data = [*data_dirs, *(data_dir_of_run(r) for r in run_dirs)]
+    if len(profiles) <= 1:
+        return run_label(profiles[0] if profiles else None, data)
+    return join_notes(run_label(p, data) for p in profiles)
+
 
 def evaluate(
     test_dir: str | os.PathLike,
@@ -495,7 +537,6 @@ def evaluate(
     kid_subsets: int = 100,
     grid_images: int = 6,
     include_pretrained: bool = True,
-    notes: Sequence[str | None] = (),
     name: str = "evaluation",
 ):
     """Bicubic vs each run's generator on ``test_dir``, with every output labelled.
@@ -504,24 +545,33 @@ def evaluate(
     ``include_pretrained``, a run's ``generator_pretrained.keras`` (the generator after MSE
     pre-training) is evaluated too, as "<name> (MSE pre-trained)". Writes
     ``tables/<name>_metrics.{csv,md}`` (+ per-image CSV) and ``figures/<name>_*.png``; shows
-    the table and the figures. Returns the :class:`~upsampler.metrics.evaluate.StudyResults`.
+    the table and the figures. The label of every output combines :func:`study_label`, the
+    untrained-VGG warning of any run that used it and the untrained-Inception label.
+    Returns the :class:`~upsampler.metrics.evaluate.StudyResults`.
     """
-    from .metrics.evaluate import evaluate_study, fid_bar_chart
-    from .metrics.extractors import ExtractorUnavailableError
+    import logging
 
+    from .config import UNTRAINED_VGG_WARNING
+    from .metrics.evaluate import evaluate_study, fid_bar_chart
+    from .metrics.extractors import UNTRAINED_LABEL, ExtractorUnavailableError
+
+    test_dir = Path(test_dir)
     models: dict[str, Path] = {}
-    model_notes: dict[str, list[str]] = {}
+    vgg_notes: dict[str, str] = {}
     for label, run_dir in runs.items():
         run_dir = Path(run_dir)
         generator = run_dir / "generator.keras"
         if not generator.is_file():
             raise FileNotFoundError(f"{generator}: no trained generator (run the training notebook first)")
-        models[label] = generator
-        model_notes[label] = run_notes(run_dir)
+        untrained_vgg = UNTRAINED_VGG_WARNING in run_notes(run_dir)
+        variants = [(label, generator)]
         snapshot = run_dir / PRETRAINED_SNAPSHOT
         if include_pretrained and snapshot.is_file():
-            models[f"{label} (MSE pre-trained)"] = snapshot
-            model_notes[f"{label} (MSE pre-trained)"] = model_notes[label]
+            variants.append((f"{label} (MSE pre-trained)", snapshot))
+        for method, path in variants:
+            models[method] = path
+            vgg_notes[method] = "untrained VGG19 content loss" if untrained_vgg else ""
+    import_tensorflow_quietly().get_logger().setLevel(logging.ERROR)  # Keras' retracing chatter (one trace per model)
     try:
         results = evaluate_study(
             test_dir, models, paths.evaluation, extractor=extractor, input_size=input_size, n_boot=n_boot,
@@ -529,30 +579,34 @@ def evaluate(
         )
     except ExtractorUnavailableError as exc:
         raise RuntimeError(str(exc)) from exc
-    from .metrics.extractors import UNTRAINED_LABEL
-
-    all_notes = [*notes, *(n for ns in model_notes.values() for n in ns)]
-    if results.untrained_features:
-        all_notes.append(f"FID/KID: {UNTRAINED_LABEL}")
-    note = join_notes(all_notes)
-    banner([note] if note else [])
+    note = join_notes([
+        study_label(runs.values(), [test_dir.parent]),
+        UNTRAINED_VGG_WARNING if any(vgg_notes.values()) else None,
+        f"FID/KID: {UNTRAINED_LABEL}" if results.untrained_features else None,
+    ])
+    banner(note.split(" | ") if note else [])
+    write_label(paths.evaluation, note.split(" | ") if note else [])
 
     table = results.table.copy()
-    table.insert(1, "model_path", [""] + [str(models[m]) for m in table["method"].iloc[1:]])
-    table["training_notes"] = [""] + [join_notes(model_notes[m]) or "" for m in table["method"].iloc[1:]]
+    table.insert(1, "model_path", [str(models.get(m, "")) for m in table["method"]])
+    table["training_note"] = [vgg_notes.get(m, "") for m in table["method"]]
     table["label"] = note or ""
     csv_path = paths.tables / f"{name}_metrics.csv"
     table.to_csv(csv_path, index=False)
     shutil.copy2(results.per_image_csv, paths.tables / f"{name}_per_image_metrics.csv")
     md = results.markdown.read_text()
     if note:
-        md = f"> **{note}**\n\n" + md
+        md = "".join(f"> **{n}**\n>\n" for n in note.split(" | ")) + "\n" + md
     md_path = paths.tables / f"{name}_metrics.md"
     md_path.write_text(md)
     print(f"tables: {csv_path}, {md_path}")
     show_table(summary_table(results.table))
 
     fig = fid_bar_chart(results.table)
+    for ax in fig.axes:  # long method names: slant them
+        for tick in ax.get_xticklabels():
+            tick.set_rotation(20)
+            tick.set_horizontalalignment("right")
     if note:
         _note_below(fig, note)
     show(fig, paths.figures / f"{name}_fid_psnr_bars.png")
@@ -606,12 +660,15 @@ def _note_below(fig: Any, note: str) -> None:
 
 def comparison_figure(test_dir: str | os.PathLike, results: Any, methods: Sequence[str], *, n: int = 6,
                       note: str | None = None):
-    """LR | Bicubic | <methods...> | HR for the first ``n`` test images (from evaluate's saved SR)."""
+    """LR | Bicubic | <methods...> | HR for ``n`` test images spread over the sorted test set
+    (from evaluate's saved SR images)."""
     from .images import bicubic_upscale, load_rgb
     from .plots import grid_figure
 
     test_dir = Path(test_dir)
-    names = sorted(p.name for p in (test_dir / "hr").glob("*.png"))[:n]
+    names = sorted(p.name for p in (test_dir / "hr").glob("*.png"))
+    if len(names) > n:  # spread over the (sorted) test set rather than its first few names
+        names = [names[int(i)] for i in np.linspace(0, len(names) - 1, n).round()]
     rows = []
     for file in names:
         lr = load_rgb(test_dir / "lr" / file)

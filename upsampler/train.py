@@ -44,8 +44,10 @@ FAULT_ENV = "UPSAMPLER_FAULT_AT_STEP"
 # Fields that may change between invocations on the same run directory.
 _RESUMABLE_FIELDS = {
     "train": {"epochs", "pretrain_epochs", "progress", "sample_every", "checkpoint_every", "keep_checkpoints",
-              "saturation_patience", "saturation_threshold", "jit_compile"},
+              "saturation_patience", "saturation_threshold", "jit_compile", "strategy", "cache_hr_features"},
 }
+# The HR VGG feature cache is used in "auto" mode only below this size (bytes, in host memory).
+HR_FEATURE_CACHE_LIMIT = 4 * 2**30
 
 
 class TrainingDiverged(RuntimeError):
@@ -119,30 +121,97 @@ def _log(run_dir: Path, message: str, echo: bool = True) -> None:
         print(message, flush=True)
 
 
+# ---- the optimiser ----------------------------------------------------------------------------
+
+_FUSED_ADAM = None
+
+
+def fused_adam_class():
+    """``keras.optimizers.Adam`` whose per-variable update is TensorFlow's fused ``ResourceApplyAdam``.
+
+    Keras 3's Adam updates each variable with about ten separate elementwise ops; on the
+    discriminator's 63 M-parameter Dense kernel that is several GB of memory traffic per
+    step. ``ResourceApplyAdam`` does the same update (``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)``,
+    ``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)``, ``w -= lr_t m / (sqrt(v) + eps)``) in
+    one pass. Same slots, so checkpoints are interchangeable with ``keras.optimizers.Adam``.
+    Distributed (mirrored) slots and amsgrad fall back to the Keras update.
+    """
+    global _FUSED_ADAM
+    if _FUSED_ADAM is not None:
+        return _FUSED_ADAM
+    import keras
+    import tensorflow as tf
+
+    class FusedAdam(keras.optimizers.Adam):
+        def update_step(self, gradient, variable, learning_rate):
+            index = self._get_variable_index(variable)
+            m, v = self._momentums[index].value, self._velocities[index].value
+            if (self.amsgrad or isinstance(m, tf.distribute.DistributedValues)
+                    or isinstance(variable, tf.distribute.DistributedValues) or not hasattr(variable, "handle")):
+                return super().update_step(gradient, variable, learning_rate)
+            dtype = variable.dtype
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1 = tf.cast(self.beta_1, dtype)
+            beta_2 = tf.cast(self.beta_2, dtype)
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=m.handle, v=v.handle,
+                beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+                lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+                epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype), use_locking=False,
+            )
+
+    _FUSED_ADAM = FusedAdam
+    return FusedAdam
+
+
 # ---- the trainer ----------------------------------------------------------------------------
 
 class SRGANTrainer:
-    """Owns the models, optimisers, checkpoint and compiled steps of one run directory."""
+    """Owns the models, optimisers, checkpoint and compiled steps of one run directory.
 
-    def __init__(self, config: Config, data_dir: str | Path, run_dir: str | Path):
+    Args:
+        config: the run's :class:`Config`.
+        data_dir: a processed data folder (``upsampler preprocess``); or None with ``arrays``.
+        run_dir: the run directory (checkpoints, HR feature cache); None for a trainer that
+            never saves (benchmarks).
+        arrays: ``(train_lr, train_hr)`` uint8 arrays instead of ``data_dir`` (benchmarks,
+            tests); the sample batch is then taken from them.
+        strategy: a ``tf.distribute.Strategy``; default: ``make_strategy(config.train.strategy)``.
+            Models, optimisers and counters are created in its scope; ``config.train.batch_size``
+            is the global batch (see :mod:`upsampler.distribute`).
+
+    Performance notes (see ``benchmarks/README.md``): the steps are ``tf.function`` graphs
+    (XLA per ``train.jit_compile``); HR VGG features never enter a gradient tape and, when the
+    training crops are fixed (``data.flips`` off), are computed once per dataset and fed with
+    the batches (``train.cache_hr_features``), stored under ``run_dir/cache/``.
+    """
+
+    def __init__(self, config: Config, data_dir: str | Path | None = None, run_dir: str | Path | None = None, *,
+                 arrays=None, strategy=None):
         import tensorflow as tf
         import keras
 
         from . import data as data_lib
+        from . import distribute
         from .losses import ContentLoss
         from .models import build_models_from_config
 
         self.tf, self.keras = tf, keras
         self.config = config
-        self.run_dir = Path(run_dir)
-        self.data_dir = Path(data_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         t = config.train
 
         if t.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(t.seed)
 
-        self.train_lr, self.train_hr, _ = data_lib.load_split(self.data_dir, "train")
+        if arrays is not None:
+            self.train_lr, self.train_hr = (np.asarray(a) for a in arrays[:2])
+        else:
+            if self.data_dir is None:
+                raise ValueError("SRGANTrainer needs data_dir or arrays")
+            self.train_lr, self.train_hr, _ = data_lib.load_split(self.data_dir, "train")
         expected = (config.data.lr_size, config.data.hr_size)
         if self.train_hr.shape[1] != expected[1] or self.train_lr.shape[1] != expected[0]:
             raise ValueError(
@@ -151,37 +220,79 @@ class SRGANTrainer:
                 f"--scale {config.data.scale} or change data.hr_size"
             )
         self.steps_per_epoch = t.steps_per_epoch or data_lib.steps_per_epoch(len(self.train_hr), t.batch_size)
-        self.sample_lr, self.sample_hr = self._sample_batch(data_lib)
+        self.sample_lr, self.sample_hr = self._sample_batch(data_lib) if arrays is None else (
+            self.train_lr[: t.num_samples], self.train_hr[: t.num_samples])
 
-        self.generator, self.discriminator = build_models_from_config(config)
-        self.content_loss = ContentLoss(config.loss, seed=t.seed)
-        adam = dict(beta_1=t.beta_1, beta_2=t.beta_2, epsilon=t.epsilon)
-        self.g_optimizer = keras.optimizers.Adam(learning_rate=t.learning_rate, **adam)
-        self.d_optimizer = keras.optimizers.Adam(learning_rate=t.learning_rate, **adam)
-        self.pretrain_optimizer = keras.optimizers.Adam(learning_rate=t.pretrain_learning_rate, **adam)
-        # Build optimiser slots now so a restore fills them instead of deferring.
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
-        self.pretrain_optimizer.build(self.generator.trainable_variables)
+        self.strategy = strategy if strategy is not None else distribute.make_strategy(t.strategy)
+        self.num_replicas = distribute.num_replicas(self.strategy)
+        if t.batch_size % self.num_replicas:
+            raise ValueError(
+                f"train.batch_size ({t.batch_size}) is the global batch and must be divisible by the number of "
+                f"replicas ({self.num_replicas}, {distribute.describe(self.strategy)})"
+            )
+        on_gpu = bool(tf.config.list_logical_devices("GPU"))
+        self.precision = ("mixed_float16" if on_gpu else "mixed_bfloat16") if t.mixed_precision else "float32"
+        self.loss_scaling = self.precision == "mixed_float16"
+        jit = {"on": True, "off": False}.get(t.jit_compile, on_gpu)
+        if self.num_replicas > 1:
+            jit = False  # see upsampler.distribute: XLA only on a single replica
+        self.jit_compile = jit
 
-        self.pretrain_epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="pretrain_epochs_done")
-        self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-        self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        self.last_metrics = tf.Variable(np.zeros(len(_METRIC_NAMES)), dtype=tf.float64, trainable=False,
-                                        name="last_epoch_metrics")
+        previous_policy = keras.mixed_precision.dtype_policy()
+        keras.mixed_precision.set_dtype_policy(self.precision)
+        try:
+            with self.strategy.scope():
+                self.generator, self.discriminator = build_models_from_config(config)
+                if self.num_replicas > 1:
+                    distribute.set_synchronized_batch_norm(self.generator, True)
+                    distribute.set_synchronized_batch_norm(self.discriminator, True)
+                self.content_loss = ContentLoss(config.loss, seed=t.seed, xla=jit)
+                adam = dict(beta_1=t.beta_1, beta_2=t.beta_2, epsilon=t.epsilon)
+                self.g_optimizer = self._optimizer(t.learning_rate, adam)
+                self.d_optimizer = self._optimizer(t.learning_rate, adam)
+                self.pretrain_optimizer = self._optimizer(t.pretrain_learning_rate, adam)
+                # Build optimiser slots now so a restore fills them instead of deferring.
+                self.g_optimizer.build(self.generator.trainable_variables)
+                self.d_optimizer.build(self.discriminator.trainable_variables)
+                self.pretrain_optimizer.build(self.generator.trainable_variables)
+
+                self.pretrain_epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="pretrain_epochs_done")
+                self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+                self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+                self.last_metrics = tf.Variable(np.zeros(len(_METRIC_NAMES)), dtype=tf.float64, trainable=False,
+                                                name="last_epoch_metrics")
+        finally:
+            keras.mixed_precision.set_dtype_policy(previous_policy)
         self.checkpoint = tf.train.Checkpoint(
             generator=self.generator, discriminator=self.discriminator,
             g_optimizer=self.g_optimizer, d_optimizer=self.d_optimizer, pretrain_optimizer=self.pretrain_optimizer,
             pretrain_epochs_done=self.pretrain_epochs_done, epochs_done=self.epochs_done,
             global_step=self.global_step, last_epoch_metrics=self.last_metrics,
         )
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(self.run_dir / "checkpoints"), max_to_keep=t.keep_checkpoints
-        )
-        jit = {"on": True, "off": False}.get(t.jit_compile, bool(tf.config.list_physical_devices("GPU")))
-        self.jit_compile = jit
-        self._adversarial_step = tf.function(self._adversarial_step_impl, jit_compile=jit, reduce_retracing=True)
-        self._pretrain_step = tf.function(self._pretrain_step_impl, jit_compile=jit, reduce_retracing=True)
+        self.manager = None
+        if self.run_dir is not None:
+            self.manager = tf.train.CheckpointManager(
+                self.checkpoint, str(self.run_dir / "checkpoints"), max_to_keep=t.keep_checkpoints
+            )
+        self._adversarial_step = self._compile(lambda *a: self._adversarial_step_impl(*a))
+        self._pretrain_step = self._compile(lambda *a: self._pretrain_step_impl(*a))
+        self.hr_features = None  # (N, h, w, c) float32 once computed; see prepare_hr_features
+        self.hr_feature_cache_reason = ""
+        self.use_hr_feature_cache = self._decide_hr_feature_cache()
+
+    def _optimizer(self, learning_rate, adam):
+        opt = fused_adam_class()(learning_rate=learning_rate, name="adam", **adam)
+        if self.loss_scaling:
+            opt = self.keras.optimizers.LossScaleOptimizer(opt)
+        return opt
+
+    def describe(self) -> str:
+        from . import distribute
+
+        return (f"device strategy {distribute.describe(self.strategy)}, precision {self.precision}, "
+                f"XLA {'on' if self.jit_compile else 'off'}, HR feature cache "
+                f"{'on' if self.use_hr_feature_cache else 'off'}" +
+                (f" ({self.hr_feature_cache_reason})" if self.hr_feature_cache_reason else ""))
 
     # -- data --------------------------------------------------------------------------------
     def _sample_batch(self, data_lib):
@@ -194,7 +305,87 @@ class SRGANTrainer:
             lr, hr = self.train_lr, self.train_hr
         return lr[:n], hr[:n]
 
-    def dataset(self, epoch: int, skip_batches: int = 0):
+    def _decide_hr_feature_cache(self) -> bool:
+        """Whether the HR VGG features are precomputed once (fixed crops: flips off)."""
+        mode = self.config.train.cache_hr_features
+        if self.content_loss.kind != "vgg":
+            self.hr_feature_cache_reason = "pixel content loss"
+            return False
+        if mode == "off":
+            return False
+        if self.config.data.flips:
+            if mode == "on":
+                raise ValueError("train.cache_hr_features=on needs fixed crops; data.flips is on")
+            self.hr_feature_cache_reason = "data.flips changes the HR images every epoch"
+            return False
+        shape = self.content_loss.feature_shape(self.config.data.hr_size)
+        nbytes = len(self.train_hr) * int(np.prod(shape)) * 4
+        if mode == "auto" and nbytes > HR_FEATURE_CACHE_LIMIT:
+            self.hr_feature_cache_reason = f"{nbytes / 2**30:.1f} GiB > {HR_FEATURE_CACHE_LIMIT / 2**30:.0f} GiB limit"
+            return False
+        self.hr_feature_cache_reason = f"{nbytes / 2**20:.0f} MiB"
+        return True
+
+    def _hr_feature_cache_path(self) -> Path | None:
+        if self.run_dir is None:
+            return None
+        import hashlib
+
+        l = self.config.loss
+        key = hashlib.sha256()
+        key.update(np.ascontiguousarray(self.train_hr).tobytes())
+        key.update(json.dumps([l.content_layer, l.vgg_weights, l.vgg_preprocessing, l.feature_scale,
+                               self.config.train.seed, self.precision, list(self.train_hr.shape)]).encode())
+        return self.run_dir / "cache" / f"hr_features_{key.hexdigest()[:16]}.npy"
+
+    def prepare_hr_features(self, batch_size: int | None = None) -> np.ndarray | None:
+        """Compute (or load from ``run_dir/cache``) the VGG features of every training HR image.
+
+        A pure function of the HR images and the frozen VGG, so a resumed run gets the same
+        values (bit for bit when loaded from the cache file). Returns None when the cache is off.
+        """
+        if not self.use_hr_feature_cache:
+            return None
+        if self.hr_features is not None:
+            return self.hr_features
+        tf = self.tf
+        path = self._hr_feature_cache_path()
+        if path is not None and path.exists():
+            try:
+                features = np.load(path, mmap_mode=None)
+                if features.shape[0] == len(self.train_hr):
+                    self.hr_features = features
+                    return features
+            except (OSError, ValueError):
+                pass  # a truncated cache file is recomputed
+        batch_size = batch_size or max(1, self.config.train.batch_size // self.num_replicas)
+        extract = tf.function(lambda x: self.content_loss.features(tf.cast(x, tf.float32) / 127.5 - 1.0),
+                              jit_compile=self.jit_compile)
+        shape = self.content_loss.feature_shape(self.config.data.hr_size)
+        features = np.empty((len(self.train_hr), *shape), np.float32)
+        for first in range(0, len(self.train_hr), batch_size):
+            chunk = self.train_hr[first: first + batch_size]
+            if len(chunk) < batch_size:  # keep one traced shape
+                padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+                features[first:] = extract(tf.constant(padded)).numpy()[: len(chunk)]
+            else:
+                features[first: first + batch_size] = extract(tf.constant(chunk)).numpy()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, features)
+            os.replace(tmp, path)
+        self.hr_features = features
+        return features
+
+    def dataset(self, epoch: int, skip_batches: int = 0, *, phase: str = "adversarial"):
+        """One epoch of ``(lr, hr)`` batches, or ``(lr, (hr, hr_features))`` with the feature cache.
+
+        The images come from :func:`upsampler.data.make_train_dataset`; the cached features
+        follow the same ``epoch_order`` permutation, so batch k carries the features of its own
+        HR images.
+        """
+        tf = self.tf
         from . import data as data_lib
 
         d, t = self.config.data, self.config.train
@@ -202,48 +393,126 @@ class SRGANTrainer:
             self.train_lr, self.train_hr, batch_size=t.batch_size, seed=t.seed, epoch=epoch, flips=d.flips,
             shuffle_buffer=d.shuffle_buffer, skip_batches=skip_batches,
         )
+        features = self.prepare_hr_features() if phase == "adversarial" else None
+        if features is not None:
+            indices, _ = data_lib.epoch_order(len(self.train_hr), seed=t.seed, epoch=epoch, flips=False)
+            n_batches = len(indices) // t.batch_size
+            b = t.batch_size
+
+            def feature_batches():
+                for k in range(skip_batches, n_batches):
+                    yield features[indices[k * b:(k + 1) * b]]
+
+            fds = tf.data.Dataset.from_generator(
+                feature_batches, output_signature=tf.TensorSpec((b, *features.shape[1:]), tf.float32))
+            ds = tf.data.Dataset.zip((ds, fds)).map(lambda pair, f: (pair[0], (pair[1], f)))
+            ds = ds.prefetch(tf.data.AUTOTUNE)
         if t.steps_per_epoch:
             ds = ds.repeat().take(t.steps_per_epoch - skip_batches)
+        if self.num_replicas > 1:
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+            ds = self.strategy.experimental_distribute_dataset(ds.with_options(options))
+        elif tf.config.list_logical_devices("GPU"):
+            ds = ds.apply(tf.data.experimental.prefetch_to_device(tf.config.list_logical_devices("GPU")[0].name))
         return ds
 
     # -- compiled steps --------------------------------------------------------------------
-    def _adversarial_step_impl(self, lr, hr, step):
-        tf = self.tf
-        from .losses import discriminator_loss, generator_adversarial_loss, noisy_labels
+    def _compile(self, replica_step):
+        """``tf.function`` running ``replica_step`` on every replica and summing the results.
 
-        l, seed = self.config.loss, self.config.train.seed
-        batch = tf.shape(hr)[0]
-        seed_pair = tf.stack([tf.constant(seed, tf.int64), step])
-        real_labels = noisy_labels(batch, l.real_label_mean, l.label_std, tf.cast(seed_pair * 2, tf.int32))
-        fake_labels = noisy_labels(batch, l.fake_label_mean, l.label_std, tf.cast(seed_pair * 2 + 1, tf.int32))
-        hr_features = None
-        if self.content_loss.kind == "vgg":
-            hr_features = tf.stop_gradient(self.content_loss.features(hr))
+        Each replica returns its share of the global-batch means (see ``global_batch_mean``),
+        so the sum over replicas is the global value; on one device it is the value itself.
+        """
+        tf = self.tf
+        strategy = self.strategy
+
+        def step(lr, hr, step_number):
+            per_replica = strategy.run(replica_step, args=(lr, hr, step_number))
+            if self.num_replicas == 1:
+                return strategy.experimental_local_results(per_replica)[0]
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        return tf.function(step, jit_compile=self.jit_compile, reduce_retracing=True, autograph=False)
+
+    def _replica_slice(self, values):
+        """This replica's rows of a global-batch tensor (consecutive slices in replica order)."""
+        tf = self.tf
+        ctx = tf.distribute.get_replica_context()
+        n = ctx.num_replicas_in_sync
+        if n == 1:
+            return values
+        per_replica = self.config.train.batch_size // n
+        start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * per_replica
+        return values[start: start + per_replica]
+
+    def _apply(self, optimizer, grads, variables):
+        """``optimizer.apply`` that skips a non-finite loss-scaled step on every replica alike."""
+        tf = self.tf
+        if self.loss_scaling and self.num_replicas > 1:
+            ctx = tf.distribute.get_replica_context()
+            finite = tf.cast(tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]), tf.float32)
+            all_finite = ctx.all_reduce(tf.distribute.ReduceOp.MIN, finite) > 0
+            grads = [tf.where(all_finite, g, tf.fill(tf.shape(g), tf.constant(float("nan"), g.dtype))) for g in grads]
+        optimizer.apply(grads, variables)
+
+    def _scaled(self, optimizer, loss):
+        return optimizer.scale_loss(loss) if self.loss_scaling else loss
+
+    def _adversarial_step_impl(self, lr, hr, step):
+        """One adversarial step on this replica's slice of the global batch.
+
+        ``hr`` is the HR batch, or ``(hr, hr_features)`` when the feature cache is on.
+        Returns this replica's share of [d_loss, g_loss, content, adversarial, D(hr), D(sr)].
+        """
+        tf = self.tf
+        from .losses import bce_with_logits_per_example, global_batch_mean, noisy_labels
+
+        hr, hr_features = hr if isinstance(hr, (tuple, list)) else (hr, None)
+        l, t = self.config.loss, self.config.train
+        global_batch = t.batch_size
+        seed_pair = tf.stack([tf.constant(t.seed, tf.int64), step])
+        # Drawn for the whole global batch, then sliced: the same labels whatever the replica count.
+        real_labels = self._replica_slice(
+            noisy_labels(global_batch, l.real_label_mean, l.label_std, tf.cast(seed_pair * 2, tf.int32)))
+        fake_labels = self._replica_slice(
+            noisy_labels(global_batch, l.fake_label_mean, l.label_std, tf.cast(seed_pair * 2 + 1, tf.int32)))
+        if self.content_loss.kind == "vgg" and hr_features is None:
+            hr_features = tf.stop_gradient(self.content_loss.features(hr))  # outside both tapes
+
+        def mean(per_example):
+            return global_batch_mean(per_example, global_batch)
+
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             sr = self.generator(lr, training=True)
             real_logits = self.discriminator(hr, training=True)
-            fake_logits = self.discriminator(sr, training=True)
-            d_loss = discriminator_loss(real_logits, fake_logits, real_labels, fake_labels)
-            content = self.content_loss(hr, sr, hr_features=hr_features)
-            adversarial = generator_adversarial_loss(fake_logits)
+            fake_logits = self.discriminator(sr, training=True)  # reused by both losses
+            d_loss = mean(bce_with_logits_per_example(real_labels, real_logits)
+                          + bce_with_logits_per_example(fake_labels, fake_logits))
+            content = mean(self.content_loss.per_example(hr, sr, hr_features=hr_features))
+            adversarial = mean(bce_with_logits_per_example(tf.ones_like(fake_logits, tf.float32), fake_logits))
             g_loss = content + l.adversarial_weight * adversarial
-        g_grads = g_tape.gradient(g_loss, self.generator.trainable_variables)
-        d_grads = d_tape.gradient(d_loss, self.discriminator.trainable_variables)
-        self.g_optimizer.apply(g_grads, self.generator.trainable_variables)
-        self.d_optimizer.apply(d_grads, self.discriminator.trainable_variables)
-        d_real = tf.reduce_mean(tf.sigmoid(tf.cast(real_logits, tf.float32)))
-        d_fake = tf.reduce_mean(tf.sigmoid(tf.cast(fake_logits, tf.float32)))
+            g_scaled = self._scaled(self.g_optimizer, g_loss)
+            d_scaled = self._scaled(self.d_optimizer, d_loss)
+        g_grads = g_tape.gradient(g_scaled, self.generator.trainable_variables)
+        d_grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
+        self._apply(self.g_optimizer, g_grads, self.generator.trainable_variables)
+        self._apply(self.d_optimizer, d_grads, self.discriminator.trainable_variables)
+        d_real = mean(tf.sigmoid(tf.cast(tf.reshape(real_logits, [-1]), tf.float32)))
+        d_fake = mean(tf.sigmoid(tf.cast(tf.reshape(fake_logits, [-1]), tf.float32)))
         return tf.stack([d_loss, g_loss, content, adversarial, d_real, d_fake])
 
     def _pretrain_step_impl(self, lr, hr, step):
         tf = self.tf
-        from .losses import pixel_mse
+        from .losses import global_batch_mean, pixel_mse_per_example
 
+        hr = hr[0] if isinstance(hr, (tuple, list)) else hr
         with tf.GradientTape() as tape:
             sr = self.generator(lr, training=True)
-            loss = pixel_mse(hr, sr)
-        grads = tape.gradient(loss, self.generator.trainable_variables)
-        self.pretrain_optimizer.apply(grads, self.generator.trainable_variables)
+            loss = global_batch_mean(pixel_mse_per_example(hr, sr), self.config.train.batch_size)
+            scaled = self._scaled(self.pretrain_optimizer, loss)
+        grads = tape.gradient(scaled, self.generator.trainable_variables)
+        self._apply(self.pretrain_optimizer, grads, self.generator.trainable_variables)
         nan = tf.constant(float("nan"))
         return tf.stack([nan, loss, loss, nan, nan, nan])
 
@@ -261,7 +530,7 @@ class SRGANTrainer:
         # Phases use disjoint shuffle keys so pre-training and adversarial epochs differ.
         data_epoch = epoch if phase == "adversarial" else PRETRAIN_EPOCH_KEY_OFFSET + epoch
         bar = tqdm(
-            self.dataset(data_epoch), total=self.steps_per_epoch, desc=f"{phase} epoch {epoch}",
+            self.dataset(data_epoch, phase=phase), total=self.steps_per_epoch, desc=f"{phase} epoch {epoch}",
             disable=not self.config.train.progress, leave=False, file=sys.stdout,
         )
         for lr, hr in bar:
@@ -384,7 +653,8 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
 
     g_params = parameter_counts(trainer.generator)["total"]
     d_params = parameter_counts(trainer.discriminator)["total"]
-    header.append(f"parameters: generator {g_params:,}, discriminator {d_params:,}; XLA {'on' if trainer.jit_compile else 'off'}")
+    header.append(f"parameters: generator {g_params:,}, discriminator {d_params:,}")
+    header.append(trainer.describe())
     header.append(
         f"{'resumed at' if resumed else 'starting at'} pretrain epoch {pre_done}/{t.pretrain_epochs}, "
         f"adversarial epoch {adv_done}/{t.epochs}, step {int(trainer.global_step.numpy())}"

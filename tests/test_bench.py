@@ -1,0 +1,232 @@
+"""The benchmark: analytic FLOP counts, the JSON report, and the speed-ups that must not change the maths.
+
+No test here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+
+from upsampler import bench  # noqa: E402
+from upsampler.config import get_profile  # noqa: E402
+
+
+def _tiny_model(size=None):
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="valid", name="c2")(x)
+    # A fixed size can be flattened; an unknown one is pooled (3x3x6 -> 6) before the Dense layers.
+    x = keras.layers.Flatten(name="flat")(x) if size else keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(5, name="d1")(x)
+    x = keras.layers.Dense(1, name="d2")(x)
+    return keras.Model(inputs, x)
+
+
+# Hand count for an 8x8x3 input:
+#   c1: 8*8 outputs x 3*3*3 taps x 4 filters            = 6912 MACs
+#   c2: valid, stride 2 -> 3x3 outputs x 3*3*4 x 6      = 1944
+#   d1: 3*3*6 = 54 inputs x 5                           =  270   (pooled: 6 x 5 = 30)
+#   d2: 5 x 1                                           =    5
+TINY_MACS = {"c1": 6912, "c2": 1944, "d1": 270, "d2": 5}
+TINY_MACS_POOLED = {**TINY_MACS, "d1": 30}
+
+
+@pytest.mark.parametrize("size", [8, None])
+def test_flop_counter_matches_a_hand_count(size):
+    model = _tiny_model(size)
+    expected = TINY_MACS if size else TINY_MACS_POOLED
+    count = bench.count_model(model, (1, 8, 8, 3))
+    assert {l.name: l.macs for l in count.layers} == expected
+    assert {l.name: l.kind for l in count.layers} == {"c1": "Conv", "c2": "Conv", "d1": "Dense", "d2": "Dense"}
+    total = sum(expected.values())
+    assert count.forward_flops == 2 * total
+    assert count.backward_flops == 2 * 2 * total  # trainable: input and weight gradients
+    frozen = bench.count_model(model, (1, 8, 8, 3), trainable=False)
+    assert frozen.backward_flops == 2 * total  # frozen: input gradient only
+    assert bench.count_model(model, (3, 8, 8, 3)).macs == 3 * total  # linear in the batch
+
+
+def test_flop_counter_walks_nested_models_and_unknown_sizes():
+    inner = _tiny_model(None)
+    inner.trainable = False
+    inputs = keras.Input((None, None, 3))
+    outer = keras.Model(inputs, keras.layers.Dense(2, name="head")(inner(inputs)))
+    count = bench.count_model(outer, (1, 8, 8, 3))
+    assert {l.name: l.macs for l in count.layers} == {**TINY_MACS_POOLED, "head": 2}
+    assert not any(l.trainable for l in count.layers if l.name != "head")
+
+
+def test_discriminator_count_matches_the_architecture():
+    from upsampler.models import DISCRIMINATOR_BLOCKS, build_discriminator
+
+    d = build_discriminator(hr_size=32, filters=8, dense_units=16)
+    size, cin, expected = 32, 3, 0
+    expected += size * size * 9 * cin * 8
+    cin = 8
+    for multiple, stride in DISCRIMINATOR_BLOCKS:
+        size = math.ceil(size / stride)
+        expected += size * size * 9 * cin * 8 * multiple
+        cin = 8 * multiple
+    expected += size * size * cin * 16 + 16 * 1
+    assert bench.count_model(d, (1, 32, 32, 3)).macs == expected
+
+
+def test_step_flops_follow_the_documented_convention():
+    from upsampler.losses import build_vgg_feature_extractor
+    from upsampler.models import build_discriminator, build_generator
+
+    g = build_generator(num_blocks=1, filters=8)
+    d = build_discriminator(hr_size=32, filters=8, dense_units=16)
+    v = build_vgg_feature_extractor("block2_conv2", "untrained")
+    f = bench.step_flops(g, d, v, lr_size=8, hr_size=32, batch=4)
+    G = bench.count_model(g, (1, 8, 8, 3)).forward_flops
+    D = bench.count_model(d, (1, 32, 32, 3)).forward_flops
+    V = bench.count_model(v, (1, 32, 32, 3)).forward_flops
+    assert f["adversarial_gflop_per_image"] * 1e9 == pytest.approx(3 * G + 6 * D + 3 * V)
+    assert f["adversarial_gflop_per_step"] == pytest.approx(4 * f["adversarial_gflop_per_image"])
+    assert f["pretrain_gflop_per_step"] * 1e9 == pytest.approx(4 * 3 * G)
+
+
+def test_paper_step_is_about_134_gflop_per_image():
+    """44 -> 176, 16 blocks, VGG54: G 8.6 + D 5.9 + VGG 24.1 GFLOP forward per image."""
+    from upsampler.losses import build_vgg_feature_extractor
+    from upsampler.models import build_discriminator, build_generator
+
+    f = bench.step_flops(build_generator(), build_discriminator(), build_vgg_feature_extractor("block5_conv4", "untrained"),
+                         lr_size=44, hr_size=176, batch=8)
+    assert f["generator_forward_gflop_per_image"] == pytest.approx(8.589, abs=1e-3)
+    assert f["discriminator_forward_gflop_per_image"] == pytest.approx(5.943, abs=1e-3)
+    assert f["vgg_forward_gflop_per_image"] == pytest.approx(24.087, abs=1e-3)
+    assert f["adversarial_gflop_per_step"] == pytest.approx(1069.5, abs=0.1)
+
+
+def test_matmul_measurement_is_positive():
+    values = bench.measure_matmul(n=128, reps=2, warmup=1)
+    assert len(values) == 2 and all(v > 0 and math.isfinite(v) for v in values)
+
+
+class _FakeExtractor:
+    """Stands in for the (slow to build) untrained InceptionV3: the timing code is what is tested."""
+
+    name, input_size = "inception-untrained", 299
+
+    def __call__(self, images):
+        assert images.dtype == np.uint8 and images.ndim == 4
+        return np.zeros((len(images), 2048))
+
+
+def test_benchmark_json_has_the_numeric_keys(capsys, monkeypatch):
+    from upsampler.cli import main
+    from upsampler.metrics import extractors
+
+    monkeypatch.setattr(extractors, "get_extractor", lambda name, **kw: _FakeExtractor())
+    code = main(["benchmark", "--profile", "smoke", "--json", "--steps", "1", "--warmup", "1", "--pipeline-seconds", "0.2",
+                 "--matmul-size", "256", "--fid-batch", "2", "--inference-size", "24", "--tile", "16"])
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])  # one JSON object on stdout
+    for key in ("train_images_per_s", "useful_gflops", "matmul_gflops", "ratio_to_matmul", "pipeline_images_per_s",
+                "pretrain_images_per_s", "train_step_seconds"):
+        assert isinstance(result[key], (int, float)) and result[key] > 0, key
+    for key in ("device", "precision", "tensorflow_version"):
+        assert isinstance(result[key], str) and result[key]
+    assert isinstance(result["xla"], bool)
+    assert result["vgg_weights"] == "untrained" and any("untrained" in n for n in result["notes"])
+    # Sections written by other modules are measured, or skipped with a reason - never a crash.
+    for section, key in (("inference", "inference_megapixels_per_s"), ("fid", "fid_images_per_s")):
+        assert (isinstance(result.get(key), float) and result[key] > 0) or section in result["skipped"]
+
+
+def test_skip_leaves_sections_out_and_unavailable_sections_are_reported(capsys, monkeypatch):
+    from upsampler.cli import main
+    from upsampler.metrics import extractors
+
+    def unavailable(name, **kwargs):
+        raise extractors.ExtractorUnavailableError("no weights here")
+
+    monkeypatch.setattr(extractors, "get_extractor", unavailable)
+    assert main(["benchmark", "--profile", "smoke", "--json", "--steps", "1", "--warmup", "0", "--pipeline-seconds", "0.2",
+                 "--skip", "train,pretrain,inference", "--skip", "matmul"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "train_images_per_s" not in result and "ratio_to_matmul" not in result
+    assert set(result["skipped"]) == {"train", "pretrain", "inference", "fid", "matmul"}
+    assert "no weights here" in result["skipped"]["fid"]
+    assert result["pipeline_images_per_s"] > 0
+    assert main(["benchmark", "--profile", "smoke", "--skip", "warp"]) == 2
+
+
+# ---- speed-ups that must not change the maths ---------------------------------------------
+
+def _smoke_trainer(**sets):
+    from upsampler.train import SRGANTrainer
+
+    config = get_profile("smoke").override([f"{k}={v}" for k, v in sets.items()])
+    lr, hr = bench._synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=5)
+    return SRGANTrainer(config, arrays=(lr, hr))
+
+
+def test_cached_hr_features_give_the_same_step_as_computing_them():
+    # Adam epsilon 1e-3 instead of 1e-8: Adam's first step lr * g / (|g| + eps) would amplify
+    # float rounding in near-zero gradients (the conv biases before BN) up to lr (see
+    # tests/test_distribute.py); the comparison is about the features, not that amplification.
+    cached = _smoke_trainer(**{"train.cache_hr_features": "on", "train.epsilon": "1e-3"})
+    fresh = _smoke_trainer(**{"train.cache_hr_features": "off", "train.epsilon": "1e-3"})
+    assert cached.use_hr_feature_cache and not fresh.use_hr_feature_cache
+    (lr_a, (hr_a, feats)), (lr_b, hr_b) = next(iter(cached.dataset(1))), next(iter(fresh.dataset(1)))
+    np.testing.assert_array_equal(hr_a.numpy(), hr_b.numpy())
+    reference = fresh.content_loss.features(hr_b).numpy()
+    np.testing.assert_allclose(feats.numpy(), reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+    a = cached._adversarial_step(lr_a, (hr_a, feats), tf.constant(1, tf.int64)).numpy()
+    b = fresh._adversarial_step(lr_b, hr_b, tf.constant(1, tf.int64)).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    for x, y in zip(cached.generator.weights, fresh.generator.weights):
+        np.testing.assert_allclose(np.array(x), np.array(y), atol=1e-5)
+
+
+def test_flips_turn_the_feature_cache_off():
+    trainer = _smoke_trainer(**{"data.flips": "true"})
+    assert not trainer.use_hr_feature_cache and "flips" in trainer.hr_feature_cache_reason
+
+
+def test_fused_layers_and_fused_adam_match_keras():
+    from upsampler.models import FastPReLU, FusedBatchNormalization
+    from upsampler.train import fused_adam_class
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 5, 5, 6)).astype(np.float32))
+    ours, ref = FusedBatchNormalization(momentum=0.5), keras.layers.BatchNormalization(momentum=0.5)
+    for layer in (ours, ref):
+        layer.build(x.shape)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_ours, y_ref = ours(x, training=True), ref(x, training=True)
+        loss_ours, loss_ref = tf.reduce_sum(y_ours * x), tf.reduce_sum(y_ref * x)
+    np.testing.assert_allclose(y_ours.numpy(), y_ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss_ours, x).numpy(), tape.gradient(loss_ref, x).numpy(), atol=1e-4)
+    for a, b in zip(ours.weights, ref.weights):  # gamma, beta, moving mean, moving (biased) variance
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours(x, training=False).numpy(), ref(x, training=False).numpy(), atol=1e-5)
+
+    prelu, stock = FastPReLU(shared_axes=[1, 2], alpha_initializer=keras.initializers.Constant(0.3)), \
+        keras.layers.PReLU(shared_axes=[1, 2], alpha_initializer=keras.initializers.Constant(0.3))
+    np.testing.assert_array_equal(prelu(x).numpy(), stock(x).numpy())
+
+    w0 = rng.normal(size=(40, 7)).astype(np.float32)
+    results = []
+    for cls in (keras.optimizers.Adam, fused_adam_class()):
+        var = keras.Variable(w0.copy())
+        opt = cls(learning_rate=1e-2)
+        grads = np.random.default_rng(1)
+        for _ in range(3):
+            opt.apply([tf.constant(grads.normal(size=w0.shape).astype(np.float32))], [var])
+        results.append(np.array(var))
+    np.testing.assert_allclose(results[0], results[1], atol=1e-6)
+    assert np.abs(results[0] - w0).max() > 1e-3

@@ -1,0 +1,107 @@
+"""run_all.sh: its help, argument checks, a smoke-size run on the shared data, resume, failure."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "run_all.sh"
+NOTEBOOK_RUNS = ["01_preprocess_coco", "01_preprocess_celeba", "02_train_model_a", "02_train_model_b",
+                 "04_evaluate", "05_plot_losses"]
+
+
+def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_help_describes_every_option():
+    result = _run("--help", timeout=60)
+    assert result.returncode == 0, result.stderr
+    for option in ("--profile", "--coco", "--celeba", "--out", "--epochs", "--pretrain-epochs", "--vgg-weights",
+                   "--extractor", "--limit", "--celeba-groups", "BUILT-IN DEMO"):
+        assert option in result.stdout, option
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--profile", "huge"], "--profile must be"),
+        (["--coco", "/nonexistent/coco"], "give both --coco and --celeba"),
+        (["--coco", "/nonexistent/a", "--celeba", "/nonexistent/b"], "no such file"),
+        (["--epochs", "many"], "--epochs must be a whole number"),
+        (["--vgg-weights=random"], "--vgg-weights must be"),
+        (["--frobnicate", "1"], "unknown option"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(args, message):
+    result = _run(*args, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def _listing(root: Path) -> dict[str, float]:
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_smoke_run_on_shared_data_then_resume(shared_data, tmp_path):
+    out = tmp_path / "out"
+    args = ["--profile", "smoke", "--coco", str(shared_data / "general"), "--celeba", str(shared_data / "faces"),
+            "--out", str(out), "--limit", "32", "--extractor", "inception-untrained", "--extractor-size", "75"]
+    first = _run(*args)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    study = out / "smoke"
+    for name in NOTEBOOK_RUNS:
+        assert (study / "notebooks" / f"{name}.ipynb").is_file(), name
+        html = study / "notebooks" / f"{name}.html"
+        assert html.is_file() and "<html" in html.read_text()[:2000].lower(), name
+    for model in ("model_a", "model_b"):
+        assert (study / "runs" / model / "generator.keras").is_file()
+        assert (study / "runs" / model / "loss.csv").is_file()
+    with (study / "tables" / "evaluation_metrics.csv").open(newline="") as handle:
+        methods = [row["method"] for row in csv.DictReader(handle)]
+    assert methods == ["Bicubic", "Model A", "Model B"]
+    markdown = (study / "tables" / "evaluation_metrics.md").read_text()
+    assert "| Bicubic |" in markdown and "| Model A |" in markdown and "| Model B |" in markdown
+    assert "SMOKE TEST" in markdown
+    figures = {p.name for p in (study / "figures").glob("*.png")}
+    assert {"evaluation_fid_psnr_bars.png", "evaluation_comparison_grid.png", "model_a_losses.png",
+            "model_b_discriminator.png", "coco_pairs.png", "celeba_pairs.png"} <= figures
+    # the faces were split by CelebA identity (found automatically beside ../shared/data/faces)
+    assert "split by group" in (study / "notebooks" / "01_preprocess_celeba.ipynb").read_text()
+    assert "(MSE pre-trained)" not in markdown  # smoke: no pre-training, no snapshot
+
+    before = _listing(out)
+    loss_rows = {m: (study / "runs" / m / "loss.csv").read_text() for m in ("model_a", "model_b")}
+    second = _run(*args)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    after = _listing(out)
+    assert set(before) <= set(after), f"files lost: {sorted(set(before) - set(after))[:5]}"
+    for model in ("model_a", "model_b"):
+        loss = f"smoke/runs/{model}/loss.csv"
+        assert after[loss] == before[loss], "a finished run's loss log was rewritten"
+        assert (study / "runs" / model / "loss.csv").read_text() == loss_rows[model]
+    assert "already done" in (study / "notebooks" / "01_preprocess_coco.ipynb").read_text()
+    assert "resumed at" in (study / "notebooks" / "02_train_model_a.ipynb").read_text()
+    # the first run's executed notebooks were kept, not overwritten
+    history = [p.name for p in (study / "notebooks" / "history").iterdir()]
+    assert len(history) == 2 * len(NOTEBOOK_RUNS)
+
+
+@pytest.mark.slow
+def test_stops_at_the_first_failing_notebook_and_names_it(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image\n")
+    result = _run("--profile", "smoke", "--coco", str(empty), "--celeba", str(empty), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "FAILED at notebook 01_preprocess_coco" in result.stderr
+    notebooks = tmp_path / "out" / "smoke" / "notebooks"
+    assert (notebooks / "01_preprocess_coco.ipynb").is_file()
+    assert not (notebooks / "01_preprocess_celeba.ipynb").exists()
