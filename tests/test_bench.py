@@ -140,6 +140,8 @@ def test_benchmark_json_has_the_numeric_keys(capsys, monkeypatch):
         assert isinstance(result[key], str) and result[key]
     assert isinstance(result["xla"], bool)
     assert result["vgg_weights"] == "untrained" and any("untrained" in n for n in result["notes"])
+    if "inference_megapixels_per_s" in result:
+        assert result["inference_output_size"] == [96, 96]  # 24 px LR, x4
     # Sections written by other modules are measured, or skipped with a reason - never a crash.
     for section, key in (("inference", "inference_megapixels_per_s"), ("fid", "fid_images_per_s")):
         assert (isinstance(result.get(key), float) and result[key] > 0) or section in result["skipped"]
@@ -230,3 +232,72 @@ def test_fused_layers_and_fused_adam_match_keras():
         results.append(np.array(var))
     np.testing.assert_allclose(results[0], results[1], atol=1e-6)
     assert np.abs(results[0] - w0).max() > 1e-3
+
+
+def test_space_to_depth_output_conv_matches_conv2d():
+    from upsampler.models import SpaceToDepthConv2D
+
+    rng = np.random.default_rng(2)
+    for k, cin, cout in [(9, 16, 3), (3, 5, 2), (5, 4, 7)]:
+        ours, ref = SpaceToDepthConv2D(cout, k, padding="same"), keras.layers.Conv2D(cout, k, padding="same")
+        x = tf.constant(rng.normal(size=(2, 12, 10, cin)).astype(np.float32))
+        ours.build(x.shape)
+        ref.build(x.shape)
+        ref.set_weights(ours.get_weights())
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y_ours, y_ref = ours(x), ref(x)
+            l_ours, l_ref = tf.reduce_sum(y_ours ** 2), tf.reduce_sum(y_ref ** 2)
+        np.testing.assert_allclose(y_ours.numpy(), y_ref.numpy(), rtol=0, atol=1e-5 * np.abs(y_ref.numpy()).max())
+        for a, b in zip(tape.gradient(l_ours, [x, ours.kernel]), tape.gradient(l_ref, [x, ref.kernel])):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-5 * np.abs(b.numpy()).max())
+        odd = tf.constant(rng.normal(size=(1, 7, 9, cin)).astype(np.float32))  # falls back to the plain conv
+        np.testing.assert_allclose(ours(odd).numpy(), ref(odd).numpy(), atol=1e-5)
+
+
+def test_mixed_float16_step_uses_loss_scaling_and_stays_finite():
+    """The GPU precision path (LossScaleOptimizer), exercised on the CPU with smoke shapes."""
+    from upsampler.train import SRGANTrainer
+
+    config = get_profile("smoke")
+    lr, hr = bench._synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=6)
+    trainer = SRGANTrainer(config, arrays=(lr, hr), precision="mixed_float16")
+    assert trainer.loss_scaling and isinstance(trainer.g_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert trainer.generator.get_layer("res_block_0_conv_1").compute_dtype == "float16"
+    assert trainer.generator.get_layer("sr").compute_dtype == "float32"  # output layer stays float32
+    assert all(v.dtype == "float32" for v in trainer.generator.trainable_variables)
+    before = [np.array(v) for v in trainer.generator.trainable_variables]
+    lr_b, hr_b = next(iter(trainer.dataset(1)))
+    metrics = trainer._adversarial_step(lr_b, hr_b, tf.constant(1, tf.int64)).numpy()
+    assert np.all(np.isfinite(metrics))
+    assert any(np.abs(np.array(v) - b).max() > 0 for v, b in zip(trainer.generator.trainable_variables, before))
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_content_loss_and_output_conv_compile_under_xla_with_op_determinism():
+    """XLA is the GPU default; MaxPoolGrad has no deterministic XLA kernel, so under XLA the VGG
+    uses WindowMaxPool2D (same values) and the output conv builds its kernel without a gather."""
+    from upsampler.config import LossConfig
+    from upsampler.losses import ContentLoss, WindowMaxPool2D
+    from upsampler.models import SpaceToDepthConv2D
+
+    tf.config.experimental.enable_op_determinism()
+    config = LossConfig(content_layer="block2_conv2", vgg_weights="untrained")
+    loss_xla, loss_graph = ContentLoss(config, xla=True), ContentLoss(config, xla=False)
+    assert any(isinstance(l, WindowMaxPool2D) for l in loss_xla.vgg.layers)
+    conv = SpaceToDepthConv2D(3, 9, padding="same")
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.uniform(-1, 1, (2, 16, 16, 8)).astype(np.float32))
+    hr = tf.constant(rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32))
+    conv.build(x.shape)
+
+    def grads(loss_fn):
+        with tf.GradientTape() as tape:
+            sr = tf.tanh(conv(x))
+            value = loss_fn(hr, sr)
+        return [value, *tape.gradient(value, [conv.kernel])]
+
+    compiled = tf.function(lambda: grads(loss_xla), jit_compile=True)()
+    reference = tf.function(lambda: grads(loss_graph))()
+    for a, b in zip(compiled, reference):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6 * float(np.abs(b.numpy()).max()))

@@ -226,6 +226,24 @@ def matmul_gflops_once(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * n ** 3 / (time.perf_counter() - start) / 1e9
 
 
+def measure_device_matmul(dtype: str = "float32", n: int = 8192, reps: int = 5) -> list[float]:
+    """GFLOP/s of ``tf.matmul`` on the first GPU (the yardstick for a GPU step; TensorFlow uses
+    TF32 tensor cores for float32 on Ampere and newer unless disabled)."""
+    import tensorflow as tf
+
+    with tf.device("/GPU:0"):
+        a = tf.random.normal((n, n), dtype=dtype)
+        b = tf.random.normal((n, n), dtype=dtype)
+        fn = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+        fn(a, b).numpy()
+        out = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn(a, b).numpy()
+            out.append(2.0 * n ** 3 / (time.perf_counter() - start) / 1e9)
+    return out
+
+
 def matmul_operands(n: int = 4096, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
@@ -335,7 +353,7 @@ def measure_pipeline(trainer, n_images: int, min_seconds: float = 1.0) -> dict[s
 
 def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), inference_size: int = 176,
         tile: int = 88, fid_batch: int = 16, matmul_size: int = 4096, pipeline_seconds: float = 2.0,
-        log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+        fast: bool = True, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Run the benchmark sections for ``config`` and return the result dict (see the module docstring)."""
     import keras
     import tensorflow as tf
@@ -369,13 +387,14 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
     n_images = max(2 * batch, 32)
     lr_arr, hr_arr = _synthetic_arrays(n_images, d.lr_size, d.hr_size)
     log(f"building the trainer ({config.profile}, batch {batch}) ...")
-    trainer = SRGANTrainer(config, arrays=(lr_arr, hr_arr))
+    trainer = SRGANTrainer(config, arrays=(lr_arr, hr_arr), fast=fast)
     result.update({
         "precision": trainer.precision,
         "xla": bool(trainer.jit_compile),
         "strategy": distribute.describe(trainer.strategy),
         "replicas": trainer.num_replicas,
         "hr_feature_cache": bool(trainer.use_hr_feature_cache),
+        "fast_paths": bool(trainer.fast),
         "deterministic": bool(t.deterministic),
         "trainer": trainer.describe(),
     })
@@ -440,6 +459,17 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
             # Best against best: on a machine shared with other jobs both figures swing by 2x;
             # the fastest step over the fastest matmul estimates the ratio on a quiet machine.
             result["ratio_to_matmul_best"] = result["useful_gflops_best"] / result["matmul_gflops_best"]
+        if result.get("gpus"):
+            import tensorflow as tf
+
+            dtype = "float16" if trainer.precision == "mixed_float16" else (
+                "bfloat16" if trainer.precision == "mixed_bfloat16" else "float32")
+            gpu = measure_device_matmul(dtype)
+            result["gpu_matmul_dtype"] = dtype
+            result["gpu_matmul_tf32"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
+            result["gpu_matmul_gflops"] = _median(gpu)
+            if "useful_gflops" in result:
+                result["ratio_to_gpu_matmul"] = result["useful_gflops"] / result["gpu_matmul_gflops"]
     else:
         result["skipped"]["matmul"] = "--skip"
 
@@ -468,11 +498,13 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
             result["skipped"]["inference"] = f"upsampler.inference.upscale_image unavailable ({exc})"
         else:
             try:
-                image = _synthetic_arrays(1, inference_size, inference_size * d.scale)[1][0]
+                image = _synthetic_arrays(1, inference_size, inference_size * d.scale)[0][0]  # the LR image
                 log(f"tiled inference ({inference_size}x{inference_size} LR, tile {tile}) ...")
-                times = time_calls(lambda: upscale_image(trainer.generator, image, scale=d.scale, tile=tile),
-                                   max(3, min(steps, 5)), 1)
-                megapixels = (inference_size * d.scale) ** 2 / 1e6
+                shapes = []
+                times = time_calls(lambda: shapes.append(
+                    upscale_image(trainer.generator, image, scale=d.scale, tile=tile).shape), max(3, min(steps, 5)), 1)
+                megapixels = shapes[-1][0] * shapes[-1][1] / 1e6  # output pixels
+                result["inference_output_size"] = list(shapes[-1][:2])
                 result["inference_lr_size"] = inference_size
                 result["inference_tile"] = tile
                 result["inference_seconds"] = _median(times)
@@ -534,6 +566,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("profile / batch", f"{result.get('profile')} / {result.get('batch_size')} "
                             f"({result.get('lr_size')}->{result.get('hr_size')} px)"),
         ("HR VGG feature cache", "on" if result.get("hr_feature_cache") else "off"),
+        ("step implementation", "fast paths" if result.get("fast_paths", True) else "baseline (straightforward)"),
         ("useful GFLOP per step", _fmt(result.get("flops", {}).get("adversarial_gflop_per_step"), 4)),
         ("train step (median)", f"{_fmt(result.get('train_step_seconds'), 4)} s"),
         ("train images/s", _fmt(result.get("train_images_per_s"))),
@@ -543,9 +576,15 @@ def format_table(result: dict[str, Any]) -> str:
         ("ratio useful / matmul (medians)", _fmt(result.get("ratio_to_matmul"))),
         ("  best step / best matmul", f"{_fmt(result.get('useful_gflops_best'))} / {_fmt(result.get('matmul_gflops_best'))}"
                                       f" = {_fmt(result.get('ratio_to_matmul_best'))}"),
+        *([("GPU matmul GFLOP/s (tf, " + str(result.get("gpu_matmul_dtype")) + ")",
+            f"{_fmt(result.get('gpu_matmul_gflops'))}; ratio {_fmt(result.get('ratio_to_gpu_matmul'))}")]
+          if "gpu_matmul_gflops" in result else []),
         ("pretrain images/s", _fmt(result.get("pretrain_images_per_s"))),
         ("pretrain useful GFLOP/s", _fmt(result.get("pretrain_useful_gflops"))),
-        ("inference MP/s (tiled)", _fmt(result.get("inference_megapixels_per_s"))),
+        ("inference output MP/s (tiled)", f"{_fmt(result.get('inference_megapixels_per_s'))} "
+                                          f"({result.get('inference_lr_size')} px LR -> "
+                                          f"{(result.get('inference_output_size') or ['?'])[0]} px, tile "
+                                          f"{result.get('inference_tile')})"),
         ("pipeline images/s", f"{_fmt(result.get('pipeline_images_per_s'))} "
                               f"({_fmt(result.get('pipeline_margin'))} x training)"),
         ("FID features images/s", _fmt(result.get("fid_images_per_s"))),
@@ -583,8 +622,12 @@ def configure_benchmark_parser(p) -> None:
                    help="mixed_float16 + loss scaling on GPU, mixed_bfloat16 on CPU")
     p.add_argument("--vgg-weights", choices=["untrained", "imagenet"], default="untrained",
                    help="VGG19 weights for the content loss (default untrained: same speed, no download)")
-    p.add_argument("--hr-cache", choices=["auto", "on", "off"], default="auto",
-                   help="precompute HR VGG features once per dataset (train.cache_hr_features)")
+    p.add_argument("--hr-cache", choices=["auto", "on", "off"],
+                   help="precompute HR VGG features once per dataset (train.cache_hr_features; "
+                        "default auto, off with --baseline)")
+    p.add_argument("--baseline", action="store_true",
+                   help="the straightforward step: stock Keras layers and Adam, two D calls, no HR feature "
+                        "cache (what the speed-ups are measured against)")
     p.add_argument("--strategy", choices=["default", "mirrored", "auto"], default="default",
                    help="tf.distribute strategy (train.strategy)")
     p.add_argument("--nondeterministic", action="store_true", help="train.deterministic=false")
@@ -628,7 +671,8 @@ def run_benchmark(args) -> int:
             tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     config = build_config(
         args.profile, batch_size=args.batch_size, xla=args.xla, mixed_precision=args.mixed_precision,
-        vgg_weights=args.vgg_weights, hr_cache=args.hr_cache, strategy=args.strategy,
+        vgg_weights=args.vgg_weights, hr_cache=args.hr_cache or ("off" if args.baseline else "auto"),
+        strategy=args.strategy,
         deterministic=False if args.nondeterministic else None, overrides=args.set,
     )
 
@@ -637,7 +681,8 @@ def run_benchmark(args) -> int:
 
     result = _json_ready(run(config, steps=args.steps, warmup=args.warmup, skip=skip,
                              inference_size=args.inference_size, tile=args.tile, fid_batch=args.fid_batch,
-                             matmul_size=args.matmul_size, pipeline_seconds=args.pipeline_seconds, log=log))
+                             matmul_size=args.matmul_size, pipeline_seconds=args.pipeline_seconds,
+                             fast=not args.baseline, log=log))
     table = format_table(result)
     if args.output:
         out = Path(args.output)

@@ -679,5 +679,6 @@ def comparison_figure(test_dir: str | os.PathLike, results: Any, methods: Sequen
             row.append((method, load_rgb(results.sr_dirs[method] / (Path(file).stem + ".png"))))
         row.append(("HR", hr))
         rows.append(row)
-    return grid_figure(rows, title=f"{test_dir}: LR | Bicubic | models | HR", note=note)
+    where = "/".join(test_dir.parts[-3:])  # e.g. data/celeba/test: readable, no machine paths
+    return grid_figure(rows, title=f"{where}: LR | Bicubic | models | HR", note=note)
 

@@ -14,6 +14,16 @@ A run directory holds::
 latest checkpoint; a larger ``epochs`` continues a finished run. The data order, the noisy
 labels and the flips of every step are pure functions of (seed, epoch, step), so a run that
 is killed and resumed reproduces an uninterrupted one exactly (with ``deterministic=True``).
+
+Speed (measured with ``upsampler benchmark``; see ``benchmarks/README.md``): the steps are
+``tf.function`` graphs (XLA per ``train.jit_compile``: auto = on GPUs only; it is slower on
+CPU); HR VGG features are never differentiated and, with fixed crops, are computed once per
+dataset (``train.cache_hr_features``, ``run_dir/cache/``); Adam is TensorFlow's fused update;
+D's SR logits serve both losses and its Flatten->Dense head runs once over HR and SR;
+``train.mixed_precision`` is mixed_float16 with loss scaling on GPUs (mixed_bfloat16 on CPUs).
+
+Several devices: ``train.strategy`` (``--strategy``) runs the same step under a
+``tf.distribute`` strategy with global-batch semantics; see :mod:`upsampler.distribute`.
 """
 
 from __future__ import annotations
@@ -179,6 +189,13 @@ class SRGANTrainer:
         strategy: a ``tf.distribute.Strategy``; default: ``make_strategy(config.train.strategy)``.
             Models, optimisers and counters are created in its scope; ``config.train.batch_size``
             is the global batch (see :mod:`upsampler.distribute`).
+        precision: force a Keras dtype policy ("float32", "mixed_float16", "mixed_bfloat16");
+            default from ``train.mixed_precision``: mixed_float16 (with loss scaling) on a GPU,
+            mixed_bfloat16 elsewhere, float32 when off.
+        fast: the speed-ups that keep the maths (fused BatchNorm/PReLU layers, the
+            space-to-depth output convolution, fused Adam, one D head pass for HR and SR).
+            ``False`` gives the straightforward step (stock Keras layers and Adam, two D
+            calls) - the benchmark's baseline.
 
     Performance notes (see ``benchmarks/README.md``): the steps are ``tf.function`` graphs
     (XLA per ``train.jit_compile``); HR VGG features never enter a gradient tape and, when the
@@ -187,7 +204,7 @@ class SRGANTrainer:
     """
 
     def __init__(self, config: Config, data_dir: str | Path | None = None, run_dir: str | Path | None = None, *,
-                 arrays=None, strategy=None):
+                 arrays=None, strategy=None, precision: str | None = None, fast: bool = True):
         import tensorflow as tf
         import keras
 
@@ -197,6 +214,7 @@ class SRGANTrainer:
         from .models import build_models_from_config
 
         self.tf, self.keras = tf, keras
+        self.fast = bool(fast)
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -231,15 +249,23 @@ class SRGANTrainer:
                 f"replicas ({self.num_replicas}, {distribute.describe(self.strategy)})"
             )
         on_gpu = bool(tf.config.list_logical_devices("GPU"))
-        self.precision = ("mixed_float16" if on_gpu else "mixed_bfloat16") if t.mixed_precision else "float32"
+        if precision is None:
+            precision = ("mixed_float16" if on_gpu else "mixed_bfloat16") if t.mixed_precision else "float32"
+        if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+            raise ValueError(f"precision must be float32, mixed_float16 or mixed_bfloat16, got {precision!r}")
+        self.precision = precision
         self.loss_scaling = self.precision == "mixed_float16"
         jit = {"on": True, "off": False}.get(t.jit_compile, on_gpu)
         if self.num_replicas > 1:
             jit = False  # see upsampler.distribute: XLA only on a single replica
         self.jit_compile = jit
 
+        from . import models as models_lib
+
         previous_policy = keras.mixed_precision.dtype_policy()
+        previous_layers = models_lib.USE_FUSED_LAYERS
         keras.mixed_precision.set_dtype_policy(self.precision)
+        models_lib.USE_FUSED_LAYERS = previous_layers and self.fast
         try:
             with self.strategy.scope():
                 self.generator, self.discriminator = build_models_from_config(config)
@@ -263,6 +289,7 @@ class SRGANTrainer:
                                                 name="last_epoch_metrics")
         finally:
             keras.mixed_precision.set_dtype_policy(previous_policy)
+            models_lib.USE_FUSED_LAYERS = previous_layers
         self.checkpoint = tf.train.Checkpoint(
             generator=self.generator, discriminator=self.discriminator,
             g_optimizer=self.g_optimizer, d_optimizer=self.d_optimizer, pretrain_optimizer=self.pretrain_optimizer,
@@ -281,7 +308,8 @@ class SRGANTrainer:
         self.use_hr_feature_cache = self._decide_hr_feature_cache()
 
     def _optimizer(self, learning_rate, adam):
-        opt = fused_adam_class()(learning_rate=learning_rate, name="adam", **adam)
+        adam_class = fused_adam_class() if self.fast else self.keras.optimizers.Adam
+        opt = adam_class(learning_rate=learning_rate, name="adam", **adam)
         if self.loss_scaling:
             opt = self.keras.optimizers.LossScaleOptimizer(opt)
         return opt
@@ -289,10 +317,13 @@ class SRGANTrainer:
     def describe(self) -> str:
         from . import distribute
 
-        return (f"device strategy {distribute.describe(self.strategy)}, precision {self.precision}, "
-                f"XLA {'on' if self.jit_compile else 'off'}, HR feature cache "
-                f"{'on' if self.use_hr_feature_cache else 'off'}" +
-                (f" ({self.hr_feature_cache_reason})" if self.hr_feature_cache_reason else ""))
+        parts = [f"device strategy {distribute.describe(self.strategy)}", f"precision {self.precision}",
+                 f"XLA {'on' if self.jit_compile else 'off'}"]
+        if not self.fast:
+            parts.append("straightforward step (stock layers and Adam)")
+        cache = "on" if self.use_hr_feature_cache else "off"
+        parts.append(f"HR feature cache {cache}" + (f" ({self.hr_feature_cache_reason})" if self.hr_feature_cache_reason else ""))
+        return ", ".join(parts)
 
     # -- data --------------------------------------------------------------------------------
     def _sample_batch(self, data_lib):
@@ -451,8 +482,9 @@ class SRGANTrainer:
         tf = self.tf
         if self.loss_scaling and self.num_replicas > 1:
             ctx = tf.distribute.get_replica_context()
-            finite = tf.cast(tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]), tf.float32)
-            all_finite = ctx.all_reduce(tf.distribute.ReduceOp.MIN, finite) > 0
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            non_finite_replicas = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+            all_finite = non_finite_replicas < 0.5
             grads = [tf.where(all_finite, g, tf.fill(tf.shape(g), tf.constant(float("nan"), g.dtype))) for g in grads]
         optimizer.apply(grads, variables)
 
@@ -485,8 +517,7 @@ class SRGANTrainer:
 
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             sr = self.generator(lr, training=True)
-            real_logits = self.discriminator(hr, training=True)
-            fake_logits = self.discriminator(sr, training=True)  # reused by both losses
+            real_logits, fake_logits = self._discriminate(hr, sr)  # fake_logits serve both losses
             d_loss = mean(bce_with_logits_per_example(real_labels, real_logits)
                           + bce_with_logits_per_example(fake_labels, fake_logits))
             content = mean(self.content_loss.per_example(hr, sr, hr_features=hr_features))
@@ -501,6 +532,44 @@ class SRGANTrainer:
         d_real = mean(tf.sigmoid(tf.cast(tf.reshape(real_logits, [-1]), tf.float32)))
         d_fake = mean(tf.sigmoid(tf.cast(tf.reshape(fake_logits, [-1]), tf.float32)))
         return tf.stack([d_loss, g_loss, content, adversarial, d_real, d_fake])
+
+    def _discriminator_parts(self):
+        """(trunk, head layers) of D when it ends Flatten -> Dense... (the SRGAN D), else None."""
+        if not hasattr(self, "_d_parts"):
+            self._d_parts = None
+            d = self.discriminator
+            if not self.fast:
+                return None
+            names = [layer.name for layer in d.layers]
+            if "flatten" in names:
+                cut = names.index("flatten")
+                head = d.layers[cut + 1:]
+                # A plain chain after Flatten: every head layer takes the previous one's output.
+                if head and all(len(layer._inbound_nodes) == 1 for layer in head):
+                    trunk = self.keras.Model(d.input, d.get_layer("flatten").output, name=f"{d.name}_trunk")
+                    self._d_parts = (trunk, head)
+        return self._d_parts
+
+    def _discriminate(self, hr, sr):
+        """D(HR) and D(SR) in training mode, exactly as two calls of D, but with one pass of the
+        per-image head (Flatten -> Dense 1024 -> Dense 1) over both batches together.
+
+        The convolutional trunk runs on each batch separately (its BatchNormalization keeps
+        per-batch statistics, real first, as two D calls would); the head has no cross-image
+        coupling, so stacking the two batches changes no value but reads the 63 M-parameter
+        Dense kernel once instead of twice and produces its weight gradient in one matmul
+        instead of two plus a sum.
+        """
+        tf = self.tf
+        parts = self._discriminator_parts()
+        if parts is None:
+            return self.discriminator(hr, training=True), self.discriminator(sr, training=True)
+        trunk, head = parts
+        x = tf.concat([trunk(hr, training=True), trunk(sr, training=True)], axis=0)
+        for layer in head:
+            x = layer(x, training=True)
+        n = tf.shape(hr)[0]
+        return x[:n], x[n:]
 
     def _pretrain_step_impl(self, lr, hr, step):
         tf = self.tf
@@ -732,6 +801,12 @@ def configure_train_parser(p) -> None:
     p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training set")
     p.add_argument("--vgg-weights", choices=["imagenet", "untrained"],
                    help="untrained = the labelled offline fallback (tests, offline demo)")
+    p.add_argument("--strategy", choices=["default", "mirrored", "auto"],
+                   help="tf.distribute: default = one device, mirrored = all local GPUs (global batch "
+                        "--batch-size split between them), auto = mirrored when there are several GPUs")
+    p.add_argument("--xla", choices=["auto", "on", "off"], help="XLA-compile the steps (auto: on GPU only)")
+    p.add_argument("--mixed-precision", action="store_true", default=None,
+                   help="mixed_float16 with loss scaling on GPU, mixed_bfloat16 on CPU (train.mixed_precision)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set model.upsample=nearest (repeatable)")
     p.add_argument("--config", help="start from a saved config.json instead of a profile")
@@ -742,7 +817,8 @@ def config_from_args(args) -> Config:
     overrides = list(args.set)
     for flag, key in (("epochs", "train.epochs"), ("pretrain_epochs", "train.pretrain_epochs"),
                       ("batch_size", "train.batch_size"), ("steps_per_epoch", "train.steps_per_epoch"),
-                      ("vgg_weights", "loss.vgg_weights")):
+                      ("vgg_weights", "loss.vgg_weights"), ("strategy", "train.strategy"),
+                      ("xla", "train.jit_compile"), ("mixed_precision", "train.mixed_precision")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
