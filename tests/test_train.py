@@ -153,3 +153,21 @@ def test_cli_names_a_missing_data_folder(tmp_path):
 
     assert main(["train", "--profile", "smoke", "--data", str(tmp_path / "nowhere"),
                  "--run-dir", str(tmp_path / "run")]) == 2
+
+
+@pytest.mark.slow
+def test_cli_preprocess_faces_then_smoke_training(shared_data, tmp_path):
+    """The issue's walk-through on real CelebA faces: preprocess, then `train --profile smoke`."""
+    processed, run_dir = tmp_path / "faces", tmp_path / "run"
+    done = _cli("preprocess", str(shared_data / "faces"), "--out", str(processed), "--hr-size", "32",
+                "--limit", "60", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = _cli("train", "--profile", "smoke", "--data", str(processed), "--run-dir", str(run_dir),
+                   "--epochs", "3")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    for name in ("config.json", "loss.csv", "train.log", "generator.keras", "checkpoints", "samples"):
+        assert (run_dir / name).exists(), name
+    log = pd.read_csv(run_dir / "loss.csv")
+    assert log["epoch"].tolist() == [1, 2, 3]
+    assert log["d_loss"].std() > 1e-3 and log["d_real"].notna().all()
+    assert UNTRAINED_VGG_WARNING in trained.stdout
