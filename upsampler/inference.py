@@ -283,8 +283,11 @@ KINDS: dict[str, FigureKind] = {
 }
 
 
-def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
-    """Centre-crop ``image`` so both sides are multiples of ``scale`` (drops < ``scale`` pixels)."""
+def center_mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+    """Centre-crop ``image`` so both sides are multiples of ``scale`` (drops < ``scale`` pixels).
+
+    For figures; metric code uses :func:`upsampler.metrics.sr.mod_crop` (MATLAB's top-left modcrop).
+    """
     from .images import center_crop
 
     h, w = image.shape[:2]
@@ -299,7 +302,7 @@ def make_lr(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     (how the study made its LR inputs)."""
     from .images import bicubic_downscale
 
-    hr = mod_crop(hr, scale)
+    hr = center_mod_crop(hr, scale)
     return hr, bicubic_downscale(hr, scale)
 
 
