@@ -328,19 +328,10 @@ def _unique_labels(logs: Sequence[LossLog]) -> list[str]:
 
 def format_ranges(values: Sequence[int]) -> str:
     """``[1, 2, 3, 7, 9, 10]`` -> ``"1-3, 7, 9-10"``."""
-    values = sorted(set(int(v) for v in values))
-    if not values:
+    runs = contiguous_runs(values)
+    if not runs:
         return "none"
-    parts = []
-    start = prev = values[0]
-    for v in values[1:] + [None]:
-        if v is not None and v == prev + 1:
-            prev = v
-            continue
-        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if v is not None:
-            start = prev = v
-    return ", ".join(parts)
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def contiguous_runs(epochs: Sequence[int]) -> list[tuple[int, int]]:

@@ -88,11 +88,6 @@ def study_paths(output_root: str | os.PathLike, study: str) -> StudyPaths:
     return StudyPaths(Path(output_root), study).make()
 
 
-def in_colab() -> bool:
-    """True inside Google Colab."""
-    return "google.colab" in sys.modules
-
-
 def import_tensorflow_quietly():
     """Import TensorFlow with its C++ start-up chatter (oneDNN, absl) kept out of the notebook.
 

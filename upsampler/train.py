@@ -602,8 +602,9 @@ class SRGANTrainer:
             self.dataset(data_epoch, phase=phase), total=self.steps_per_epoch, desc=f"{phase} epoch {epoch}",
             disable=not self.config.train.progress, leave=False, file=sys.stdout,
         )
+        step = int(self.global_step.numpy())  # kept on the host: no device read per step
         for lr, hr in bar:
-            step = self.global_step.numpy() + 1
+            step += 1
             values = step_fn(lr, hr, tf.constant(step, tf.int64)).numpy().astype(np.float64)
             if not np.all(np.isfinite(values[[1, 2]])) or (phase == "adversarial" and not np.all(np.isfinite(values))):
                 raise TrainingDiverged(
