@@ -8,7 +8,7 @@ usage() {
 Usage: ./run_all.sh [options]
 
 Runs the study's notebooks in order with papermill, from ./.venv (created on first use by
-scripts/ensure_venv.sh "cpu,test,notebooks"):
+scripts/ensure_venv.sh "cpu,test,notebooks,instruments"):
 
   01_preprocess (COCO) -> 01_preprocess (CelebA) -> 02_train (Model A on COCO)
   -> 02_train (Model B on CelebA) -> 04_evaluate (Bicubic vs A vs B on the CelebA test set)
@@ -22,29 +22,32 @@ OUT/<study>/notebooks/history/).
 
 With no --coco/--celeba it runs the BUILT-IN DEMO: two small image sets cut from photos that
 ship inside scikit-image and matplotlib (`upsampler demo-data`; "broad" plays COCO, "narrow"
-- grey ground-surface textures - plays CelebA), the demo profile, and explicitly the untrained
-VGG19 and the untrained Inception (nothing can be downloaded offline). Every output of the
-demo says it is a demo. About 10-15 minutes on a 2-core CPU.
+- grey ground-surface textures - plays CelebA), the demo profile, and the pretrained
+VGG16-HED content network that works offline. Every output of the demo says it is a demo.
+About 10-15 minutes on a 2-core CPU.
 
 Options:
-  --profile demo|paper|smoke   config profile (default: demo for the built-in demo, else paper)
-  --coco PATH                  COCO images: a folder or a .zip (Model A's training data)
+  --profile NAME               config profile: paper, original, study-cpu, demo or smoke
+                               (default: demo for the built-in demo, else paper)
+  --coco PATH                  COCO images: a folder or a .zip (Model A's training data); several
+                               folders joined with ':' (e.g. train291:general)
   --celeba PATH                CelebA images: a folder or a .zip (Model B's data and the test set)
   --coco-groups CSV            split COCO by group (CSV with columns file and group)
   --celeba-groups CSV          split CelebA by group, e.g. by identity (columns file and
-                               celeba_identity or group). Default: found automatically for
-                               ../shared/data/faces (meta/faces_celeba_identity.csv) and the demo
+                               celeba_identity or group), or CelebA's identity_CelebA.txt. Default:
+                               groups.csv or identity_CelebA.txt in or beside the folder, or
+                               meta/<folder>_celeba_identity.csv beside it
   --out DIR                    output root (default: outputs); results go to DIR/<study>/
   --study NAME                 study folder under --out (default: demo for the demo, else the profile)
   --epochs N                   adversarial epochs per model (default: the profile's)
   --pretrain-epochs N          MSE pre-training epochs per model (default: the profile's)
-  --vgg-weights imagenet|untrained
-                               VGG19 of the content loss (default: untrained for the demo, else
-                               the profile's; untrained is an offline fallback, labelled everywhere)
-  --extractor fid-inception|inception-imagenet|inception-untrained
-                               features for FID/KID (default: inception-untrained for the demo,
-                               else fid-inception; set UPSAMPLER_FID_INCEPTION to a local copy of
-                               the TF-GAN Inception module when offline)
+  --content-network vgg19|vgg16-hed|untrained
+                               network of the content loss (default: the profile's; vgg16-hed is
+                               pretrained and offline, untrained is for tests and labelled everywhere)
+  --extractor none|fid-inception|inception-imagenet|inception-untrained
+                               Inception for FID/KID (default: fid-inception for the paper and
+                               original profiles, else none; set UPSAMPLER_FID_INCEPTION to a local
+                               copy of the TF-GAN Inception module when offline)
   --extractor-size N           extractor input size in px (default 299; smaller is for tests only)
   --limit N                    use at most N images of each dataset (passed to preprocess)
   --seed-log PATH              also plot one of the original study's loss logs (repeatable), e.g.
@@ -77,7 +80,7 @@ while [[ $# -gt 0 ]]; do
     --study) study="$value" ;;
     --epochs) epochs="$value" ;;
     --pretrain-epochs) pretrain="$value" ;;
-    --vgg-weights) vgg="$value" ;;
+    --content-network) vgg="$value" ;;
     --extractor) extractor="$value" ;;
     --extractor-size) extractor_size="$value" ;;
     --limit) limit="$value" ;;
@@ -89,17 +92,18 @@ while [[ $# -gt 0 ]]; do
 done
 
 is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
-[[ -z "$profile" || "$profile" =~ ^(demo|paper|smoke)$ ]] || die "--profile must be demo, paper or smoke, got '$profile'"
-[[ -z "$vgg" || "$vgg" =~ ^(imagenet|untrained)$ ]] || die "--vgg-weights must be imagenet or untrained, got '$vgg'"
-[[ -z "$extractor" || "$extractor" =~ ^(fid-inception|inception-imagenet|inception-untrained)$ ]] \
-  || die "--extractor must be fid-inception, inception-imagenet or inception-untrained, got '$extractor'"
+[[ -z "$profile" || "$profile" =~ ^(demo|paper|original|study-cpu|smoke)$ ]] \
+  || die "--profile must be paper, original, study-cpu, demo or smoke, got '$profile'"
+[[ -z "$vgg" || "$vgg" =~ ^(vgg19|vgg16-hed|untrained)$ ]] || die "--content-network must be vgg19, vgg16-hed or untrained, got '$vgg'"
+[[ -z "$extractor" || "$extractor" =~ ^(none|fid-inception|inception-imagenet|inception-untrained)$ ]] \
+  || die "--extractor must be none, fid-inception, inception-imagenet or inception-untrained, got '$extractor'"
 for pair in "epochs:$epochs" "pretrain-epochs:$pretrain" "limit:$limit" "extractor-size:$extractor_size"; do
   [[ -z "${pair#*:}" ]] || is_int "${pair#*:}" || die "--${pair%%:*} must be a whole number, got '${pair#*:}'"
 done
 if [[ -n "$coco" && -z "$celeba" ]] || [[ -z "$coco" && -n "$celeba" ]]; then
   die "give both --coco and --celeba (or neither, for the built-in demo)"
 fi
-for path in "$coco" "$celeba" "$coco_groups" "$celeba_groups" ${seed_logs[@]+"${seed_logs[@]}"}; do
+for path in ${coco//:/ } ${celeba//:/ } "$coco_groups" "$celeba_groups" ${seed_logs[@]+"${seed_logs[@]}"}; do
   [[ -z "$path" || -e "$path" ]] || die "$path: no such file or folder"
 done
 
@@ -107,24 +111,32 @@ demo=0
 if [[ -z "$coco" ]]; then
   demo=1
   profile="${profile:-demo}"
-  vgg="${vgg:-untrained}"
-  extractor="${extractor:-inception-untrained}"
+  extractor="${extractor:-none}"
   study="${study:-demo}"
+  faces=False
 else
   profile="${profile:-paper}"
-  extractor="${extractor:-fid-inception}"
+  [[ "$profile" =~ ^(paper|original)$ ]] && extractor="${extractor:-fid-inception}"
+  extractor="${extractor:-none}"
   study="${study:-$profile}"
+  faces=True
 fi
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-abspath() { [[ -z "$1" ]] && return 0; realpath -m -- "$1"; }
+abspath() {  # one path, or several joined with ':'
+  [[ -z "$1" ]] && return 0
+  local out="" part
+  IFS=':' read -ra parts <<< "$1"
+  for part in "${parts[@]}"; do out+="${out:+:}$(realpath -m -- "$part")"; done
+  echo "$out"
+}
 out="$(abspath "$out")"; coco="$(abspath "$coco")"; celeba="$(abspath "$celeba")"
 coco_groups="$(abspath "$coco_groups")"; celeba_groups="$(abspath "$celeba_groups")"
 abs_logs=()
 for log in ${seed_logs[@]+"${seed_logs[@]}"}; do abs_logs+=("$(abspath "$log")"); done
 cd "$root"
 
-./scripts/ensure_venv.sh "cpu,test,notebooks"
+./scripts/ensure_venv.sh "cpu,test,notebooks,instruments"
 py="$root/.venv/bin/python"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}" MPLBACKEND=Agg PYTHONHASHSEED=0 PYTHONUNBUFFERED=1
 
@@ -146,9 +158,8 @@ if [[ $demo == 1 ]]; then
   coco="$demo_src/broad"; celeba="$demo_src/narrow"
   cat > "$study_root/LABEL.txt" <<EOF
 DEMO: everything under this folder comes from ./run_all.sh's built-in demo - small image sets cut from
-photos bundled with scikit-image and matplotlib, the '$profile' profile, an UNTRAINED VGG19 content loss and
-UNTRAINED Inception features ('FID' values are not FIDs). It demonstrates the pipeline; it is not a result of
-the study.
+photos bundled with scikit-image and matplotlib (grey ground textures in the faces' role), and the '$profile'
+profile. It demonstrates the pipeline; it is not a result of the study.
 EOF
 fi
 
@@ -192,11 +203,12 @@ run_nb 01_preprocess.ipynb 01_preprocess_celeba "${prep_args[@]}" -p dataset cel
 train_args=(-p profile "$profile" -y "$overrides_yaml" "${progress[@]}")
 [[ -z "$epochs" ]] || train_args+=(-p epochs "$epochs")
 [[ -z "$pretrain" ]] || train_args+=(-p pretrain_epochs "$pretrain")
-[[ -z "$vgg" ]] || train_args+=(-p vgg_weights "$vgg")
+[[ -z "$vgg" ]] || train_args+=(-p content_network "$vgg")
 run_nb 02_train.ipynb 02_train_model_a "${train_args[@]}" -p model model_a -p model_name "Model A" -p dataset coco
 run_nb 02_train.ipynb 02_train_model_b "${train_args[@]}" -p model model_b -p model_name "Model B" -p dataset celeba
 
-eval_args=(-p extractor "$extractor")
+eval_args=(-p faces "$faces")
+[[ "$extractor" == "none" ]] || eval_args+=(-p extractor "$extractor")
 [[ -z "$extractor_size" ]] || eval_args+=(-p input_size "$extractor_size")
 run_nb 04_evaluate.ipynb 04_evaluate "${eval_args[@]}"
 

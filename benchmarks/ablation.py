@@ -34,7 +34,7 @@ def build(variant: str, batch: int, arrays):
 
     index = VARIANTS.index(variant)
     cache = "auto" if index >= 1 else "off"
-    config = bench.build_config("paper", batch_size=batch, xla="off", mixed_precision=False, vgg_weights="untrained",
+    config = bench.build_config("paper", batch_size=batch, xla="off", mixed_precision=False, content_network="untrained",
                                 hr_cache=cache, strategy="default", deterministic=None, overrides=[])
     models.USE_FUSED_LAYERS = index >= 3
     try:

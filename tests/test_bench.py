@@ -10,8 +10,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import require_module
 
-tf = pytest.importorskip("tensorflow")
+tf = require_module("tensorflow")
 import keras  # noqa: E402
 
 from upsampler import bench  # noqa: E402
@@ -139,7 +140,7 @@ def test_benchmark_json_has_the_numeric_keys(capsys, monkeypatch):
     for key in ("device", "precision", "tensorflow_version"):
         assert isinstance(result[key], str) and result[key]
     assert isinstance(result["xla"], bool)
-    assert result["vgg_weights"] == "untrained" and any("untrained" in n for n in result["notes"])
+    assert result["content_network"] == "untrained" and any("untrained" in n for n in result["notes"])
     if "inference_megapixels_per_s" in result:
         assert result["inference_output_size"] == [96, 96]  # 24 px LR, x4
     # Sections written by other modules are measured, or skipped with a reason - never a crash.
@@ -282,7 +283,7 @@ def test_content_loss_and_output_conv_compile_under_xla_with_op_determinism():
     from upsampler.models import SpaceToDepthConv2D
 
     tf.config.experimental.enable_op_determinism()
-    config = LossConfig(content_layer="block2_conv2", vgg_weights="untrained")
+    config = LossConfig(content_layer="block2_conv2", content_network="untrained")
     loss_xla, loss_graph = ContentLoss(config, xla=True), ContentLoss(config, xla=False)
     assert any(isinstance(l, WindowMaxPool2D) for l in loss_xla.vgg.layers)
     conv = SpaceToDepthConv2D(3, 9, padding="same")

@@ -12,12 +12,14 @@ def test_paper_profile_is_the_study():
     assert (cfg.data.lr_size, cfg.data.hr_size, cfg.data.scale) == (44, 176, 4)
     assert cfg.model.num_blocks == 16 and cfg.model.filters == 64
     assert cfg.train.batch_size == 32 and cfg.train.learning_rate == 1e-4 and cfg.train.epochs == 2500
-    assert cfg.loss.vgg_weights == "imagenet" and cfg.loss.content_layer == "block5_conv4"
+    assert cfg.loss.content_network == "vgg19" and cfg.loss.content_layer == "block5_conv4"
+    assert cfg.train.pretrain_epochs > 0 and cfg.train.update_order == "d_then_g"  # the SRGAN paper's way
+    assert "Differs from the paper" in cfg.description
     assert cfg.loss.adversarial_weight == 1e-3
     assert not cfg.uses_untrained_features
 
 
-@pytest.mark.parametrize("name", ["paper", "demo", "smoke"])
+@pytest.mark.parametrize("name", ["paper", "original", "study-cpu", "demo", "smoke"])
 def test_profiles_validate_and_round_trip_through_json(name, tmp_path):
     cfg = get_profile(name)
     cfg.validate()
@@ -54,3 +56,38 @@ def test_unknown_profile_and_bad_json_are_named(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="config.json"):
         Config.from_json(bad)
+
+
+def test_original_profile_holds_the_2019_choices():
+    cfg = get_profile("original")
+    assert cfg.model.upsample == "nearest" and cfg.loss.vgg_preprocessing == "raw" and cfg.loss.feature_scale == 1.0
+    assert cfg.train.pretrain_epochs == 0 and cfg.model.bn_momentum == 0.5
+    assert cfg.loss.real_label_mean == 0.9 and cfg.loss.fake_label_mean == 0.1 and cfg.loss.label_std > 0
+
+
+def test_study_cpu_profile_uses_the_offline_pretrained_network_and_random_crops():
+    cfg = get_profile("study-cpu")
+    assert cfg.loss.content_network == "vgg16-hed" and cfg.loss.content_layer == "block5_conv3"
+    assert cfg.data.train_crop == 96 and cfg.data.train_hr_size == 96 and cfg.data.hr_size == 176
+    assert cfg.model.num_blocks == 16 and cfg.model.upsample == "pixel_shuffle"
+    assert cfg.train.pretrain_epochs > 0 and cfg.train.epochs > 0
+    assert not cfg.uses_untrained_features
+
+
+def test_old_configs_with_vgg_weights_still_load():
+    raw = get_profile("smoke").to_dict()
+    raw["loss"].pop("content_network")
+    raw["loss"]["vgg_weights"] = "imagenet"
+    raw["train"].pop("update_order")
+    cfg = Config.from_dict(raw)
+    assert cfg.loss.content_network == "vgg19" and cfg.train.update_order == "simultaneous"
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("loss.content_network=resnet", "loss.content_network must be one of"),
+    ("train.update_order=g_first", "train.update_order must be one of"),
+    ("data.train_crop=90", "data.train_crop"),
+])
+def test_new_fields_are_validated(assignment, message):
+    with pytest.raises(ValueError, match=message):
+        get_profile("study-cpu").override([assignment])

@@ -179,6 +179,67 @@ def test_group_split_keeps_each_group_on_one_side(tmp_path: Path) -> None:
     assert not (tmp_path / "out2").exists()  # nothing left behind: a corrected rerun into out2 works
 
 
+def test_celeba_identity_txt_gives_the_same_split_as_the_csv(tmp_path: Path) -> None:
+    names = [f"{i:06d}.jpg" for i in range(1, 31)]
+    _write_pngs(tmp_path / "src", [n.replace(".jpg", ".png") for n in names], size=(HR, HR))
+    ids = {n.replace(".jpg", ".png"): str(100 + i % 7) for i, n in enumerate(names)}
+    (tmp_path / "identity_CelebA.txt").write_text("".join(f"{k} {v}\n" for k, v in ids.items()))
+    (tmp_path / "identity.csv").write_text("file,celeba_identity\n" + "".join(f"{k},{v}\n" for k, v in ids.items()))
+    from_txt, from_csv = read_groups_csv(tmp_path / "identity_CelebA.txt"), read_groups_csv(tmp_path / "identity.csv")
+    assert from_txt == from_csv == ids
+    preprocess(tmp_path / "src", tmp_path / "out", hr_size=HR, scale=SCALE, groups=from_txt, progress=False)
+    rows = _rows(tmp_path / "out" / "manifest.csv")
+    train_ids = {r["group"] for r in rows if r["split"] == "train"}
+    test_ids = {r["group"] for r in rows if r["split"] == "test"}
+    assert test_ids and not (train_ids & test_ids)
+    info = json.loads((tmp_path / "out" / "preprocess.json").read_text())
+    assert info["split"].startswith("split by group") and "0 in both" in info["split"]
+
+
+def test_a_split_without_identities_is_recorded_and_warned(tmp_path: Path, capsys) -> None:
+    _write_pngs(tmp_path / "src", [f"{i}.png" for i in range(6)], size=(HR, HR))
+    preprocess(tmp_path / "src", tmp_path / "out", hr_size=HR, scale=SCALE, progress=False)
+    info = json.loads((tmp_path / "out" / "preprocess.json").read_text())
+    assert info["split"].startswith("split by image")
+    assert "WARNING" in capsys.readouterr().err
+    from upsampler.metrics.evaluate import split_description
+
+    assert split_description(tmp_path / "out" / "test").startswith("split by image")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("000001.jpg 12\n000002.jpg\n", "line 2: expected 'file identity'"),
+    ("file,celeba_identity\na.png,1\nb.png,\n", "line 3: empty file name or group"),
+    ("000001.jpg 12\n000001.jpg 13\n", "listed in groups"),
+])
+def test_malformed_identity_lists_name_the_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        read_groups_csv(path)
+    assert "ids.txt" in str(info.value)
+
+
+def test_several_source_folders_are_joined(tmp_path: Path) -> None:
+    _write_pngs(tmp_path / "a", ["x.png", "y.png"], size=(HR, HR))
+    _write_pngs(tmp_path / "b", ["x.png"], size=(HR + 4, HR + 4))
+    summary = preprocess(f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}", tmp_path / "out", hr_size=HR,
+                         scale=SCALE, progress=False)
+    assert summary.n_accepted == 3
+    assert sorted(r["source"] for r in _rows(tmp_path / "out" / "manifest.csv")) == ["a/x.png", "a/y.png", "b/x.png"]
+
+
+@pytest.mark.shared_data
+def test_faces_2600_split_by_identity_holds_out_whole_people(shared_data: Path, tmp_path: Path) -> None:
+    groups = read_groups_csv(shared_data / "meta" / "faces_2600_celeba_identity.csv")
+    summary = preprocess(shared_data / "faces_2600", tmp_path / "out", hr_size=176, scale=4, groups=groups,
+                         limit=260, progress=False)
+    rows = _rows(tmp_path / "out" / "manifest.csv")
+    train_ids = {r["group"] for r in rows if r["split"] == "train"}
+    test_ids = {r["group"] for r in rows if r["split"] == "test"}
+    assert summary.n_test > 0 and test_ids and not (train_ids & test_ids)
+
+
 def test_read_groups_csv_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         read_groups_csv(tmp_path / "nope.csv")
@@ -386,3 +447,20 @@ def test_real_faces_limit_40(shared_data: Path, tmp_path: Path) -> None:
     lr, hr, names = load_split(out, "train")
     assert lr.shape[1:] == (44, 44, 3) and hr.shape[1:] == (176, 176, 3)
     assert len(names) == summary.n_train
+
+
+def test_random_crops_keep_lr_and_hr_aligned_and_are_keyed(arrays) -> None:
+    from upsampler.data import make_train_dataset
+
+    lr_big = np.random.default_rng(5).integers(0, 256, (10, 6, 6, 3), dtype=np.uint8)
+    hr_big = np.repeat(np.repeat(lr_big, 4, axis=1), 4, axis=2)  # HR = LR blown up: crops must line up
+    batches = _batches(make_train_dataset(lr_big, hr_big, batch_size=5, seed=1, epoch=2, crop=8))
+    again = _batches(make_train_dataset(lr_big, hr_big, batch_size=5, seed=1, epoch=2, crop=8))
+    other = _batches(make_train_dataset(lr_big, hr_big, batch_size=5, seed=1, epoch=3, crop=8))
+    for (lr, hr), (lr2, hr2) in zip(batches, again):
+        assert lr.shape == (5, 2, 2, 3) and hr.shape == (5, 8, 8, 3)
+        np.testing.assert_array_equal(np.repeat(np.repeat(lr, 4, axis=1), 4, axis=2), hr)
+        np.testing.assert_array_equal(lr, lr2)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(batches, other))
+    with pytest.raises(ValueError, match="multiple of the scale"):
+        make_train_dataset(lr_big, hr_big, batch_size=5, seed=1, epoch=2, crop=6)

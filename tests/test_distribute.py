@@ -13,8 +13,9 @@ import sys
 import textwrap
 
 import pytest
+from conftest import require_module
 
-pytest.importorskip("tensorflow")
+require_module("tensorflow")
 
 SCRIPT = textwrap.dedent(
     r'''

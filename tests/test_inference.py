@@ -76,14 +76,6 @@ def test_tile_starts_cover_the_image_with_full_tiles():
         assert covered.all()
 
 
-def test_reflect_pad_handles_tiny_images():
-    one = np.arange(3, dtype=np.float32).reshape(1, 1, 3)
-    padded = inference.reflect_pad(one, 5)
-    assert padded.shape == (11, 11, 3) and np.all(padded == one)
-    strip = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
-    assert inference.reflect_pad(strip, 3).shape == (7, 8, 3)
-
-
 # ---- tiled == whole --------------------------------------------------------------------------
 
 def test_tiled_output_matches_whole_image(tiny):
@@ -93,11 +85,32 @@ def test_tiled_output_matches_whole_image(tiny):
     tiled = upscale_image(tiny, lr, scale=4, tile=32)  # default overlap = receptive field (12)
     assert psnr(whole, tiled) >= 50.0
     assert np.abs(whole.astype(int) - tiled).max() <= 1
+    # the same pixels that `upsampler evaluate` scores: the plain G(x), border included
+    from upsampler.metrics.evaluate import run_generator
+
+    plain = run_generator(tiny, lr[None])[0]
+    assert np.array_equal(plain, whole)
+    assert np.abs(plain.astype(int) - tiled).max() <= 1 and np.mean(plain != tiled) < 1e-3
     tiled16 = upscale_image(tiny, lr, scale=4, tile=32, overlap=16, batch_size=3)
     assert psnr(whole, tiled16) >= 50.0
     # Too little context is measurably worse: the overlap really matters.
     tiled2 = upscale_image(tiny, lr, scale=4, tile=32, overlap=2)
     assert psnr(whole, tiled2) < psnr(whole, tiled)
+
+
+def test_upscale_cli_and_evaluate_give_the_same_pixels(tiny_path, tmp_path):
+    """`upsampler upscale` on a 44x44 image writes exactly the SR image that `evaluate` scores."""
+    from upsampler import cli
+    from upsampler.images import load_rgb, save_png
+    from upsampler.metrics.evaluate import run_generator
+    from upsampler.models import load_generator
+
+    lr = _image(44, 44, seed=3)
+    save_png(lr, tmp_path / "face.png")
+    assert cli.main(["upscale", str(tmp_path / "face.png"), "--model", str(tiny_path), "--out",
+                     str(tmp_path / "up")]) == 0
+    written = load_rgb(next((tmp_path / "up").glob("*.png")))
+    np.testing.assert_array_equal(written, run_generator(load_generator(tiny_path), lr[None])[0])
 
 
 def test_odd_sizes_and_tile_larger_than_image(tiny):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require_module
 
-tf = pytest.importorskip("tensorflow")
+tf = require_module("tensorflow")
 
 from upsampler import losses  # noqa: E402
 from upsampler.config import LossConfig  # noqa: E402
@@ -86,7 +87,7 @@ def test_vgg_paper_preprocessing_is_caffe_bgr_minus_means():
 
 
 def test_untrained_vgg_content_loss_is_deterministic_and_discriminative():
-    config = LossConfig(content_layer="block2_conv2", vgg_weights="untrained")
+    config = LossConfig(content_layer="block2_conv2", content_network="untrained")
     a, b = losses.ContentLoss(config, seed=3), losses.ContentLoss(config, seed=3)
     rng = np.random.default_rng(0)
     hr = tf.constant(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32))
@@ -104,8 +105,8 @@ def test_imagenet_vgg_unavailable_gives_a_clear_message(monkeypatch):
         raise OSError("URL fetch failure: no network")
 
     monkeypatch.setattr(keras.applications, "VGG19", offline)
-    with pytest.raises(RuntimeError, match="vgg_weights=untrained"):
-        losses.build_vgg_feature_extractor("block5_conv4", "imagenet")
+    with pytest.raises(RuntimeError, match="content_network=vgg16-hed"):
+        losses.build_vgg_feature_extractor("block5_conv4", "vgg19")
 
 
 def test_unknown_vgg_layer_is_named():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require_module
 
-keras = pytest.importorskip("keras")
+keras = require_module("keras")
 
 from upsampler.models import (  # noqa: E402
     PixelShuffle,

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_module
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -123,7 +124,7 @@ def test_groups_csv_found_for_demo_data_and_the_shared_faces(tmp_path):
 def test_training_config_from_parameters():
     from upsampler.notebook import training_config
 
-    config = training_config("smoke", epochs=5, pretrain_epochs=2, vgg_weights="untrained",
+    config = training_config("smoke", epochs=5, pretrain_epochs=2, content_network="untrained",
                              overrides=["model.upsample=nearest"])
     assert (config.train.epochs, config.train.pretrain_epochs) == (5, 2)
     assert config.model.upsample == "nearest" and config.uses_untrained_features
@@ -140,7 +141,7 @@ ORIGINAL_LOG = "".join(
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory) -> dict:
     """Execute every notebook once (papermill), in the study's order; returns paths and params."""
-    papermill = pytest.importorskip("papermill")
+    papermill = require_module("papermill")
     from upsampler.demo import write_demo_datasets
 
     root = tmp_path_factory.mktemp("nbchain")
@@ -160,8 +161,7 @@ def chain(tmp_path_factory) -> dict:
                                  "profile": "smoke", "progress": False}),
         # a copy of Model B's run (made below), so that re-running 02 (nbval) still finds 2 epochs there
         ("03_continue", "model_b", {"model": "model_b_continued", "epochs": 3, "progress": False}),
-        ("04_evaluate", "", {"extractor": "inception-untrained", "input_size": 75, "n_boot": 10, "kid_subsets": 5,
-                             "grid_images": 2}),
+        ("04_evaluate", "", {"faces": False, "n_boot": 20, "grid_images": 2, "include_pretrained": True}),
         ("05_plot_losses", "", {"seed_logs": [str(seed_log)]}),
     ]
     env_backup = dict(os.environ)
@@ -227,16 +227,20 @@ def test_chain_writes_the_study_layout(chain):
     assert "DEMO" in (study / "runs/model_a/LABEL.txt").read_text()
     table = pd.read_csv(study / "tables/evaluation_metrics.csv")
     assert list(table["method"]) == ["Bicubic", "Model A", "Model A (MSE pre-trained)", "Model B"]
-    for column in ("fid", "fid_low", "fid_high", "kid", "kid_std", "psnr", "psnr_low", "psnr_high", "ssim",
-                   "n_images", "extractor", "extractor_label", "label"):
+    for column in ("n", "psnr", "psnr_low", "psnr_high", "ssim", "lpips_hed", "lpips_hed_low", "kid_hed",
+                   "fd_hed", "split", "label", "provenance"):
         assert table[column].notna().all(), column
-    assert (table["extractor"] == "inception-untrained").all()
-    assert table["label"].str.contains("DEMO").all() and table["label"].str.contains("not an FID").all()
+    assert "fid" not in table.columns and "identity_distance" not in table.columns  # no FID asked; not faces
+    assert table["label"].str.contains("DEMO").all() and table["provenance"].str.contains("tensorflow").all()
+    paired = pd.read_csv(study / "tables/evaluation_paired.csv")
+    assert list(paired.columns[:7]) == ["metric", "method_a", "method_b", "difference", "ci_low", "ci_high", "n"]
+    assert ("Model B", "Model A") in set(zip(paired["method_a"], paired["method_b"]))
     markdown = (study / "tables/evaluation_metrics.md").read_text()
     assert "DEMO" in markdown and "UNTRAINED" in markdown and "| Model B |" in markdown
+    assert "LPIPS-style (VGG16-HED), not LPIPS" in markdown and "Paired differences" in markdown
     figures = {p.name for p in (study / "figures").glob("*.png")}
     for expected in ("coco_pairs.png", "celeba_pairs.png", "model_a_losses.png", "model_a_discriminator.png",
-                     "model_b_samples_latest.png", "evaluation_fid_psnr_bars.png", "evaluation_comparison_grid.png",
+                     "model_b_samples_latest.png", "evaluation_paired_differences.png", "evaluation_comparison_grid.png",
                      "model_b_all_losses.png", "original_COCO_loss_losses.png"):
         assert expected in figures, expected
     assert (study / "tables/coco_rejected.csv").is_file()
@@ -245,7 +249,7 @@ def test_chain_writes_the_study_layout(chain):
 @pytest.mark.slow
 def test_executed_notebooks_pass_nbval(chain):
     """Re-run every executed copy in a fresh kernel; checked cells must print the same."""
-    pytest.importorskip("nbval")
+    require_module("nbval")
     paths = [str(p) for p in chain["executed"].values()]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0"}
     result = subprocess.run(

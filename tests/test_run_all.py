@@ -23,7 +23,7 @@ def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 def test_help_describes_every_option():
     result = _run("--help", timeout=60)
     assert result.returncode == 0, result.stderr
-    for option in ("--profile", "--coco", "--celeba", "--out", "--epochs", "--pretrain-epochs", "--vgg-weights",
+    for option in ("--profile", "--coco", "--celeba", "--out", "--epochs", "--pretrain-epochs", "--content-network",
                    "--extractor", "--limit", "--celeba-groups", "BUILT-IN DEMO"):
         assert option in result.stdout, option
 
@@ -35,7 +35,7 @@ def test_help_describes_every_option():
         (["--coco", "/nonexistent/coco"], "give both --coco and --celeba"),
         (["--coco", "/nonexistent/a", "--celeba", "/nonexistent/b"], "no such file"),
         (["--epochs", "many"], "--epochs must be a whole number"),
-        (["--vgg-weights=random"], "--vgg-weights must be"),
+        (["--content-network=random"], "--content-network must be"),
         (["--frobnicate", "1"], "unknown option"),
     ],
 )

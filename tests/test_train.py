@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_module
 
-tf = pytest.importorskip("tensorflow")
+tf = require_module("tensorflow")
 
 from upsampler.config import UNTRAINED_VGG_WARNING, get_profile  # noqa: E402
 from upsampler.data import preprocess  # noqa: E402
@@ -171,3 +172,48 @@ def test_cli_preprocess_faces_then_smoke_training(shared_data, tmp_path):
     assert log["epoch"].tolist() == [1, 2, 3]
     assert log["d_loss"].std() > 1e-3 and log["d_real"].notna().all()
     assert UNTRAINED_VGG_WARNING in trained.stdout
+
+
+def test_smoke_training_with_the_pretrained_offline_content_network(smoke_data, tmp_path):
+    import json
+
+    config = get_profile("smoke").override(["loss.content_network=vgg16-hed", "train.epochs=1"])
+    result = train(config, smoke_data, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["loss"]["content_network"] == "vgg16-hed"
+    assert saved["provenance"]["tensorflow"] and saved["provenance"]["commit"]
+    assert UNTRAINED_VGG_WARNING not in str(result)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "vgg16-hed block2_conv2" in log and "produced by upsampler" in log
+
+
+def _one_step_weights(smoke_data, order: str):
+    from upsampler.train import SRGANTrainer
+
+    config = get_profile("smoke").override([f"train.update_order={order}", "train.steps_per_epoch=1",
+                                            "loss.adversarial_weight=1.0"])
+    trainer = SRGANTrainer(config, smoke_data)
+    trainer.run_epoch("adversarial", 1)
+    return ([np.asarray(w) for w in trainer.generator.trainable_weights],
+            [np.asarray(w) for w in trainer.discriminator.trainable_weights])
+
+
+def test_d_then_g_updates_d_as_before_and_g_against_the_updated_d(smoke_data):
+    """Both orders take the same D step (D sees the same G output); only G's step differs,
+    because in d_then_g its adversarial gradient comes from the already-updated D."""
+    g_seq, d_seq = _one_step_weights(smoke_data, "d_then_g")
+    g_sim, d_sim = _one_step_weights(smoke_data, "simultaneous")
+    for a, b in zip(d_seq, d_sim):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(g_seq, g_sim)) > 1e-7
+
+
+def test_random_training_crops_train_a_discriminator_of_the_crop_size(smoke_data, tmp_path):
+    from upsampler.train import SRGANTrainer
+
+    config = get_profile("smoke").override(["data.train_crop=16", "train.steps_per_epoch=2"])
+    trainer = SRGANTrainer(config, smoke_data)
+    assert trainer.discriminator.input_shape[1:3] == (16, 16)
+    assert not trainer.use_hr_feature_cache
+    metrics = trainer.run_epoch("adversarial", 1)
+    assert np.isfinite(metrics["g_loss"]) and np.isfinite(metrics["d_loss"])

@@ -1,9 +1,32 @@
-"""upsampler: a reproducible SRGAN study (44x44 -> 176x176), COCO vs CelebA, judged by FID.
+"""upsampler: a reproducible SRGAN study (44x44 -> 176x176): does an SRGAN trained on faces beat
+one trained on varied photos, and bicubic, on held-out faces?
+
+The common case::
+
+    from upsampler import load_generator, upscale_image
+    generator = load_generator("model_b")          # a shipped generator, or a path to a .keras file
+    sr = upscale_image(generator, lr_uint8, scale=4)
 
 Sub-modules: ``config`` (profiles), ``images`` and ``data`` (decoding, preprocessing,
-tf.data), ``models`` (generator, discriminator), ``losses``, ``train`` (exact-resume
-training), ``inference`` (tiled upscaling, comparison figures), ``metrics`` (FID, KID,
-PSNR, SSIM), ``losslog`` and ``plots``, ``bench`` and ``cli``.
+tf.data), ``models`` (generator, discriminator), ``backbones`` (pretrained feature networks),
+``losses``, ``train`` (exact-resume training), ``inference`` (tiled upscaling, comparison
+figures), ``metrics`` (PSNR, SSIM, LPIPS-style, face identity, KID, FID, paired statistics),
+``pretrained`` (shipped generators), ``losslog`` and ``plots``, ``bench`` and ``cli``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+__all__ = ["__version__", "load_generator", "upscale_image"]
+
+
+def __getattr__(name: str):
+    # TensorFlow loads on first use, not at `import upsampler`.
+    if name == "load_generator":
+        from .models import load_generator
+
+        return load_generator
+    if name == "upscale_image":
+        from .inference import upscale_image
+
+        return upscale_image
+    raise AttributeError(f"module 'upsampler' has no attribute {name!r}")

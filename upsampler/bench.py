@@ -49,8 +49,8 @@ from typing import Any, Callable
 import numpy as np
 
 SECTIONS = ("train", "matmul", "pretrain", "inference", "pipeline", "fid")
-UNTRAINED_NOTE = ("VGG19 weights: untrained (benchmark default; the weights change the values, not the speed "
-                  "- use --vgg-weights imagenet to load the real ones)")
+UNTRAINED_NOTE = ("content network: untrained VGG19 (benchmark default; the weights change the values, not the speed "
+                  "- use --content-network vgg19 or vgg16-hed to load real ones)")
 FLOP_CONVENTION = (
     "useful FLOPs = 2 x MACs of every Conv/Dense layer from the layer shapes; backward = 2 x forward for layers "
     "with trainable weights, 1 x (input gradient only) for the frozen VGG; adversarial step per image = "
@@ -310,12 +310,12 @@ def _synthetic_arrays(n: int, lr_size: int, hr_size: int, seed: int = 0) -> tupl
     return lr, hr
 
 
-def build_config(profile: str, *, batch_size: int | None, xla: str, mixed_precision: bool, vgg_weights: str,
+def build_config(profile: str, *, batch_size: int | None, xla: str, mixed_precision: bool, content_network: str,
                  hr_cache: str, strategy: str, deterministic: bool | None, overrides: list[str]):
     from .config import get_profile
 
     sets = [f"train.jit_compile={xla}", f"train.mixed_precision={'true' if mixed_precision else 'false'}",
-            f"loss.vgg_weights={vgg_weights}", f"train.cache_hr_features={hr_cache}", f"train.strategy={strategy}",
+            f"loss.content_network={content_network}", f"train.cache_hr_features={hr_cache}", f"train.strategy={strategy}",
             "train.progress=false"]
     if batch_size is not None:
         sets.append(f"train.batch_size={batch_size}")
@@ -376,12 +376,12 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
         "blas": blas_info(),
-        "vgg_weights": config.loss.vgg_weights,
+        "content_network": config.loss.content_network,
         "notes": [],
         "skipped": {},
     }
     result.update(device_info())
-    if config.loss.content == "vgg" and config.loss.vgg_weights == "untrained":
+    if config.loss.content == "vgg" and config.loss.content_network == "untrained":
         result["notes"].append(UNTRAINED_NOTE)
 
     n_images = max(2 * batch, 32)
@@ -620,8 +620,8 @@ def configure_benchmark_parser(p) -> None:
     p.add_argument("--xla", choices=["on", "off", "auto"], default="auto", help="XLA: auto = on GPU only")
     p.add_argument("--mixed-precision", action="store_true",
                    help="mixed_float16 + loss scaling on GPU, mixed_bfloat16 on CPU")
-    p.add_argument("--vgg-weights", choices=["untrained", "imagenet"], default="untrained",
-                   help="VGG19 weights for the content loss (default untrained: same speed, no download)")
+    p.add_argument("--content-network", choices=["untrained", "vgg19", "vgg16-hed"], default="untrained",
+                   help="content-loss network (default untrained VGG19: weights change values, not speed)")
     p.add_argument("--hr-cache", choices=["auto", "on", "off"],
                    help="precompute HR VGG features once per dataset (train.cache_hr_features; "
                         "default auto, off with --baseline)")
@@ -671,7 +671,7 @@ def run_benchmark(args) -> int:
             tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     config = build_config(
         args.profile, batch_size=args.batch_size, xla=args.xla, mixed_precision=args.mixed_precision,
-        vgg_weights=args.vgg_weights, hr_cache=args.hr_cache or ("off" if args.baseline else "auto"),
+        content_network=args.content_network, hr_cache=args.hr_cache or ("off" if args.baseline else "auto"),
         strategy=args.strategy,
         deterministic=False if args.nondeterministic else None, overrides=args.set,
     )

@@ -24,6 +24,19 @@ from typing import Any, Iterable
 
 UNTRAINED = "untrained"
 IMAGENET = "imagenet"
+VGG19 = "vgg19"
+VGG16_HED = "vgg16-hed"
+CONTENT_NETWORKS = (VGG19, VGG16_HED, UNTRAINED)
+UPDATE_ORDERS = ("d_then_g", "simultaneous")
+
+# How feature_scale is chosen for a network other than the paper's VGG19 (see docs/instruments.md):
+# the paper scales VGG19 features by 1/12.75 "to obtain VGG losses of a scale that is comparable to
+# the MSE loss". The same rule is applied to every other network and layer: the scale at which the
+# content loss of bicubic upscales equals their pixel MSE (median over training images), computed by
+# `upsampler.losses.calibrate_feature_scale`; a test recomputes the value below.
+HED_BLOCK5_CONV3_SCALE = 1.0 / 32.1  # 200 CelebA faces, 96-px centre crops (0.0311)
+HED_BLOCK2_CONV2_SCALE = 1.0 / 140.3  # the same faces and crops (0.00713)
+FEATURE_SCALE_NOTE = "feature_scale calibrated so the content loss of bicubic upscales equals their pixel MSE"
 
 
 @dataclass
@@ -37,7 +50,13 @@ class DataConfig:
     split_seed: int = 0
     min_size: int | None = None  # smallest accepted image side; default hr_size
     flips: bool = False  # random horizontal flips in the training pipeline
+    train_crop: int | None = None  # HR side of a random LR/HR-aligned crop drawn per image and step; None: whole image
     shuffle_buffer: int = 4096
+
+    @property
+    def train_hr_size(self) -> int:
+        """Side of the HR images the networks train on (the discriminator's input size)."""
+        return self.train_crop or self.hr_size
 
     @property
     def lr_size(self) -> int:
@@ -61,10 +80,10 @@ class LossConfig:
     """Perceptual loss = content + adversarial_weight * adversarial."""
 
     content: str = "vgg"  # "vgg" (SRGAN) or "mse" (pixel loss only; SRResNet)
-    content_layer: str = "block5_conv4"
-    vgg_preprocessing: str = "paper"  # "paper": VGG's caffe preprocessing and features / 12.75; "raw": the original's [-1, 1] input, unscaled
-    feature_scale: float = 1.0 / 12.75
-    vgg_weights: str = IMAGENET  # "imagenet" or "untrained" (offline fallback, labelled everywhere)
+    content_network: str = VGG19  # "vgg19" (ImageNet), "vgg16-hed" (pretrained, offline) or "untrained" (tests only)
+    content_layer: str = "block5_conv4"  # VGG19's VGG54; block5_conv3 is VGG16's analogue
+    vgg_preprocessing: str = "paper"  # "paper": caffe preprocessing and features * feature_scale; "raw": the original's [-1, 1] input, unscaled
+    feature_scale: float = 1.0 / 12.75  # the paper's for VGG19; see FEATURE_SCALE_NOTE for other networks
     adversarial_weight: float = 1e-3
     real_label_mean: float = 0.9
     fake_label_mean: float = 0.1
@@ -84,6 +103,7 @@ class TrainConfig:
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
+    update_order: str = "d_then_g"  # "d_then_g" (the paper's: G's step sees the updated D) or "simultaneous"
     seed: int = 0
     deterministic: bool = True  # op determinism + seeds; makes resume bit-exact
     jit_compile: str = "auto"  # "auto" (XLA on GPU), "on", "off"
@@ -102,6 +122,7 @@ class TrainConfig:
 @dataclass
 class Config:
     profile: str = "paper"
+    description: str = ""  # what the profile is and how it differs from the SRGAN paper
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -120,6 +141,7 @@ class Config:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Config":
         known = {f.name for f in fields(cls)}
+        raw = {k: v for k, v in raw.items() if k != "provenance"}  # written beside the config by `train`
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"unknown config sections: {sorted(unknown)}")
@@ -127,11 +149,18 @@ class Config:
         for f in fields(cls):
             if f.name not in raw:
                 continue
-            if f.name == "profile":
-                kwargs["profile"] = raw["profile"]
+            if f.name in ("profile", "description"):
+                kwargs[f.name] = raw[f.name]
                 continue
             section_cls = type(getattr(cls(), f.name))
             section_known = {sf.name for sf in fields(section_cls)}
+            section = dict(raw[f.name])
+            if f.name == "loss" and "vgg_weights" in section:  # configs written before content_network
+                old = section.pop("vgg_weights")
+                section.setdefault("content_network", VGG19 if old == IMAGENET else old)
+            if f.name == "train" and "update_order" not in section:
+                section["update_order"] = "simultaneous"  # what runs before update_order existed did
+            raw = {**raw, f.name: section}
             bad = set(raw[f.name]) - section_known
             if bad:
                 raise ValueError(f"unknown fields in config section '{f.name}': {sorted(bad)}")
@@ -185,8 +214,14 @@ class Config:
             raise ValueError(f"loss.content must be 'vgg' or 'mse', got {self.loss.content!r}")
         if self.loss.vgg_preprocessing not in ("paper", "raw"):
             raise ValueError(f"loss.vgg_preprocessing must be 'paper' or 'raw', got {self.loss.vgg_preprocessing!r}")
-        if self.loss.vgg_weights not in (IMAGENET, UNTRAINED):
-            raise ValueError(f"loss.vgg_weights must be 'imagenet' or 'untrained', got {self.loss.vgg_weights!r}")
+        if self.loss.content_network not in CONTENT_NETWORKS:
+            raise ValueError(f"loss.content_network must be one of {list(CONTENT_NETWORKS)}, got {self.loss.content_network!r}")
+        if self.train.update_order not in UPDATE_ORDERS:
+            raise ValueError(f"train.update_order must be one of {list(UPDATE_ORDERS)}, got {self.train.update_order!r}")
+        if d.train_crop is not None:
+            if d.train_crop > d.hr_size or d.train_crop % d.scale or d.train_crop % 16:
+                raise ValueError(f"data.train_crop ({d.train_crop}) must be <= data.hr_size ({d.hr_size}) and a "
+                                 f"multiple of data.scale and of 16 (the discriminator's four stride-2 blocks)")
         if self.train.jit_compile not in ("auto", "on", "off"):
             raise ValueError(f"train.jit_compile must be auto/on/off, got {self.train.jit_compile!r}")
         if self.train.strategy not in ("default", "mirrored", "auto"):
@@ -198,7 +233,7 @@ class Config:
 
     @property
     def uses_untrained_features(self) -> bool:
-        return self.loss.content == "vgg" and self.loss.vgg_weights == UNTRAINED
+        return self.loss.content == "vgg" and self.loss.content_network == UNTRAINED
 
     def summary_lines(self) -> list[str]:
         """Human-readable one-liners, with the untrained-VGG warning when it applies."""
@@ -208,11 +243,15 @@ class Config:
             f"generator: {m.num_blocks} blocks x {m.filters} filters, upsample={m.upsample}; "
             f"discriminator base {m.disc_filters} filters, dense {m.disc_dense_units}",
             f"content loss: {l.content}"
-            + (f" ({l.content_layer}, preprocessing={l.vgg_preprocessing}, weights={l.vgg_weights})" if l.content == "vgg" else "")
+            + (f" ({l.content_network} {l.content_layer}, preprocessing={l.vgg_preprocessing}, "
+               f"feature scale {l.feature_scale:.4g})" if l.content == "vgg" else "")
             + f"; adversarial weight {l.adversarial_weight:g}",
             f"train: {t.pretrain_epochs} MSE pre-training + {t.epochs} adversarial epochs, batch {t.batch_size}, "
-            f"lr {t.learning_rate:g}, seed {t.seed}, deterministic={t.deterministic}",
+            f"lr {t.learning_rate:g}, update order {t.update_order}, seed {t.seed}, deterministic={t.deterministic}"
+            + (f"; random {d.train_crop}-px HR training crops" if d.train_crop else ""),
         ]
+        if self.description:
+            lines.insert(0, f"profile {self.profile}: {self.description}")
         if self.uses_untrained_features:
             lines.append(UNTRAINED_VGG_WARNING)
         return lines
@@ -251,16 +290,52 @@ def _parse_value(text: str, current: Any) -> Any:
 # ---- profiles --------------------------------------------------------------------------
 
 def paper() -> Config:
-    """The study as published (a GPU job: ~2500 epochs)."""
-    return Config(profile="paper")
+    """The study done the SRGAN paper's way (a GPU job)."""
+    cfg = Config(profile="paper", description=(
+        "the study's networks and data (44->176, batch 32, 2500 adversarial epochs) trained as the SRGAN paper: "
+        "MSE pre-training of the generator (SRResNet) first, pixel shuffle, ImageNet VGG19 block5_conv4 with caffe "
+        "preprocessing and features / 12.75, D updated before G in each step. Differs from the paper: 44->176 "
+        "whole images instead of random 96-px crops, batch 32 (paper 16), epochs instead of 10^5 + 10^5 steps with "
+        "a learning-rate drop, the study's noisy labels N(0.9, 0.05) / N(0.1, 0.05) and BN momentum 0.5"))
+    cfg.train.pretrain_epochs = 250
+    return cfg
+
+
+def original() -> Config:
+    """The 2019 study's own choices, with its defects fixed (logits, separate optimisers)."""
+    cfg = Config(profile="original", description=(
+        "the 2019 study's choices: nearest-neighbour upsampling + LeakyReLU, VGG19 fed raw [-1, 1] images with "
+        "unscaled features, no MSE pre-training, BN momentum 0.5, noisy labels on both sides, D then G; its "
+        "defects are not reproduced (losses on logits, one Adam per network)"))
+    cfg.model.upsample = "nearest"
+    cfg.loss.vgg_preprocessing = "raw"
+    cfg.loss.feature_scale = 1.0
+    return cfg
+
+
+def study_cpu() -> Config:
+    """The study at a scale a 2-core CPU trains in about an hour (both models)."""
+    cfg = Config(profile="study-cpu", description=(
+        "a CPU-scale replication: the paper's networks (16 residual blocks, pixel shuffle, the study's "
+        "discriminator) trained on random 96-px HR crops (24-px LR) as the SRGAN paper, batch 16, MSE pre-training "
+        "then the adversarial phase, content loss on the pretrained offline VGG16-HED block5_conv3 (ImageNet VGG19 "
+        "cannot be downloaded offline) with its calibrated feature scale; evaluated at the study's 44->176"))
+    cfg.data = DataConfig(hr_size=176, scale=4, crop="center", flips=True, train_crop=96)
+    cfg.model = ModelConfig(bn_momentum=0.99)
+    cfg.loss = LossConfig(content_network=VGG16_HED, content_layer="block5_conv3", feature_scale=HED_BLOCK5_CONV3_SCALE)
+    cfg.train = TrainConfig(
+        epochs=3, pretrain_epochs=10, batch_size=16, steps_per_epoch=20, learning_rate=1e-4,
+        pretrain_learning_rate=2e-4, jit_compile="off", sample_every=1, num_samples=4,
+    )
+    return cfg
 
 
 def demo() -> Config:
-    """Minutes on a 2-core CPU. Untrained VGG is *not* implied: the demo chooses it explicitly."""
+    """Minutes on a 2-core CPU, with the pretrained offline VGG16-HED (block2_conv2) content loss."""
     cfg = Config(profile="demo")
     cfg.data = DataConfig(hr_size=64, scale=4, crop="center", flips=True)
     cfg.model = ModelConfig(num_blocks=4, filters=32, disc_filters=16, disc_dense_units=128)
-    cfg.loss = LossConfig(content_layer="block2_conv2")
+    cfg.loss = LossConfig(content_network=VGG16_HED, content_layer="block2_conv2", feature_scale=HED_BLOCK2_CONV2_SCALE)
     cfg.train = TrainConfig(
         epochs=6, pretrain_epochs=30, batch_size=16, learning_rate=1e-4, pretrain_learning_rate=1e-3,
         sample_every=2, jit_compile="off", num_samples=4,
@@ -273,7 +348,7 @@ def smoke() -> Config:
     cfg = Config(profile="smoke")
     cfg.data = DataConfig(hr_size=32, scale=4, crop="center")
     cfg.model = ModelConfig(num_blocks=1, filters=8, disc_filters=8, disc_dense_units=16)
-    cfg.loss = LossConfig(content_layer="block2_conv2", vgg_weights=UNTRAINED)
+    cfg.loss = LossConfig(content_layer="block2_conv2", content_network=UNTRAINED)
     cfg.train = TrainConfig(
         epochs=2, pretrain_epochs=0, batch_size=4, steps_per_epoch=3, sample_every=1,
         num_samples=2, jit_compile="off", progress=False,
@@ -281,7 +356,7 @@ def smoke() -> Config:
     return cfg
 
 
-PROFILES = {"paper": paper, "demo": demo, "smoke": smoke}
+PROFILES = {"paper": paper, "original": original, "study-cpu": study_cpu, "demo": demo, "smoke": smoke}
 
 
 def get_profile(name: str) -> Config:

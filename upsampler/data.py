@@ -33,7 +33,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -66,6 +66,11 @@ MANIFEST_COLUMNS = (
     "crop_top", "crop_left", "hr_size", "lr_size", "group",
 )
 REJECTED_COLUMNS = ("source", "kind", "reason")
+SPLIT_BY_IMAGE = "split by image (no identity list: the same person may be in train and test)"
+SPLIT_BY_IMAGE_WARNING = (
+    "no identity/group list given: the split is BY IMAGE, so the same person (or scene) can appear in both "
+    "train and test. For faces pass --groups (a CSV with file and identity columns, or CelebA's "
+    "identity_CelebA.txt); every table built on this set says 'split by image'.")
 
 
 # ---- summary ---------------------------------------------------------------------------
@@ -320,27 +325,49 @@ def _assign_splits(
 def read_groups_csv(
     path: str | os.PathLike, key_column: str = "file", group_column: str = "celeba_identity"
 ) -> dict[str, str]:
-    """Read ``file -> group id`` from a CSV (default: ``meta/faces_celeba_identity.csv``).
+    """Read ``file -> group id`` from an identity list: a CSV with a header (default columns
+    ``file`` and ``celeba_identity``, as ``meta/faces_celeba_identity.csv``) or CelebA's own
+    ``identity_CelebA.txt`` (``000001.jpg 2880`` per line, no header).
 
     Keys are matched against each image's path relative to the source, then its bare file
-    name. Raises FileNotFoundError for a missing file, ValueError for missing columns or a
-    key listed with two different groups.
+    name. Raises FileNotFoundError for a missing file, ValueError (naming the file and line)
+    for missing columns, malformed lines or a key listed with two different groups.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"groups CSV not found: {path}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    groups: dict[str, str] = {}
+
+    def add(key: str, group: str, where: str) -> None:
+        if not key or not group:
+            raise ValueError(f"{path}: {where}: empty file name or group")
+        if key in groups and groups[key] != group:
+            raise ValueError(f"{path}: {key!r} is listed in groups {groups[key]!r} and {group!r}")
+        groups[key] = group
+
+    if "," not in first and len(first.split()) == 2:  # CelebA's identity_CelebA.txt
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2:
+                raise ValueError(f"{path}: line {number}: expected 'file identity', got {line.strip()[:60]!r}")
+            add(parts[0], parts[1], f"line {number}")
+    else:
+        reader = csv.DictReader(text.splitlines())
         columns = reader.fieldnames or []
         missing = [c for c in (key_column, group_column) if c not in columns]
         if missing:
             raise ValueError(f"{path}: no column(s) {missing}; columns are {columns}")
-        groups: dict[str, str] = {}
-        for row in reader:
-            key, group = row[key_column].strip(), row[group_column].strip()
-            if key in groups and groups[key] != group:
-                raise ValueError(f"{path}: {key!r} is listed in groups {groups[key]!r} and {group!r}")
-            groups[key] = group
+        for number, row in enumerate(reader, start=2):
+            if row.get(key_column) is None or row.get(group_column) is None:
+                raise ValueError(f"{path}: line {number}: too few fields")
+            add(row[key_column].strip(), row[group_column].strip(), f"line {number}")
     if not groups:
         raise ValueError(f"{path}: no rows")
     return groups
@@ -412,8 +439,34 @@ def _crop_origin(shape: tuple[int, ...], hr_size: int, crop: str, rng: np.random
     return int(rng.integers(0, shape[0] - hr_size + 1)), int(rng.integers(0, shape[1] - hr_size + 1))
 
 
+def split_sources(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """One source, a list of them, or several in one string separated by ``os.pathsep`` (``a:b``)."""
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        parts = [p for p in text.split(os.pathsep) if p] if os.pathsep in text and not Path(text).exists() else [text]
+    else:
+        parts = [os.fspath(p) for p in source]
+    if not parts:
+        raise ValueError("no source given")
+    return [Path(p) for p in parts]
+
+
+def _multi_folder_candidates(folders: list[Path], exclude: Path) -> list[_Candidate]:
+    """Images of several folders, each relative path prefixed with its folder's name."""
+    names = [f.resolve().name for f in folders]
+    if len(set(names)) != len(names):
+        raise ValueError(f"source folders must have distinct names, got {[str(f) for f in folders]}")
+    candidates = []
+    for folder, name in zip(folders, names):
+        if not folder.is_dir():
+            raise ValueError(f"source {folder} is not a folder (several sources must all be folders)")
+        for c in _folder_candidates(folder, exclude=exclude):
+            candidates.append(_Candidate(f"{name}/{c.relpath}", c.read))
+    return candidates
+
+
 def preprocess(
-    source: str | os.PathLike,
+    source: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
     hr_size: int = 176,
@@ -430,7 +483,8 @@ def preprocess(
 
     Args:
         source: a folder (searched recursively; extensions in ``IMAGE_EXTENSIONS``, any case)
-            or a ``.zip`` (members read directly, never extracted).
+            or a ``.zip`` (members read directly, never extracted); or several folders (a list,
+            or one string separated by ``os.pathsep``), each file then named ``<folder>/<path>``.
         out_dir: output folder; new, empty, or holding an earlier run with the same
             ``source`` and parameters (then this returns its summary at once, without
             re-reading the source; a finished set with missing files is regenerated).
@@ -456,17 +510,19 @@ def preprocess(
         ValueError: bad parameters, no usable image in ``source``, or ``out_dir`` holds
             something else (a run with other parameters, or unrelated files).
     """
-    source_path = Path(source)
+    sources = split_sources(source)
+    source_path = sources[0]
     out_path = Path(out_dir)
     _validate_parameters(hr_size, scale, crop, test_fraction, min_size, limit)
-    if not source_path.exists():
-        raise FileNotFoundError(f"source not found: {source_path}")
-    is_zip = source_path.is_file() and source_path.suffix.lower() == ".zip"
+    for path in sources:
+        if not path.exists():
+            raise FileNotFoundError(f"source not found: {path}")
+    is_zip = len(sources) == 1 and source_path.is_file() and source_path.suffix.lower() == ".zip"
     if not (source_path.is_dir() or is_zip):
         raise ValueError(f"source {source_path} is neither a folder nor a .zip file")
     min_side = hr_size if min_size is None else min_size
     parameters = {
-        "source": str(source_path.resolve()),
+        "source": os.pathsep.join(str(p.resolve()) for p in sources),
         "hr_size": hr_size,
         "scale": scale,
         "lr_size": hr_size // scale,
@@ -493,6 +549,8 @@ def preprocess(
             except zipfile.BadZipFile as exc:
                 raise ValueError(f"{source_path} is not a readable zip file ({exc})") from exc
             candidates = _zip_candidates(archive)
+        elif len(sources) > 1:
+            candidates = _multi_folder_candidates(sources, exclude=out_path)
         else:
             candidates = _folder_candidates(source_path, exclude=out_path)
         candidates.sort(key=lambda c: c.relpath)
@@ -697,8 +755,17 @@ def _finish(
     from upsampler import __version__
     from PIL import __version__ as pillow_version
 
+    if grouped:
+        test_groups = {a.group for a, sp in zip(accepted, splits) if sp == "test"}
+        train_groups = {a.group for a, sp in zip(accepted, splits) if sp == "train"}
+        split = (f"split by group: {len(test_groups)} groups in test, {len(train_groups)} in train, "
+                 f"{len(test_groups & train_groups)} in both")
+    else:
+        split = SPLIT_BY_IMAGE
+        print(f"WARNING: {out_path}: {SPLIT_BY_IMAGE_WARNING}", file=sys.stderr)
     info = {
         "format_version": FORMAT_VERSION,
+        "split": split,
         "parameters": parameters,
         "counts": {
             "candidates": n_candidates,
@@ -777,6 +844,15 @@ def epoch_order(n_images: int, *, seed: int, epoch: int, flips: bool = False) ->
     return indices, flip
 
 
+def crop_origins(n_images: int, lr_size: int, lr_crop: int, *, seed: int, epoch: int) -> np.ndarray:
+    """LR-pixel origins ``(n_images, 2)`` of one epoch's random crops, by epoch position.
+
+    A pure function of (seed, epoch) like :func:`epoch_order`; the HR crop starts at
+    ``scale *`` the LR origin, so LR and HR crops stay exactly aligned.
+    """
+    return np.random.default_rng([seed, epoch, 2]).integers(0, lr_size - lr_crop + 1, size=(n_images, 2))
+
+
 def make_train_dataset(
     lr: np.ndarray,
     hr: np.ndarray,
@@ -785,6 +861,7 @@ def make_train_dataset(
     seed: int,
     epoch: int,
     flips: bool = False,
+    crop: int | None = None,
     shuffle_buffer: int = 4096,
     skip_batches: int = 0,
 ) -> "tf.data.Dataset":
@@ -798,6 +875,8 @@ def make_train_dataset(
             nothing depends on thread timing.
         flips: mirror left-right the same images in LR and HR, decided per (seed, epoch,
             position).
+        crop: HR side of a random crop per image (its LR crop is ``crop / scale`` at the
+            matching origin; see :func:`crop_origins`); None: whole images.
         shuffle_buffer: kept for configuration compatibility; unused, because the order is
             a full permutation of the epoch (what an unbounded shuffle buffer would give).
         skip_batches: start at this batch of the epoch (a run resumed mid-epoch);
@@ -820,21 +899,36 @@ def make_train_dataset(
     if not 0 <= skip_batches <= n_batches:
         raise ValueError(f"skip_batches must be in [0, {n_batches}] for this epoch, got {skip_batches}")
     indices, flip = epoch_order(len(lr), seed=seed, epoch=epoch, flips=flips)
+    scale = hr.shape[1] // lr.shape[1]
+    lr_crop = None
+    if crop is not None and crop < hr.shape[1]:
+        if crop % scale or crop > min(hr.shape[1:3]):
+            raise ValueError(f"crop {crop} must be a multiple of the scale {scale} and at most the HR size {hr.shape[1:3]}")
+        lr_crop = crop // scale
+        origins = crop_origins(len(lr), min(lr.shape[1:3]), lr_crop, seed=seed, epoch=epoch)
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for b in range(skip_batches, n_batches):
             window = slice(b * batch_size, (b + 1) * batch_size)
             chosen = indices[window]
-            lr_batch, hr_batch = lr[chosen], hr[chosen]
+            if lr_crop is None:
+                lr_batch, hr_batch = lr[chosen], hr[chosen]
+            else:
+                lr_batch = np.stack([lr[i, y:y + lr_crop, x:x + lr_crop]
+                                     for i, (y, x) in zip(chosen, origins[window])])
+                hr_batch = np.stack([hr[i, scale * y:scale * (y + lr_crop), scale * x:scale * (x + lr_crop)]
+                                     for i, (y, x) in zip(chosen, origins[window])])
             mirrored = flip[window]
             if mirrored.any():
                 lr_batch[mirrored] = lr_batch[mirrored, :, ::-1]
                 hr_batch[mirrored] = hr_batch[mirrored, :, ::-1]
             yield lr_batch, hr_batch
 
+    lr_shape = lr.shape[1:] if lr_crop is None else (lr_crop, lr_crop, lr.shape[3])
+    hr_shape = hr.shape[1:] if lr_crop is None else (crop, crop, hr.shape[3])
     signature = (
-        tf.TensorSpec((batch_size, *lr.shape[1:]), tf.uint8),
-        tf.TensorSpec((batch_size, *hr.shape[1:]), tf.uint8),
+        tf.TensorSpec((batch_size, *lr_shape), tf.uint8),
+        tf.TensorSpec((batch_size, *hr_shape), tf.uint8),
     )
 
     def to_unit_range(lr_batch: "tf.Tensor", hr_batch: "tf.Tensor") -> tuple["tf.Tensor", "tf.Tensor"]:
@@ -853,7 +947,7 @@ def make_train_dataset(
 def configure_preprocess_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``upsampler preprocess`` (defaults from :class:`upsampler.config.DataConfig`)."""
     defaults = DataConfig()
-    parser.add_argument("source", help="folder (searched recursively) or .zip of images")
+    parser.add_argument("source", nargs="+", help="folder (searched recursively) or .zip of images; several folders are joined")
     parser.add_argument("--out", required=True, help="output folder (new, empty, or an identical earlier run)")
     parser.add_argument("--hr-size", type=int, default=defaults.hr_size, help="HR crop side, pixels (default %(default)s)")
     parser.add_argument("--scale", type=int, default=defaults.scale, help="HR side / LR side (default %(default)s)")
@@ -872,7 +966,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
     """``upsampler preprocess``: returns 0; bad input raises ValueError/FileNotFoundError (exit 2)."""
     groups = read_groups_csv(args.groups, args.group_key_column, args.group_column) if args.groups else None
     preprocess(
-        args.source,
+        args.source if len(args.source) > 1 else args.source[0],
         args.out,
         hr_size=args.hr_size,
         scale=args.scale,

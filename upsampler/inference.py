@@ -3,12 +3,13 @@
 **Tiling.** :func:`upscale_image` cuts the LR image into ``tile`` x ``tile`` pieces, runs them
 through the generator in batches, and writes each piece's SR pixels straight into a
 preallocated ``uint8`` output, so memory is bounded by the tile size, not the image size.
-Every tile is fed with an ``overlap``-pixel margin of context on each side (neighbouring
-pixels inside the image, reflected pixels beyond its border); the margin's output is
-discarded. The whole-image path (``tile=None``, or an image no larger than a tile) reflects
-the borders by the same margin, so both paths compute the same function: an SR pixel depends
-only on LR pixels within the generator's receptive field, and when ``overlap`` covers it the
-tiles reproduce the whole-image output exactly (up to float rounding).
+Every tile is fed with up to ``overlap`` pixels of real context on each side and nothing
+beyond the image border, where the generator zero-pads exactly as it does on a whole image
+(in training and in ``upsampler evaluate``); the margin's output is discarded. An SR pixel
+depends only on LR pixels within the generator's receptive field, so when ``overlap`` covers
+it the tiles reproduce the whole-image output ``G(x)`` (up to float rounding), and an image no
+larger than a tile - a 44x44 study input - goes through whole: the pixels a user gets are the
+pixels the evaluation scores (tested).
 
 **Receptive field.** :func:`receptive_field_radius` walks the generator's layers: the study's
 16-block generator reaches 40 LR pixels to each side (head 9x9: 4; 16 blocks x two 3x3: 32;
@@ -128,15 +129,6 @@ def tile_starts(length: int, tile: int) -> list[int]:
     return starts
 
 
-def reflect_pad(image: np.ndarray, margin: int) -> np.ndarray:
-    """Pad an ``(H, W, C)`` array by ``margin`` pixels on each side, mirroring at the border
-    (``reflect``: the edge pixel is not repeated; 1-pixel-wide images repeat their pixel)."""
-    if margin <= 0:
-        return image
-    mode = "reflect" if min(image.shape[:2]) > 1 else "edge"
-    return np.pad(image, ((margin, margin), (margin, margin), (0, 0)), mode=mode)
-
-
 # LR pixels fed to the generator per call when batch_size is automatic: four 160x160 tiles
 # (tile 128 + 2 x 16). With the study's generator (64 filters) one call peaks at about 1.7 GB
 # (measured, graph mode, CPU), whatever the overlap.
@@ -190,8 +182,10 @@ def upscale_image(
         scale: the generator's factor; None asks :func:`infer_scale`.
         tile: side of the LR tiles (pixels); None, or an image no larger than a tile, runs
             the whole image at once.
-        overlap: LR pixels of context added on every side of a tile (and reflected beyond the
-            image border); None uses :func:`receptive_field_radius` (exact tiling).
+        overlap: LR pixels of real context added on every side of a tile (none beyond the image
+            border, where the generator zero-pads as on the whole image); None uses
+            :func:`receptive_field_radius`: then the result equals the generator on the whole
+            image (the pixels `upsampler evaluate` scores).
         batch_size: tiles per generator call; None picks :func:`auto_batch_size` (4 tiles of
             128 + 2 x 16, 2 tiles of 128 + 2 x 40), which bounds the memory of a call.
 
@@ -226,27 +220,36 @@ def upscale_image(
     height, width = lr.shape[:2]
     th = height if tile is None else min(tile, height)
     tw = width if tile is None else min(tile, width)
-    padded = reflect_pad(to_float(lr), overlap)  # float32 at LR size only
+    image = to_float(lr)  # float32 at LR size only
     out = np.empty((height * scale, width * scale, 3), np.uint8)
 
-    positions = [(y, x) for y in tile_starts(height, th) for x in tile_starts(width, tw)]
+    # Each tile is run with up to `overlap` real neighbouring pixels around it and nothing beyond
+    # the image: at the image border the generator pads with zeros exactly as on the whole image
+    # (and as in training and `upsampler evaluate`), so with overlap >= the receptive field the
+    # tiles reproduce G(whole image). Windows of equal shape are batched together.
     s, o = scale, overlap
-    if batch_size is None:
-        batch_size = auto_batch_size(th, tw, o)
+    windows: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+    for y in tile_starts(height, th):
+        for x in tile_starts(width, tw):
+            y0, x0 = max(0, y - o), max(0, x - o)
+            y1, x1 = min(height, y + th + o), min(width, x + tw + o)
+            windows.setdefault((y1 - y0, x1 - x0), []).append((y, x, y0, x0))
     predict = _predict_fn(generator)
-    for first in range(0, len(positions), batch_size):
-        chunk = positions[first : first + batch_size]
-        batch = np.stack([padded[y : y + th + 2 * o, x : x + tw + 2 * o] for y, x in chunk])
-        sr = predict(batch)
-        expected = (len(chunk), s * (th + 2 * o), s * (tw + 2 * o), 3)
-        if tuple(sr.shape) != expected:
-            raise ValueError(f"the generator mapped {batch.shape} to {tuple(sr.shape)}, expected {expected} "
-                             f"(scale {scale})")
-        centre = np.asarray(sr[:, s * o : s * (o + th), s * o : s * (o + tw), :])
-        centre = to_uint8(centre)
-        for (y, x), piece in zip(chunk, centre):
-            out[s * y : s * (y + th), s * x : s * (x + tw)] = piece
-        del sr, centre, batch
+    for (wh, ww), group in windows.items():
+        per_call = batch_size or auto_batch_size(wh, ww, 0)
+        for first in range(0, len(group), per_call):
+            chunk = group[first: first + per_call]
+            batch = np.stack([image[y0: y0 + wh, x0: x0 + ww] for _, _, y0, x0 in chunk])
+            sr = predict(batch)
+            expected = (len(chunk), s * wh, s * ww, 3)
+            if tuple(sr.shape) != expected:
+                raise ValueError(f"the generator mapped {batch.shape} to {tuple(sr.shape)}, expected {expected} "
+                                 f"(scale {scale})")
+            sr = np.asarray(sr)
+            for (y, x, y0, x0), piece in zip(chunk, sr):
+                top, left = s * (y - y0), s * (x - x0)
+                out[s * y: s * (y + th), s * x: s * (x + tw)] = to_uint8(piece[top: top + s * th, left: left + s * tw])
+            del sr, batch
     return out
 
 
@@ -358,8 +361,10 @@ def render_kind(
 
 def configure_upscale_parser(p) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (or folders of images) to upscale")
-    p.add_argument("--model", required=True, metavar="PATH", help="generator .keras file (Model A)")
-    p.add_argument("--model-b", metavar="PATH", help="second generator (Model B) for the a-b kinds")
+    p.add_argument("--model", required=True, metavar="PATH|NAME",
+                   help="generator .keras file, or a shipped generator: model_a (varied photos), model_b (faces), "
+                        "model_a_mse, model_b_mse (see `upsampler.pretrained`)")
+    p.add_argument("--model-b", metavar="PATH|NAME", help="second generator (Model B) for the a-b kinds")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--kind", default="sr", choices=sorted(KINDS),
                    help="; ".join(f"{k.name}: {k.description}" for k in KINDS.values()) + " (default sr)")
@@ -379,7 +384,8 @@ def configure_upscale_parser(p) -> None:
 
 
 def _model_name(path: Path) -> str:
-    return path.parent.name if path.stem in ("generator", "model") and path.parent.name else path.stem
+    return path.parent.name if path.stem in ("generator", "model", "generator_pretrained") and path.parent.name \
+        else path.stem
 
 
 def expand_images(items: Sequence[str | Path]) -> list[Path]:
@@ -423,7 +429,9 @@ def run_upscale(args) -> int:
         raise ValueError(f"--tile must be >= 1 (or 0 for whole images), got {args.tile}")
 
     images = expand_images(args.images)
-    model_paths = [Path(args.model)] + ([Path(args.model_b)] if args.model_b else [])
+    from .pretrained import resolve
+
+    model_paths = [resolve(args.model)] + ([resolve(args.model_b)] if args.model_b else [])
     for path in model_paths:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such generator file")

@@ -18,36 +18,11 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .config import IMAGENET, UNTRAINED, LossConfig
+from . import backbones
+from .config import LossConfig
 
 # VGG's "caffe" preprocessing: BGR order, ImageNet channel means subtracted, 0..255 scale.
-VGG_BGR_MEANS = (103.939, 116.779, 123.68)
-
-VGG_WEIGHTS_HELP = (
-    "Could not load the ImageNet VGG19 weights for the content loss ({error}). Keras downloads them "
-    "once to ~/.keras/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5; on an offline machine "
-    "copy that file there. For tests or an offline demo only, choose the labelled fallback explicitly "
-    "with `--set loss.vgg_weights=untrained` (results are then not comparable with SRGAN)."
-)
-
-
-def _reinitialise_deterministically(model: keras.Model, seed: int) -> None:
-    """Glorot-uniform kernels and zero biases from a NumPy generator keyed by ``seed``.
-
-    Independent of TensorFlow's global RNG, so the untrained fallback is the same network in
-    every process (a resumed run must see the same content loss).
-    """
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.Conv2D):
-            continue
-        kernel, bias = layer.get_weights()
-        fan_in = np.prod(kernel.shape[:-1])
-        fan_out = np.prod(kernel.shape[:-2]) * kernel.shape[-1]
-        limit = np.sqrt(6.0 / (fan_in + fan_out))
-        # He-style gain keeps activations from vanishing through 16 ReLU convolutions.
-        limit *= np.sqrt(2.0)
-        layer.set_weights([rng.uniform(-limit, limit, kernel.shape).astype(np.float32), np.zeros_like(bias)])
+VGG_BGR_MEANS = backbones.BGR_MEANS[backbones.VGG19]
 
 
 @keras.saving.register_keras_serializable(package="upsampler")
@@ -91,53 +66,42 @@ def _with_window_max_pooling(vgg: keras.Model, last_layer: str, name: str) -> ke
 
 
 def build_vgg_feature_extractor(
-    layer: str = "block5_conv4", weights: str = IMAGENET, seed: int = 0, pooling: str = "max_pool"
+    layer: str = "block5_conv4", network: str = backbones.VGG19, seed: int = 0, pooling: str = "max_pool"
 ) -> keras.Model:
-    """VGG19 truncated at ``layer`` (pre-activation ReLU output as Keras names it).
+    """A VGG trunk (:mod:`upsampler.backbones`) truncated at ``layer`` (post-ReLU, as Keras names it).
 
     Args:
-        layer: a VGG19 layer name, e.g. ``block5_conv4`` (SRGAN's VGG54) or ``block2_conv2`` (VGG22).
-        weights: ``"imagenet"`` (the default for real runs; Keras' standard download) or
-            ``"untrained"``: a deterministic random network — an explicit offline fallback
-            whose results must be labelled as such.
+        layer: e.g. ``block5_conv4`` (VGG19's VGG54), ``block5_conv3`` (VGG16's analogue) or
+            ``block2_conv2`` (VGG22).
+        network: ``"vgg19"`` (ImageNet; Keras' standard download), ``"vgg16-hed"``
+            (pretrained, offline) or ``"untrained"`` (random VGG19; tests only, labelled).
         pooling: ``"max_pool"`` (Keras' MaxPooling2D; fastest without XLA) or ``"window_max"``
             (:class:`WindowMaxPool2D`: same values, a gradient XLA can compile deterministically).
-    Returns a frozen model mapping VGG-preprocessed images to feature maps.
+    Returns a frozen model mapping caffe-preprocessed images (:func:`vgg_preprocess`) to feature maps.
     """
-    if weights == IMAGENET:
-        try:
-            vgg = keras.applications.VGG19(include_top=False, weights="imagenet", input_shape=(None, None, 3))
-        except Exception as exc:  # network errors surface as many exception types
-            raise RuntimeError(VGG_WEIGHTS_HELP.format(error=f"{type(exc).__name__}: {exc}")) from exc
-    elif weights == UNTRAINED:
-        vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
-        _reinitialise_deterministically(vgg, seed)
-    else:
-        raise ValueError(f"VGG weights must be 'imagenet' or 'untrained', got {weights!r}")
-    try:
-        vgg.get_layer(layer)
-    except ValueError:
-        names = [l.name for l in vgg.layers if "conv" in l.name]
-        raise ValueError(f"unknown VGG19 layer {layer!r}; choose one of {names}") from None
+    vgg = backbones.build_vgg(network, seed)
+    names = backbones.conv_layer_names(vgg)
+    if layer not in names:
+        raise ValueError(f"unknown {network} layer {layer!r}; choose one of {names}")
+    name = f"{network.replace('-', '_')}_{layer}"
     if pooling == "window_max":
-        features = _with_window_max_pooling(vgg, layer, name=f"vgg19_{layer}_{weights}")
+        features = _with_window_max_pooling(vgg, layer, name=name)
     elif pooling == "max_pool":
-        features = keras.Model(vgg.input, vgg.get_layer(layer).output, name=f"vgg19_{layer}_{weights}")
+        features = keras.Model(vgg.input, vgg.get_layer(layer).output, name=name)
     else:
         raise ValueError(f"pooling must be 'max_pool' or 'window_max', got {pooling!r}")
     features.trainable = False
     return features
 
 
-def vgg_preprocess(images: tf.Tensor, mode: str = "paper") -> tf.Tensor:
-    """Map [-1, 1] RGB images to VGG input. ``paper``: caffe BGR, mean-subtracted, 0..255; ``raw``: unchanged."""
+def vgg_preprocess(images: tf.Tensor, mode: str = "paper", network: str = backbones.VGG19) -> tf.Tensor:
+    """Map [-1, 1] RGB images to VGG input. ``paper``: caffe BGR, mean-subtracted, 0..255 (the
+    network's own means); ``raw``: unchanged (the original study's)."""
     if mode == "raw":
         return images
     if mode != "paper":
         raise ValueError(f"VGG preprocessing must be 'paper' or 'raw', got {mode!r}")
-    pixels = (images + 1.0) * 127.5
-    bgr = pixels[..., ::-1]
-    return bgr - tf.constant(VGG_BGR_MEANS, dtype=bgr.dtype)
+    return backbones.preprocess(images, network)
 
 
 class ContentLoss:
@@ -153,12 +117,13 @@ class ContentLoss:
         self.scale = config.feature_scale if config.vgg_preprocessing == "paper" else 1.0
         pooling = "window_max" if xla else "max_pool"  # MaxPoolGrad has no deterministic XLA kernel
         self.vgg = (
-            build_vgg_feature_extractor(config.content_layer, config.vgg_weights, seed, pooling=pooling)
+            build_vgg_feature_extractor(config.content_layer, config.content_network, seed, pooling=pooling)
             if self.kind == "vgg" else None
         )
 
     def features(self, images: tf.Tensor) -> tf.Tensor:
-        feats = self.vgg(vgg_preprocess(tf.cast(images, tf.float32), self.config.vgg_preprocessing), training=False)
+        x = vgg_preprocess(tf.cast(images, tf.float32), self.config.vgg_preprocessing, self.config.content_network)
+        feats = self.vgg(x, training=False)
         return tf.cast(feats, tf.float32) * self.scale
 
     def __call__(self, hr: tf.Tensor, sr: tf.Tensor, hr_features: tf.Tensor | None = None) -> tf.Tensor:
@@ -242,3 +207,32 @@ def discriminator_loss(
 def generator_adversarial_loss(fake_logits: tf.Tensor) -> tf.Tensor:
     """BCE(1, D(SR)): the generator is rewarded when D calls its output real."""
     return bce_with_logits(tf.ones_like(fake_logits, dtype=tf.float32), fake_logits)
+
+
+def calibrate_feature_scale(
+    network: str, layer: str, hr: np.ndarray, scale: int = 4, batch_size: int = 16
+) -> dict[str, float]:
+    """The feature scale at which the content loss of bicubic upscales equals their pixel MSE.
+
+    The SRGAN paper scales VGG19 features by 1/12.75 "to obtain VGG losses of a scale that is
+    comparable to the MSE loss"; this applies that rule to any network and layer, so the content
+    and adversarial (weight 1e-3) terms keep the paper's balance. For each HR image (uint8,
+    NHWC), the bicubic downscale-upscale pair gives a pixel MSE m_i ([-1, 1] scale) and an
+    unscaled feature MSE f_i; the returned ``scale`` is sqrt(median(m_i / f_i)).
+    """
+    from .images import bicubic_downscale, bicubic_upscale
+
+    extractor = build_vgg_feature_extractor(layer, network)
+    up = np.stack([bicubic_upscale(bicubic_downscale(h, scale), scale) for h in hr])
+    ratios = []
+    for first in range(0, len(hr), batch_size):
+        a = tf.constant(hr[first:first + batch_size], tf.float32) / 127.5 - 1.0
+        b = tf.constant(up[first:first + batch_size], tf.float32) / 127.5 - 1.0
+        fa = extractor(vgg_preprocess(a, "paper", network), training=False)
+        fb = extractor(vgg_preprocess(b, "paper", network), training=False)
+        feature_mse = tf.reduce_mean(tf.square(fa - fb), axis=[1, 2, 3]).numpy()
+        pixel_mse = tf.reduce_mean(tf.square(a - b), axis=[1, 2, 3]).numpy()
+        ratios.extend((pixel_mse / np.maximum(feature_mse, 1e-30)).tolist())
+    ratios = np.asarray(ratios)
+    return {"scale": float(np.sqrt(np.median(ratios))), "n": int(len(ratios)),
+            "ratio_iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]}

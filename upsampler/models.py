@@ -279,7 +279,7 @@ def build_models_from_config(config) -> tuple[keras.Model, keras.Model]:
         scale=d.scale, num_blocks=m.num_blocks, filters=m.filters, upsample=m.upsample, bn_momentum=m.bn_momentum
     )
     discriminator = build_discriminator(
-        hr_size=d.hr_size, filters=m.disc_filters, dense_units=m.disc_dense_units, bn_momentum=m.bn_momentum
+        hr_size=d.train_hr_size, filters=m.disc_filters, dense_units=m.disc_dense_units, bn_momentum=m.bn_momentum
     )
     return generator, discriminator
 
@@ -294,10 +294,11 @@ def parameter_counts(model: keras.Model) -> dict[str, int]:
 
 
 def load_generator(path) -> keras.Model:
-    """Load a saved ``generator.keras`` (custom layers are registered by this module)."""
-    from pathlib import Path
+    """Load a saved ``generator.keras``, or a shipped generator by name (``"model_b"``; see
+    :mod:`upsampler.pretrained`). Custom layers are registered by this module."""
+    from .pretrained import resolve
 
-    path = Path(path)
+    path = resolve(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such generator file")
     try:

@@ -250,14 +250,19 @@ def profile_config(profile: str, overrides: Sequence[str] = ()):
 
 
 def find_groups_csv(source: str | os.PathLike) -> tuple[Path, str] | None:
-    """A groups CSV that belongs to ``source``: ``groups.csv`` inside it (demo data, column
-    ``group``) or ``../meta/faces_celeba_identity.csv`` beside it (the shared CelebA faces,
-    column ``celeba_identity``); None when there is neither."""
+    """An identity list that belongs to ``source``: ``groups.csv`` or CelebA's
+    ``identity_CelebA.txt`` inside it or beside it, or ``../meta/<name>_celeba_identity.csv``
+    beside it (the layout of the offline CelebA sets); None when there is none."""
     source = Path(source)
-    if source.is_dir() and (source / "groups.csv").is_file():
+    if not source.is_dir():
+        return None
+    if (source / "groups.csv").is_file():
         return source / "groups.csv", "group"
-    meta = source.parent / "meta" / "faces_celeba_identity.csv"
-    if source.is_dir() and source.name == "faces" and meta.is_file():
+    for folder in (source, source.parent):
+        if (folder / "identity_CelebA.txt").is_file():
+            return folder / "identity_CelebA.txt", "celeba_identity"
+    meta = source.parent / "meta" / f"{source.name}_celeba_identity.csv"
+    if meta.is_file():
         return meta, "celeba_identity"
     return None
 
@@ -341,11 +346,12 @@ def training_config(
     *,
     epochs: int | None = None,
     pretrain_epochs: int | None = None,
-    vgg_weights: str | None = None,
+    content_network: str | None = None,
     overrides: Sequence[str] = (),
     config_json: str | os.PathLike | None = None,
 ):
-    """A Config from a profile (or a saved config.json) plus the notebook's parameters."""
+    """A Config from a profile (or a saved config.json) plus the notebook's parameters
+    (``content_network``: vgg19 | vgg16-hed | untrained)."""
     from .config import Config
 
     config = Config.from_json(config_json) if config_json else profile_config(profile)
@@ -354,8 +360,8 @@ def training_config(
         assignments.append(f"train.epochs={int(epochs)}")
     if pretrain_epochs is not None:
         assignments.append(f"train.pretrain_epochs={int(pretrain_epochs)}")
-    if vgg_weights is not None:
-        assignments.append(f"loss.vgg_weights={vgg_weights}")
+    if content_network is not None:
+        assignments.append(f"loss.content_network={content_network}")
     return config.override(assignments)
 
 
@@ -526,29 +532,28 @@ def evaluate(
     runs: Mapping[str, str | os.PathLike],
     paths: StudyPaths,
     *,
-    extractor: str = "fid-inception",
+    extractor: str | None = None,
     input_size: int | None = None,
-    n_boot: int = 200,
-    kid_subsets: int = 100,
+    faces: bool = True,
+    n_boot: int = 1000,
     grid_images: int = 6,
-    include_pretrained: bool = True,
+    include_pretrained: bool = False,
     name: str = "evaluation",
 ):
     """Bicubic vs each run's generator on ``test_dir``, with every output labelled.
 
     ``runs``: display name -> run directory (its ``generator.keras``). With
     ``include_pretrained``, a run's ``generator_pretrained.keras`` (the generator after MSE
-    pre-training) is evaluated too, as "<name> (MSE pre-trained)". Writes
-    ``tables/<name>_metrics.{csv,md}`` (+ per-image CSV) and ``figures/<name>_*.png``; shows
-    the table and the figures. The label of every output combines :func:`study_label`, the
-    untrained-VGG warning of any run that used it and the untrained-Inception label.
-    Returns the :class:`~upsampler.metrics.evaluate.StudyResults`.
+    pre-training) is evaluated too, as "<name> (MSE pre-trained)". ``extractor``: an Inception
+    for FID (None: no FID). Writes ``tables/<name>_metrics.{csv,md}``, ``tables/<name>_paired.csv``
+    (+ per-image CSV) and ``figures/<name>_*.png``. Returns the
+    :class:`~upsampler.metrics.evaluate.StudyResults`.
     """
     import logging
 
     from .config import UNTRAINED_VGG_WARNING
-    from .metrics.evaluate import evaluate_study, fid_bar_chart
-    from .metrics.extractors import UNTRAINED_LABEL, ExtractorUnavailableError
+    from .metrics.evaluate import evaluate_study
+    from .metrics.extractors import ExtractorUnavailableError
 
     test_dir = Path(test_dir)
     models: dict[str, Path] = {}
@@ -568,43 +573,40 @@ def evaluate(
             vgg_notes[method] = "untrained VGG19 content loss" if untrained_vgg else ""
     import_tensorflow_quietly().get_logger().setLevel(logging.ERROR)  # Keras' retracing chatter (one trace per model)
     try:
-        results = evaluate_study(
-            test_dir, models, paths.evaluation, extractor=extractor, input_size=input_size, n_boot=n_boot,
-            kid_subsets=kid_subsets, grid_images=0, save_sr=True,
-        )
+        results = evaluate_study(test_dir, models, paths.evaluation, faces=faces, extractor=extractor,
+                                 input_size=input_size, n_boot=n_boot, grid_images=0, save_sr=True)
     except ExtractorUnavailableError as exc:
         raise RuntimeError(str(exc)) from exc
     note = join_notes([
         study_label(runs.values(), [test_dir.parent]),
         UNTRAINED_VGG_WARNING if any(vgg_notes.values()) else None,
-        f"FID/KID: {UNTRAINED_LABEL}" if results.untrained_features else None,
     ])
     banner(note.split(" | ") if note else [])
     write_label(paths.evaluation, note.split(" | ") if note else [])
 
+    from .provenance import provenance
+
+    stamp = provenance()
     table = results.table.copy()
     table.insert(1, "model_path", [str(models.get(m, "")) for m in table["method"]])
     table["training_note"] = [vgg_notes.get(m, "") for m in table["method"]]
     table["label"] = note or ""
+    table["provenance"] = stamp["line"]
     csv_path = paths.tables / f"{name}_metrics.csv"
-    table.to_csv(csv_path, index=False)
+    table.to_csv(csv_path, index=False, float_format="%.6g")
+    paired_path = paths.tables / f"{name}_paired.csv"
+    paired = results.paired.copy()
+    paired["provenance"] = stamp["line"]
+    paired.to_csv(paired_path, index=False, float_format="%.6g")
     shutil.copy2(results.per_image_csv, paths.tables / f"{name}_per_image_metrics.csv")
-    md = results.markdown.read_text()
+    md = results.markdown.read_text() + f"\n{stamp['line']}\n"
     if note:
         md = "".join(f"> **{n}**\n>\n" for n in note.split(" | ")) + "\n" + md
     md_path = paths.tables / f"{name}_metrics.md"
     md_path.write_text(md)
-    print(f"tables: {csv_path}, {md_path}")
-    show_table(summary_table(results.table))
-
-    fig = fid_bar_chart(results.table)
-    for ax in fig.axes:  # long method names: slant them
-        for tick in ax.get_xticklabels():
-            tick.set_rotation(20)
-            tick.set_horizontalalignment("right")
-    if note:
-        _note_below(fig, note)
-    show(fig, paths.figures / f"{name}_fid_psnr_bars.png")
+    print(f"tables: {csv_path}, {paired_path}, {md_path}")
+    if "paired_differences" in results.figures:
+        shutil.copy2(results.figures["paired_differences"], paths.figures / f"{name}_paired_differences.png")
     if grid_images > 0:
         show(comparison_figure(test_dir, results, [*models], n=grid_images, note=note),
              paths.figures / f"{name}_comparison_grid.png")
@@ -615,33 +617,38 @@ def summary_table(table: Any):
     """The metrics table, compact: one formatted column per metric with its interval."""
     import pandas as pd
 
-    from .metrics.fid import format_value
+    from .metrics.evaluate import PER_IMAGE_METRICS, SET_METRICS, _cell, metric_title
 
-    def interval(v, lo, hi, digits):
-        if not np.isfinite(v):
-            return "n/a"
-        text = format_value(v, digits)
-        return text + (f" [{format_value(lo, digits)}, {format_value(hi, digits)}]"
-                       if np.isfinite(lo) and np.isfinite(hi) else "")
-
+    metrics = [m for m in (*PER_IMAGE_METRICS, *SET_METRICS) if m in table.columns]
     rows = []
     for _, r in table.iterrows():
-        rows.append({
-            "method": r["method"],
-            "FID [95% CI]": interval(r["fid"], r["fid_low"], r["fid_high"], 2),
-            "KID x1e3 ± std": "n/a" if not np.isfinite(r["kid"]) else
-            f"{format_value(1e3 * r['kid'], 3)} ± {format_value(1e3 * r['kid_std'], 3)}",
-            "PSNR dB [95% CI]": interval(r["psnr"], r["psnr_low"], r["psnr_high"], 2),
-            "SSIM [95% CI]": interval(r["ssim"], r["ssim_low"], r["ssim_high"], 4),
-            "N": f"{r['n_images']} vs {r['n_reference']}",
-            "extractor": f"{r['extractor']}: {r['extractor_label']}",
-        })
+        row = {"method": r["method"], "N": r["n"]}
+        row.update({metric_title(m): _cell(m, r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in metrics})
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def paired_table(paired: Any):
+    """The paired differences, compact: metric, A - B [95% CI], which side the interval favours."""
+    import pandas as pd
+
+    from .metrics.evaluate import _cell, metric_title
+
+    return pd.DataFrame([{"metric": metric_title(r["metric"]), "A": r["method_a"], "B": r["method_b"],
+                          "A - B [95% CI]": _cell(r["metric"], r["difference"], r["ci_low"], r["ci_high"]),
+                          "favours": r["better"]} for _, r in paired.iterrows()])
 
 
 def psnr_lines(table: Any) -> list[str]:
     """``method: PSNR xx.xx dB`` per method, rounded to 0.01 dB (deterministic checked output)."""
     return [f"{r['method']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}" for _, r in table.iterrows()]
+
+
+def paired_figure(results: Any, paths: "StudyPaths", name: str = "evaluation"):
+    """The paired-differences figure of an evaluation (saved by :func:`evaluate`)."""
+    from .metrics.evaluate import paired_figure as draw
+
+    return draw(results.paired)
 
 
 def _note_below(fig: Any, note: str) -> None:

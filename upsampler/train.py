@@ -344,10 +344,10 @@ class SRGANTrainer:
             return False
         if mode == "off":
             return False
-        if self.config.data.flips:
+        if self.config.data.flips or self.config.data.train_crop:
             if mode == "on":
-                raise ValueError("train.cache_hr_features=on needs fixed crops; data.flips is on")
-            self.hr_feature_cache_reason = "data.flips changes the HR images every epoch"
+                raise ValueError("train.cache_hr_features=on needs fixed crops; data.flips or data.train_crop is on")
+            self.hr_feature_cache_reason = "random flips or crops change the HR images every epoch"
             return False
         shape = self.content_loss.feature_shape(self.config.data.hr_size)
         nbytes = len(self.train_hr) * int(np.prod(shape)) * 4
@@ -365,7 +365,7 @@ class SRGANTrainer:
         l = self.config.loss
         key = hashlib.sha256()
         key.update(np.ascontiguousarray(self.train_hr).tobytes())
-        key.update(json.dumps([l.content_layer, l.vgg_weights, l.vgg_preprocessing, l.feature_scale,
+        key.update(json.dumps([l.content_layer, l.content_network, l.vgg_preprocessing, l.feature_scale,
                                self.config.train.seed, self.precision, list(self.train_hr.shape)]).encode())
         return self.run_dir / "cache" / f"hr_features_{key.hexdigest()[:16]}.npy"
 
@@ -422,7 +422,7 @@ class SRGANTrainer:
         d, t = self.config.data, self.config.train
         ds = data_lib.make_train_dataset(
             self.train_lr, self.train_hr, batch_size=t.batch_size, seed=t.seed, epoch=epoch, flips=d.flips,
-            shuffle_buffer=d.shuffle_buffer, skip_batches=skip_batches,
+            crop=d.train_crop, shuffle_buffer=d.shuffle_buffer, skip_batches=skip_batches,
         )
         features = self.prepare_hr_features() if phase == "adversarial" else None
         if features is not None:
@@ -515,20 +515,41 @@ class SRGANTrainer:
         def mean(per_example):
             return global_batch_mean(per_example, global_batch)
 
-        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            sr = self.generator(lr, training=True)
-            real_logits, fake_logits = self._discriminate(hr, sr)  # fake_logits serve both losses
-            d_loss = mean(bce_with_logits_per_example(real_labels, real_logits)
-                          + bce_with_logits_per_example(fake_labels, fake_logits))
-            content = mean(self.content_loss.per_example(hr, sr, hr_features=hr_features))
-            adversarial = mean(bce_with_logits_per_example(tf.ones_like(fake_logits, tf.float32), fake_logits))
-            g_loss = content + l.adversarial_weight * adversarial
-            g_scaled = self._scaled(self.g_optimizer, g_loss)
-            d_scaled = self._scaled(self.d_optimizer, d_loss)
-        g_grads = g_tape.gradient(g_scaled, self.generator.trainable_variables)
-        d_grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
-        self._apply(self.g_optimizer, g_grads, self.generator.trainable_variables)
-        self._apply(self.d_optimizer, d_grads, self.discriminator.trainable_variables)
+        if l.adversarial_weight and self.config.train.update_order == "d_then_g":
+            # The paper's alternation: D steps on (HR, SR), then G steps against the updated D.
+            with tf.GradientTape() as g_tape:
+                sr = self.generator(lr, training=True)
+                with g_tape.stop_recording(), tf.GradientTape() as d_tape:
+                    real_logits, fake_logits = self._discriminate(hr, sr)
+                    d_loss = mean(bce_with_logits_per_example(real_labels, real_logits)
+                                  + bce_with_logits_per_example(fake_labels, fake_logits))
+                    d_scaled = self._scaled(self.d_optimizer, d_loss)
+                with g_tape.stop_recording():
+                    d_grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
+                    self._apply(self.d_optimizer, d_grads, self.discriminator.trainable_variables)
+                g_fake_logits = self.discriminator(sr, training=True)
+                content = mean(self.content_loss.per_example(hr, sr, hr_features=hr_features))
+                adversarial = mean(bce_with_logits_per_example(tf.ones_like(g_fake_logits, tf.float32), g_fake_logits))
+                g_loss = content + l.adversarial_weight * adversarial
+                g_scaled = self._scaled(self.g_optimizer, g_loss)
+            g_grads = g_tape.gradient(g_scaled, self.generator.trainable_variables)
+            self._apply(self.g_optimizer, g_grads, self.generator.trainable_variables)
+        else:
+            # Both networks step from one forward pass: G's gradient sees D before its update.
+            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+                sr = self.generator(lr, training=True)
+                real_logits, fake_logits = self._discriminate(hr, sr)  # fake_logits serve both losses
+                d_loss = mean(bce_with_logits_per_example(real_labels, real_logits)
+                              + bce_with_logits_per_example(fake_labels, fake_logits))
+                content = mean(self.content_loss.per_example(hr, sr, hr_features=hr_features))
+                adversarial = mean(bce_with_logits_per_example(tf.ones_like(fake_logits, tf.float32), fake_logits))
+                g_loss = content + l.adversarial_weight * adversarial
+                g_scaled = self._scaled(self.g_optimizer, g_loss)
+                d_scaled = self._scaled(self.d_optimizer, d_loss)
+            g_grads = g_tape.gradient(g_scaled, self.generator.trainable_variables)
+            d_grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
+            self._apply(self.g_optimizer, g_grads, self.generator.trainable_variables)
+            self._apply(self.d_optimizer, d_grads, self.discriminator.trainable_variables)
         d_real = mean(tf.sigmoid(tf.cast(tf.reshape(real_logits, [-1]), tf.float32)))
         d_fake = mean(tf.sigmoid(tf.cast(tf.reshape(fake_logits, [-1]), tf.float32)))
         return tf.stack([d_loss, g_loss, content, adversarial, d_real, d_fake])
@@ -707,7 +728,13 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
     config.validate()
     run_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_run_config(config, run_dir)
-    config.to_json(run_dir / "config.json")
+    from .provenance import provenance
+
+    stamp = provenance()
+    payload = {**config.to_dict(), "provenance": stamp}
+    tmp = run_dir / "config.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, run_dir / "config.json")
 
     trainer = SRGANTrainer(config, data_dir, run_dir)
     resumed = trainer.restore()
@@ -718,7 +745,7 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
             f"{run_dir}: adversarial training has started ({adv_done} epochs); pretrain_epochs cannot grow "
             f"from {pre_done} to {t.pretrain_epochs}"
         )
-    header = [f"run directory: {run_dir}", *config.summary_lines()]
+    header = [f"run directory: {run_dir}", stamp["line"], *config.summary_lines()]
     from .models import parameter_counts
 
     g_params = parameter_counts(trainer.generator)["total"]
@@ -795,13 +822,16 @@ def _saturation(run_dir: Path, t, detect_saturation) -> str | None:
 def configure_train_parser(p) -> None:
     p.add_argument("--data", required=True, help="processed data folder (the output of `upsampler preprocess`)")
     p.add_argument("--run-dir", required=True, help="run directory; an existing one is resumed")
-    p.add_argument("--profile", default="paper", help="paper (the study), demo (CPU minutes) or smoke (seconds)")
+    p.add_argument("--profile", default="paper", choices=["paper", "original", "study-cpu", "demo", "smoke"],
+                   help="paper (the study, SRGAN-paper style), original (the 2019 study's choices), study-cpu (the "
+                        "CPU-scale study), demo (CPU minutes) or smoke (seconds); default %(default)s")
     p.add_argument("--epochs", type=int, help="total adversarial epochs to reach")
     p.add_argument("--pretrain-epochs", type=int, help="generator-only MSE epochs before the adversarial phase")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training set")
-    p.add_argument("--vgg-weights", choices=["imagenet", "untrained"],
-                   help="untrained = the labelled offline fallback (tests, offline demo)")
+    p.add_argument("--content-network", choices=["vgg19", "vgg16-hed", "untrained"],
+                   help="network of the content loss (default: the profile's): vgg19 = ImageNet VGG19 (downloaded "
+                        "once), vgg16-hed = pretrained VGG16-HED (offline), untrained = tests only, labelled")
     p.add_argument("--strategy", choices=["default", "mirrored", "auto"],
                    help="tf.distribute: default = one device, mirrored = all local GPUs (global batch "
                         "--batch-size split between them), auto = mirrored when there are several GPUs")
@@ -818,7 +848,7 @@ def config_from_args(args) -> Config:
     overrides = list(args.set)
     for flag, key in (("epochs", "train.epochs"), ("pretrain_epochs", "train.pretrain_epochs"),
                       ("batch_size", "train.batch_size"), ("steps_per_epoch", "train.steps_per_epoch"),
-                      ("vgg_weights", "loss.vgg_weights"), ("strategy", "train.strategy"),
+                      ("content_network", "loss.content_network"), ("strategy", "train.strategy"),
                       ("xla", "train.jit_compile"), ("mixed_precision", "train.mixed_precision")):
         value = getattr(args, flag, None)
         if value is not None:

@@ -1,4 +1,4 @@
-"""The study's evaluation on a tiny synthetic split, with tiny Keras generators and untrained features."""
+"""The study's evaluation on a tiny synthetic split, with tiny Keras generators."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pytest
 from upsampler import cli
 from upsampler.metrics import UNTRAINED_LABEL
 from upsampler.metrics.evaluate import (
+    PAIRED_COLUMNS,
     TABLE_COLUMNS,
     comparison_grid,
     evaluate_study,
-    fid_bar_chart,
     mean_interval,
+    paired_figure,
 )
 
 SIZE = 75  # test-only extractor input size
@@ -56,44 +57,59 @@ def study(tmp_path_factory):
     path_b = root / "model_b.keras"
     tiny_generator("nearest").save(path_b)
     results = evaluate_study(split, {"Model A": tiny_generator("bilinear"), "Model B": str(path_b)}, root / "out",
-                             extractor="inception-untrained", input_size=SIZE, n_boot=20, kid_subsets=10,
-                             grid_images=2, batch_size=6, save_sr=True)
+                             faces=False, n_boot=200, n_boot_fd=20, grid_images=2, batch_size=6, save_sr=True)
     return split, path_b, results
 
 
 def test_evaluate_study_writes_files_and_table(study):
     split, _, r = study
-    for path in (r.metrics_csv, r.per_image_csv, r.markdown, r.figures["fid_bar_chart"],
+    for path in (r.metrics_csv, r.per_image_csv, r.paired_csv, r.markdown, r.figures["paired_differences"],
                  r.figures["comparison_grid"]):
         assert path.is_file() and path.stat().st_size > 0
     assert list(r.table["method"]) == ["Bicubic", "Model A", "Model B"]
-    assert list(r.table.columns) == TABLE_COLUMNS
+    assert list(r.table.columns) == [c for c in TABLE_COLUMNS if c in r.table.columns]
+    for column in ("psnr", "ssim", "lpips_hed", "piqe", "kid_hed", "fd_hed", "split"):
+        assert column in r.table.columns, column
+    assert "identity_distance" not in r.table.columns and "fid" not in r.table.columns
     assert len(r.per_image) == 18 and set(r.per_image["image"]) == {f"{i:03d}.png" for i in range(6)}
     t = r.table.set_index("method")
-    assert (t["n_images"] == 6).all() and (t["n_reference"] == 6).all() and (t["feature_dim"] == 2048).all()
-    assert (t["extractor_label"] == UNTRAINED_LABEL).all() and not t["comparable_with_published"].any()
-    assert (t["fid_low"] <= t["fid"]).all() and (t["fid"] <= t["fid_high"]).all()
-    assert (t["psnr_low"] < t["psnr"]).all() and (t["psnr"] < t["psnr_high"]).all()
-    assert np.isfinite(t["kid"]).all() and (t["kid_std"] > 0).all()
+    assert (t["n"] == 6).all()
+    for metric in ("psnr", "ssim", "lpips_hed", "kid_hed", "fd_hed"):
+        assert (t[f"{metric}_low"] <= t[metric] + 1e-12).all() and (t[metric] <= t[f"{metric}_high"] + 1e-12).all()
     # nearest-neighbour upscaling is worse than bicubic on smooth images: scores are really per method
     assert t.loc["Bicubic", "psnr"] > t.loc["Model B", "psnr"] + 1.0
-    assert t.loc["Bicubic", "ssim"] > t.loc["Model B", "ssim"]
-    # CSVs round-trip the same numbers
+    assert t.loc["Bicubic", "lpips_hed"] < t.loc["Model B", "lpips_hed"]
+    # CSVs round-trip the same numbers (6 significant digits)
     csv = pd.read_csv(r.metrics_csv)
-    np.testing.assert_allclose(csv["psnr"], r.table["psnr"])
+    np.testing.assert_allclose(csv["psnr"], r.table["psnr"], rtol=1e-5)
     per_image = pd.read_csv(r.per_image_csv)
     means = per_image.groupby("method", sort=False)["psnr"].mean()
-    np.testing.assert_allclose(means.loc[list(t.index)], t["psnr"])
-    assert r.untrained_features and r.extractor == "inception-untrained"
+    np.testing.assert_allclose(means.loc[list(t.index)], t["psnr"], rtol=1e-5)
+    paired = pd.read_csv(r.paired_csv)
+    assert list(paired.columns) == PAIRED_COLUMNS
+    assert list(dict.fromkeys(zip(paired["method_a"], paired["method_b"]))) == [
+        ("Model B", "Model A"), ("Model B", "Bicubic"), ("Model A", "Bicubic")]
+    row = paired[(paired["metric"] == "psnr") & (paired["method_a"] == "Model B") & (paired["method_b"] == "Bicubic")]
+    assert row["difference"].iloc[0] == pytest.approx(t.loc["Model B", "psnr"] - t.loc["Bicubic", "psnr"], rel=1e-5)
+    assert row["better"].iloc[0] == "Bicubic"
 
 
-def test_evaluate_markdown_flags_untrained_features(study):
+def test_evaluate_markdown_names_each_metric(study):
     text = study[2].markdown.read_text()
-    first = [line for line in text.splitlines() if line.strip()][1]
-    assert f"WARNING: {UNTRAINED_LABEL}" in first
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
-    assert len(rows) == 4  # header + one row per method
-    assert all(UNTRAINED_LABEL in row for row in rows[1:])
+    assert "LPIPS-style (VGG16-HED), not LPIPS" in text and "not an FID" in text
+    assert "bootstrap spread at N=6, not a confidence interval" in text
+    rows = [line for line in text.splitlines() if line.startswith("| Model B | Model A |")]
+    assert rows, "the paired table lists B - A"
+
+
+def test_untrained_inception_never_enters_the_table(tmp_path):
+    split = make_split(tmp_path / "test", n=4)
+    r = evaluate_study(split, {}, tmp_path / "out", faces=False, perceptual=False, no_reference=False,
+                       extractor="inception-untrained", input_size=SIZE, n_boot=20, grid_images=0)
+    assert "fid" not in r.table.columns and r.untrained_features
+    side = pd.read_csv(tmp_path / "out/untrained_features.csv")
+    assert side["label"].str.contains("NOT an FID").all() and UNTRAINED_LABEL in side["label"][0]
+    assert "untrained_features.csv" in r.markdown.read_text()
 
 
 def test_bicubic_is_a_real_pillow_bicubic_upscale(study):
@@ -109,9 +125,9 @@ def test_bicubic_is_a_real_pillow_bicubic_upscale(study):
 
 def test_figures_have_clean_signatures(study):
     r = study[2]
-    fig = fid_bar_chart(r.table)
-    assert len(fig.axes) == 2
-    assert UNTRAINED_LABEL in fig._suptitle.get_text()
+    fig = paired_figure(r.paired)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert len(titles) == r.paired["metric"].nunique() and "LPIPS-style (VGG16-HED), not LPIPS" in titles
     lr = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
     hr = np.zeros((16, 16, 3), np.uint8)
     grid = comparison_grid([{"LR": lr, "Bicubic": hr, "HR": hr}] * 2, ["LR", "Bicubic", "HR"])
@@ -135,14 +151,13 @@ def test_evaluate_cli_json(study, tmp_path, monkeypatch, capsys):
     mine = {k: v for k, v in cli.COMMANDS.items() if v[0] == "upsampler.metrics.cli"}
     monkeypatch.setattr(cli, "COMMANDS", mine)
     out = tmp_path / "cli_out"
-    code = cli.main(["evaluate", str(split), "--model", f"Model B={path_b}", "--out", str(out),
-                     "--extractor", "inception-untrained", "--input-size", str(SIZE), "--n-boot", "5",
-                     "--kid-subsets", "3", "--grid-images", "1", "--json"])
+    code = cli.main(["evaluate", str(split), "--model", f"Model B={path_b}", "--out", str(out), "--no-faces",
+                     "--no-perceptual", "--n-boot", "20", "--grid-images", "1", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert [row["method"] for row in data["table"]] == ["Bicubic", "Model B"]
-    assert data["table"][0]["extractor_label"] == UNTRAINED_LABEL
-    assert (out / "metrics.md").is_file() and (out / "comparison_grid.png").is_file()
+    assert {row["metric"] for row in data["paired"]} == {"psnr", "ssim", "piqe"}
+    assert (out / "metrics.md").is_file() and (out / "comparison_grid.png").is_file() and (out / "paired.csv").is_file()
     assert cli.main(["evaluate", str(split), "--model", "X=missing.keras", "--out", str(out)]) == 2
     assert "missing.keras" in capsys.readouterr().err
 
@@ -151,6 +166,6 @@ def test_evaluate_rejects_mismatched_split(tmp_path):
     split = make_split(tmp_path / "bad", n=2)
     (split / "lr" / "001.png").unlink()
     with pytest.raises(ValueError, match="different files"):
-        evaluate_study(split, {}, tmp_path / "out", extractor="inception-untrained", input_size=SIZE)
+        evaluate_study(split, {}, tmp_path / "out", faces=False)
     with pytest.raises(FileNotFoundError):
-        evaluate_study(tmp_path / "nowhere", {}, tmp_path / "out", extractor="inception-untrained", input_size=SIZE)
+        evaluate_study(tmp_path / "nowhere", {}, tmp_path / "out", faces=False)

@@ -159,16 +159,30 @@ def _parse_model(text: str) -> tuple[str, str]:
 
 
 def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("test_dir", metavar="TEST_DIR", help="processed split folder with hr/ and lr/ (e.g. OUT/test)")
+    parser.add_argument("test_dir", metavar="TEST_DIR", help="processed split folder with hr/ and lr/ (e.g. DATA/test)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
-                        help='a generator to evaluate, e.g. --model "Model A=runs/coco/generator.keras" (repeatable)')
-    parser.add_argument("--out", required=True, help="output folder for metrics.csv/.md and figures")
-    _add_extractor_args(parser)
+                        help='a generator to evaluate: NAME=PATH to a .keras file or a shipped generator, e.g. '
+                             '--model "Model A=model_a" --model "Model B=runs/b/generator.keras" (repeatable)')
+    parser.add_argument("--out", required=True, help="output folder for metrics.csv, paired.csv, metrics.md, figures")
+    parser.add_argument("--extractor", default="none",
+                        choices=["none", "fid-inception", "inception-imagenet", "inception-untrained"],
+                        help="Inception for FID/KID (default %(default)s: no FID; untrained features never enter the "
+                             "table, they go to untrained_features.csv)")
+    parser.add_argument("--input-size", type=int, help="Inception input size (default 299; other sizes are not FID)")
+    parser.add_argument("--no-faces", action="store_true", help="not faces: skip identity_distance and kid_face")
+    parser.add_argument("--no-perceptual", action="store_true", help="skip lpips_hed, kid_hed and fd_hed")
+    parser.add_argument("--no-piqe", action="store_true", help="skip the no-reference PIQE score")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default %(default)s)")
     parser.add_argument("--grid-images", type=int, default=4, help="rows of the comparison figure (default %(default)s)")
     parser.add_argument("--save-sr", action="store_true", help="also save every method's SR images under OUT/sr/")
+    parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
+    parser.add_argument("--json", action="store_true", help="print the tables as JSON")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ..pretrained import resolve
     from .evaluate import evaluate_study
 
     models: dict[str, str] = {}
@@ -176,18 +190,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
         name, path = _parse_model(text)
         if name in models:
             raise ValueError(f"--model: the name {name!r} is given twice")
-        if not Path(path).exists():
+        resolved = resolve(path)
+        if not resolved.exists():
             raise FileNotFoundError(f"{path}: no such generator file (--model {text!r})")
-        models[name] = path
-    extractor = _get_extractor(args.extractor, args.input_size)
-    results = evaluate_study(args.test_dir, models, args.out, extractor=extractor, n_boot=args.n_boot,
-                             kid_subsets=args.kid_subsets, seed=args.seed, grid_images=args.grid_images,
-                             batch_size=args.batch_size, save_sr=args.save_sr, progress=args.progress)
+        models[name] = str(resolved)
+    extractor = None if args.extractor == "none" else _get_extractor(args.extractor, args.input_size)
+    results = evaluate_study(args.test_dir, models, args.out, faces=not args.no_faces, extractor=extractor,
+                             perceptual=not args.no_perceptual, no_reference=not args.no_piqe, n_boot=args.n_boot,
+                             seed=args.seed, grid_images=args.grid_images, batch_size=args.batch_size,
+                             input_size=args.input_size, save_sr=args.save_sr, progress=args.progress)
     if args.json:
         print(_to_json({"table": results.table.to_dict(orient="records"),
-                        "files": {"metrics_csv": str(results.metrics_csv),
-                                  "per_image_csv": str(results.per_image_csv),
-                                  "markdown": str(results.markdown),
+                        "paired": results.paired.to_dict(orient="records"),
+                        "files": {"metrics_csv": str(results.metrics_csv), "paired_csv": str(results.paired_csv),
+                                  "per_image_csv": str(results.per_image_csv), "markdown": str(results.markdown),
                                   **{k: str(v) for k, v in results.figures.items()}}}))
     else:
         print(results.markdown.read_text())

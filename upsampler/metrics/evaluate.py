@@ -2,16 +2,18 @@
 
 :func:`evaluate_study` reads a processed split folder (``hr/`` and ``lr/`` PNGs with the same
 file names, as written by ``upsampler preprocess``), upscales every LR image with each method,
-and scores each method against the HR set:
+and scores each against the HR images with instruments that are pretrained and work offline:
 
-* FID (with a bootstrap interval over images) and KID ± std, all with the same extractor,
-  N and feature dimension, which the table records with the extractor's label;
-* mean PSNR (dB) and SSIM on Y with ``scale`` pixels shaved, with 95% t-intervals over images.
+* per image: PSNR and SSIM on Y (as SR papers), ``lpips_hed`` (LPIPS-style distance on the
+  VGG16-HED trunk, :mod:`.perceptual`), ``identity_distance`` (dlib face embedding, HR vs
+  output, :mod:`.faces`) and ``piqe`` (no-reference);
+* per set: ``kid_face`` (KID on face embeddings), ``kid_hed`` / ``fd_hed`` (on pooled HED
+  features) and, where the reference Inception loads, ``fid`` / ``kid``;
+* paired differences between every pair of methods with 95% paired bootstrap intervals
+  (:mod:`.paired`): the answer to "is B better than A on these faces?".
 
 "Bicubic" is Pillow's bicubic upscaling of the LR image, the same resampling that made the
-LR images (:func:`upsampler.images.bicubic_upscale`). It writes
-``per_image_metrics.csv``, ``metrics.csv``, ``metrics.md``, ``fid_bar_chart.png`` and
-``comparison_grid.png`` into ``out_dir`` (and the SR images with ``save_sr=True``).
+LR images (:func:`upsampler.images.bicubic_upscale`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .fid import activations, distribution_metrics, format_value
+from .fid import format_value
 from .sr import sr_metrics, to_uint8
-from ..images import bicubic_upscale
 from .srbench import list_images, read_image
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "load_split",
     "run_generator",
     "mean_interval",
-    "fid_bar_chart",
+    "paired_figure",
     "comparison_grid",
     "metrics_markdown",
 ]
@@ -47,8 +48,8 @@ BICUBIC = "Bicubic"
 class StudyResults:
     """What :func:`evaluate_study` computed and wrote.
 
-    ``table``: one row per method (columns in :data:`TABLE_COLUMNS`); ``per_image``: one row
-    per (method, image) with PSNR (dB) and SSIM; the paths of every file written.
+    ``table``: one row per method (:data:`TABLE_COLUMNS`); ``per_image``: one row per
+    (method, image); ``paired``: one row per (metric, pair of methods) (:data:`PAIRED_COLUMNS`).
     """
 
     table: Any  # pandas.DataFrame
@@ -57,18 +58,34 @@ class StudyResults:
     metrics_csv: Path
     per_image_csv: Path
     markdown: Path
+    paired: Any = None  # pandas.DataFrame
+    paired_csv: Path | None = None
     figures: dict[str, Path] = field(default_factory=dict)
     sr_dirs: dict[str, Path] = field(default_factory=dict)
     extractor: str = ""
     extractor_label: str = ""
     untrained_features: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
-TABLE_COLUMNS = [
-    "method", "fid", "fid_low", "fid_high", "kid", "kid_std",
-    "psnr", "psnr_low", "psnr_high", "ssim", "ssim_low", "ssim_high",
-    "n_images", "n_reference", "feature_dim", "extractor", "extractor_label", "comparable_with_published",
-]
+# Per-image metrics and set metrics, with what each one is (shown wherever the numbers are).
+METRIC_LABELS = {
+    "psnr": "PSNR (dB), Y channel, border shaved",
+    "ssim": "SSIM, Y channel, Gaussian 11x11",
+    "lpips_hed": "LPIPS-style (VGG16-HED), not LPIPS",
+    "identity_distance": "identity distance: dlib face embedding, HR vs output",
+    "piqe": "PIQE (no-reference; lower is better)",
+    "kid_face": "KID on dlib face embeddings (128-d)",
+    "kid_hed": "KID on VGG16-HED pooled block5_conv3 (512-d, RMS-normalised)",
+    "fd_hed": "Fréchet distance on VGG16-HED pooled block5_conv3 (512-d), not an FID",
+    "fid": "FID (reference Inception)",
+    "kid": "KID (reference Inception)",
+}
+PER_IMAGE_METRICS = ("psnr", "ssim", "lpips_hed", "identity_distance", "piqe")
+SET_METRICS = ("kid_face", "kid_hed", "fd_hed", "fid", "kid")
+TABLE_COLUMNS = ["method", "n", *[c for m in (*PER_IMAGE_METRICS, *SET_METRICS) for c in (m, f"{m}_low", f"{m}_high")],
+                 "split", "test_set"]
+PAIRED_COLUMNS = ["metric", "method_a", "method_b", "difference", "ci_low", "ci_high", "n", "better"]
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -101,14 +118,33 @@ def load_split(test_dir: str | Path) -> tuple[list[str], np.ndarray, np.ndarray,
     return names, hr, lr, scale
 
 
+def split_description(test_dir: str | Path) -> str:
+    """How the processed set holding ``test_dir`` was split, from its ``preprocess.json``."""
+    import json
+
+    info = Path(test_dir).parent / "preprocess.json"
+    try:
+        payload = json.loads(info.read_text())
+    except (OSError, ValueError):
+        return "split unknown (no preprocess.json)"
+    split = payload.get("split")
+    if split:
+        return split
+    return "split by group" if payload.get("parameters", {}).get("groups_sha256") else \
+        "split by image (identities may be shared between train and test)"
+
+
 def run_generator(model: Any, lr: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """SR images uint8 (N, H, W, 3) from a Keras generator mapping [-1, 1] LR to [-1, 1] SR."""
-    out = []
-    for start in range(0, lr.shape[0], batch_size):
-        x = lr[start:start + batch_size].astype(np.float32) / 127.5 - 1.0
-        y = np.asarray(model.predict_on_batch(x), dtype=np.float64)
-        out.append(to_uint8((y + 1.0) * 127.5))
-    return np.concatenate(out, axis=0)
+    """SR images uint8 (N, H, W, 3) from a Keras generator mapping [-1, 1] LR to [-1, 1] SR.
+
+    Each image goes through :func:`upsampler.inference.upscale_image` whole, the code path of
+    ``upsampler upscale`` (whose default tile covers a 44x44 input): the pixels scored here are
+    the pixels a user gets. ``batch_size`` is kept for compatibility and unused.
+    """
+    from ..inference import infer_scale, upscale_image
+
+    scale = infer_scale(model)
+    return np.stack([upscale_image(model, image, scale=scale, tile=None) for image in np.asarray(lr, np.uint8)])
 
 
 def mean_interval(values: Sequence[float], ci: float = 0.95) -> tuple[float, float, float]:
@@ -130,6 +166,23 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "method"
 
 
+def piqe_scores(images: np.ndarray, progress: bool = False) -> np.ndarray:
+    """PIQE of each image (``pypiqe``, a port of MATLAB's ``piqe``; 0 best .. 100 worst)."""
+    from pypiqe import piqe
+    from tqdm.auto import tqdm
+
+    return np.array([float(piqe(np.ascontiguousarray(im))[0])
+                     for im in tqdm(images, desc="PIQE", disable=not progress, leave=False)])
+
+
+def _optional(what: str, fn):
+    """Run ``fn``; on a missing package return (None, note) instead of failing the evaluation."""
+    try:
+        return fn(), None
+    except ImportError as exc:
+        return None, f"{what} not computed: {exc}"
+
+
 # ---- the study ---------------------------------------------------------------------------------
 
 def evaluate_study(
@@ -137,9 +190,12 @@ def evaluate_study(
     models: Mapping[str, Any],
     out_dir: str | Path,
     *,
-    extractor: Any = "fid-inception",
-    n_boot: int = 200,
-    kid_subsets: int = 100,
+    faces: bool = True,
+    extractor: Any = None,
+    perceptual: bool = True,
+    no_reference: bool = True,
+    n_boot: int = 1000,
+    n_boot_fd: int = 100,
     seed: int = 0,
     grid_images: int = 4,
     batch_size: int = 16,
@@ -151,20 +207,25 @@ def evaluate_study(
     """Evaluate Bicubic and each model on ``test_dir`` and write the results into ``out_dir``.
 
     ``models``: display name -> saved generator path (``.keras``) or a Keras model.
-    ``extractor``: a name for :func:`~upsampler.metrics.extractors.get_extractor`
-    (``input_size`` is passed on; tests only) or a FeatureExtractor. ``n_boot``: bootstrap
-    resamples for the FID interval (0: none); ``kid_subsets``: KID subsets (0: no KID);
-    ``grid_images``: rows of the comparison figure (0: none); ``save_sr``: also write each
-    method's SR images to ``out_dir/sr/<method>/``.
+    Per image: PSNR/SSIM (Y), ``lpips_hed`` (``perceptual``), ``identity_distance``
+    (``faces``), ``piqe`` (``no_reference``). Per set: ``kid_face`` (``faces``), ``kid_hed``
+    and ``fd_hed`` (``perceptual``), and ``fid``/``kid`` only when ``extractor`` names a
+    pretrained Inception (``fid-inception``, ``inception-imagenet``). Numbers from untrained
+    features never enter the table: ``inception-untrained`` goes to ``untrained_features.csv``,
+    labelled. Per-method intervals: 95% bootstrap percentile intervals over images (for set
+    metrics a *bootstrap spread at N*); ``paired.csv``: every pair's paired differences
+    (:mod:`upsampler.metrics.paired`). Writes ``metrics.csv``, ``per_image_metrics.csv``,
+    ``paired.csv``, ``metrics.md`` and figures into ``out_dir``.
     """
     import pandas as pd
 
-    from .extractors import get_extractor
+    from ..images import bicubic_upscale
+    from . import paired as paired_lib
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names, hr, lr, scale = load_split(test_dir)
-    fe = get_extractor(extractor, input_size=input_size) if isinstance(extractor, str) else extractor
+    n = len(names)
 
     outputs: dict[str, np.ndarray] = {BICUBIC: bicubic_upscale(lr, scale)}
     for method, model in models.items():
@@ -177,54 +238,130 @@ def evaluate_study(
         if sr.shape != hr.shape:
             raise ValueError(f"{method}: generator output {sr.shape[1:]} does not match HR {hr.shape[1:]}")
         outputs[method] = sr
+    methods = list(outputs)
+    notes: list[str] = []
 
-    hr_feats = activations(hr, fe, batch_size=batch_size, progress=progress)
-    rows, per_image_rows = [], []
-    sr_dirs: dict[str, Path] = {}
+    per_image: dict[str, dict[str, np.ndarray]] = {"psnr": {}, "ssim": {}}
     for method, sr in outputs.items():
-        scores = [sr_metrics(s, h, scale) for s, h in zip(sr, hr)]
-        for name, (p, s) in zip(names, scores):
-            per_image_rows.append({"method": method, "image": name, "psnr": p, "ssim": s})
-        psnr_m, psnr_lo, psnr_hi = mean_interval([p for p, _ in scores], ci)
-        ssim_m, ssim_lo, ssim_hi = mean_interval([s for _, s in scores], ci)
-        feats = activations(sr, fe, batch_size=batch_size, progress=progress)
-        dm = distribution_metrics(feats, hr_feats, fe, n_boot=n_boot, kid_subsets=kid_subsets, seed=seed, ci=ci)
-        rows.append({
-            "method": method, "fid": dm.fid, "fid_low": dm.fid_low, "fid_high": dm.fid_high,
-            "kid": dm.kid, "kid_std": dm.kid_std,
-            "psnr": psnr_m, "psnr_low": psnr_lo, "psnr_high": psnr_hi,
-            "ssim": ssim_m, "ssim_low": ssim_lo, "ssim_high": ssim_hi,
-            "n_images": dm.n_a, "n_reference": dm.n_b, "feature_dim": dm.feature_dim,
-            "extractor": dm.extractor, "extractor_label": dm.extractor_label,
-            "comparable_with_published": dm.comparable_with_published,
-        })
-        if save_sr:
-            sr_dirs[method] = _save_images(out_dir / "sr" / _slug(method), names, sr)
+        scores = np.array([sr_metrics(s, h, scale) for s, h in zip(sr, hr)])
+        per_image["psnr"][method], per_image["ssim"][method] = scores[:, 0], scores[:, 1]
+    set_metrics: list[paired_lib.SetMetric] = []
+    if perceptual:
+        from .perceptual import compare_to_reference
 
+        distances, pooled = compare_to_reference(hr, outputs, batch_size=batch_size, progress=progress)
+        per_image["lpips_hed"] = distances
+        # KID's cubic kernel expects features of order 1 (Inception's); HED's pooled activations are
+        # ~100x larger, so all sets are divided by one constant, the RMS of the HR features.
+        rms = float(np.sqrt(np.mean(np.square(pooled["HR"])))) or 1.0
+        set_metrics.append(paired_lib.SetMetric("kid_hed", pooled["HR"] / rms, {m: pooled[m] / rms for m in methods}, "kid"))
+        set_metrics.append(paired_lib.SetMetric("fd_hed", pooled["HR"], {m: pooled[m] for m in methods}, "fd"))
+    if faces:
+        from .faces import FaceEmbedder, identity_distance
+
+        embedder = FaceEmbedder()
+        reference = embedder.embed(hr, progress=progress)
+        embeddings = {m: embedder.embed(outputs[m], progress=progress) for m in methods}
+        per_image["identity_distance"] = {m: identity_distance(reference, embeddings[m]) for m in methods}
+        set_metrics.append(paired_lib.SetMetric("kid_face", reference, embeddings, "kid"))
+    if no_reference:
+        scores, note = _optional("PIQE", lambda: {m: piqe_scores(outputs[m], progress) for m in methods})
+        if scores is not None:
+            per_image["piqe"] = scores
+        else:
+            notes.append(note)
+
+    untrained_features = False
+    extractor_name, extractor_label = "", ""
+    if extractor is not None:
+        from .extractors import get_extractor
+        from .fid import activations
+
+        fe = get_extractor(extractor, input_size=input_size) if isinstance(extractor, str) else extractor
+        extractor_name, extractor_label = getattr(fe, "name", str(extractor)), getattr(fe, "label", "")
+        hr_feats = activations(hr, fe, batch_size=batch_size, progress=progress)
+        feats = {m: activations(outputs[m], fe, batch_size=batch_size, progress=progress) for m in methods}
+        if getattr(fe, "is_untrained", False) or input_size not in (None, 299):
+            untrained_features = True
+            _untrained_table(out_dir, hr_feats, feats, fe, seed)
+            notes.append(f"Inception features untrained or resized ({extractor_label}): their 'FID' is not an FID and "
+                         "is kept out of this table (untrained_features.csv)")
+        else:
+            set_metrics.append(paired_lib.SetMetric("fid", hr_feats, feats, "fd"))
+            set_metrics.append(paired_lib.SetMetric("kid", hr_feats, feats, "kid"))
+
+    indices = paired_lib.bootstrap_indices(n, n_boot, seed)
+    pairs = paired_lib.default_pairs(methods)
+    fd_indices = indices[:n_boot_fd]
+    kid_metrics = [m for m in set_metrics if m.kind == "kid"]
+    fd_metrics = [m for m in set_metrics if m.kind == "fd"]
+    rows_kid, spreads = paired_lib.paired_rows(per_image, kid_metrics, pairs, indices, ci)
+    rows_fd, spreads_fd = paired_lib.paired_rows({}, fd_metrics, pairs, indices, ci, set_indices=fd_indices)
+    spreads.update(spreads_fd)
+    paired = pd.DataFrame(rows_kid + rows_fd, columns=PAIRED_COLUMNS)
+
+    split = split_description(test_dir)
+    rows = []
+    for method in methods:
+        row: dict[str, Any] = {"method": method, "n": n}
+        for metric in PER_IMAGE_METRICS:
+            values = per_image.get(metric, {}).get(method)
+            row.update(dict(zip((metric, f"{metric}_low", f"{metric}_high"),
+                                paired_lib.mean_with_interval(values, indices, ci) if values is not None
+                                else (math.nan,) * 3)))
+        for metric in SET_METRICS:
+            row.update(dict(zip((metric, f"{metric}_low", f"{metric}_high"), spreads.get(metric, {}).get(method, (math.nan,) * 3))))
+        row.update({"split": split, "test_set": "/".join(Path(test_dir).resolve().parts[-3:])})
+        rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    per_image = pd.DataFrame(per_image_rows, columns=["method", "image", "psnr", "ssim"])
-    metrics_csv, per_image_csv, markdown = out_dir / "metrics.csv", out_dir / "per_image_metrics.csv", out_dir / "metrics.md"
-    table.to_csv(metrics_csv, index=False)
-    per_image.to_csv(per_image_csv, index=False)
-    untrained = getattr(fe, "name", "") == "inception-untrained"
-    notes = [f"Test set: {Path(test_dir)} ({len(names)} images, x{scale}: {lr.shape[2]}x{lr.shape[1]} -> "
-             f"{hr.shape[2]}x{hr.shape[1]}). Bicubic: Pillow bicubic upscaling of the LR images.",
-             f"FID interval: {ci:.0%} bootstrap over images (normal approximation, {n_boot} resamples); "
-             f"KID: mean ± std over {kid_subsets} subsets. PSNR/SSIM: Y channel, {scale}-px border shaved, "
-             f"{ci:.0%} t-interval over images."]
-    markdown.write_text(metrics_markdown(table, notes=notes, untrained=untrained))
+    table = table.dropna(axis=1, how="all")
+    long_rows = [{"method": m, "image": name, **{k: float(per_image[k][m][i]) for k in per_image}}
+                 for m in methods for i, name in enumerate(names)]
+    per_image_frame = pd.DataFrame(long_rows)
+
+    metrics_csv, per_image_csv = out_dir / "metrics.csv", out_dir / "per_image_metrics.csv"
+    paired_csv, markdown = out_dir / "paired.csv", out_dir / "metrics.md"
+    table.to_csv(metrics_csv, index=False, float_format="%.6g")
+    per_image_frame.to_csv(per_image_csv, index=False, float_format="%.6g")
+    paired.to_csv(paired_csv, index=False, float_format="%.6g")
+    notes = [f"Test set: {table['test_set'][0]} ({n} images, x{scale}: {lr.shape[2]}x{lr.shape[1]} -> "
+             f"{hr.shape[2]}x{hr.shape[1]}), {split}. Bicubic: Pillow bicubic upscaling of the LR images.",
+             f"Intervals: {ci:.0%} bootstrap percentile intervals over images ({n_boot} resamples; {n_boot_fd} for "
+             f"Fréchet distances). For set metrics (KID, FD) a method's interval is the bootstrap spread at N={n}, "
+             "not a confidence interval; paired differences use the same resamples for both methods.", *notes]
+    markdown.write_text(metrics_markdown(table, paired, notes=notes))
 
     figures: dict[str, Path] = {}
-    figures["fid_bar_chart"] = out_dir / "fid_bar_chart.png"
-    fid_bar_chart(table, figures["fid_bar_chart"])
+    if len(paired):
+        figures["paired_differences"] = out_dir / "paired_differences.png"
+        paired_figure(paired, figures["paired_differences"])
+    sr_dirs: dict[str, Path] = {}
+    if save_sr:
+        for method in methods:
+            sr_dirs[method] = _save_images(out_dir / "sr" / _slug(method), names, outputs[method])
     if grid_images > 0:
-        k = min(grid_images, len(names))
+        k = min(grid_images, n)
+        chosen = [int(i) for i in np.linspace(0, n - 1, k).round()]
         columns = ["LR", *outputs.keys(), "HR"]
-        panels = [{"LR": lr[i], **{m: outputs[m][i] for m in outputs}, "HR": hr[i]} for i in range(k)]
+        panels = [{"LR": lr[i], **{m: outputs[m][i] for m in outputs}, "HR": hr[i]} for i in chosen]
         figures["comparison_grid"] = out_dir / "comparison_grid.png"
-        comparison_grid(panels, columns, figures["comparison_grid"], row_labels=names[:k])
-    return StudyResults(table, per_image, out_dir, metrics_csv, per_image_csv, markdown, figures, sr_dirs,
-                        getattr(fe, "name", str(extractor)), getattr(fe, "label", ""), untrained)
+        comparison_grid(panels, columns, figures["comparison_grid"], row_labels=[names[i] for i in chosen])
+    return StudyResults(table, per_image_frame, out_dir, metrics_csv, per_image_csv, markdown, paired, paired_csv,
+                        figures, sr_dirs, extractor_name, extractor_label, untrained_features, notes)
+
+
+def _untrained_table(out_dir: Path, hr_feats: np.ndarray, feats: Mapping[str, np.ndarray], fe: Any, seed: int) -> None:
+    """'FID'/KID on untrained (or resized) Inception features, labelled on every row, kept apart."""
+    import pandas as pd
+
+    from .fid import fid_from_features, kernel_inception_distance
+
+    rows = []
+    for method, f in feats.items():
+        kid, kid_std = kernel_inception_distance(f, hr_feats, seed=seed)
+        rows.append({"method": method, "fid_untrained": fid_from_features(f, hr_feats), "kid_untrained": kid,
+                     "kid_std": kid_std, "n": len(f), "label": f"{getattr(fe, 'label', '')}: NOT an FID"})
+    pd.DataFrame(rows).to_csv(out_dir / "untrained_features.csv", index=False, float_format="%.6g")
 
 
 def _save_images(folder: Path, names: Sequence[str], images: np.ndarray) -> Path:
@@ -247,88 +384,76 @@ def _fmt_interval(value: float, low: float, high: float, digits: int) -> str:
     return text
 
 
-def metrics_markdown(table: Any, *, notes: Sequence[str] = (), untrained: bool | None = None) -> str:
-    """A Markdown summary: one row per method, with the extractor label column.
+# Rounding per metric in the readable tables (the CSVs keep 6 significant digits).
+_DIGITS = {"psnr": 2, "ssim": 4, "lpips_hed": 4, "identity_distance": 4, "piqe": 2}
+_SCALED = {"kid_face": 1e3, "kid_hed": 1e3, "kid": 1e3}  # shown x 1e3
 
-    When the features are untrained (``untrained`` or any row's extractor is
-    ``inception-untrained``) a bold warning line comes first.
-    """
-    from .extractors import UNTRAINED_LABEL
 
-    if untrained is None:
-        untrained = bool((table["extractor"] == "inception-untrained").any())
+def _cell(metric: str, value: float, low: float, high: float) -> str:
+    factor = _SCALED.get(metric, 1.0)
+    digits = _DIGITS.get(metric, 3)
+    return _fmt_interval(value * factor, low * factor, high * factor, digits)
+
+
+def metric_title(metric: str) -> str:
+    label = METRIC_LABELS.get(metric, metric)
+    return f"{label} x10^3" if metric in _SCALED else label
+
+
+def metrics_markdown(table: Any, paired: Any = None, *, notes: Sequence[str] = ()) -> str:
+    """The readable evaluation: per-method values with intervals, then the paired differences."""
+    metrics = [m for m in (*PER_IMAGE_METRICS, *SET_METRICS) if m in table.columns]
     lines = ["# Evaluation: Bicubic vs models", ""]
-    if untrained:
-        lines += [f"> **WARNING: {UNTRAINED_LABEL}.** The 'FID' and 'KID' columns below come from a randomly "
-                  "initialised InceptionV3 (offline fallback). They are not FID/KID values and cannot be compared "
-                  "with any published number.", ""]
-    elif not bool(table["comparable_with_published"].all()):
-        lines += ["> Note: features are not the reference TF-GAN FID Inception; FID values are not comparable "
-                  "with published FID.", ""]
     lines += [f"- {n}" for n in notes]
-    if notes:
-        lines.append("")
-    lines.append("| Method | FID [95% CI] | KID ×10³ ± std | PSNR (dB) [95% CI] | SSIM [95% CI] | N | dim | extractor |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines += ["", "## Per method (value [95% interval])", ""]
+    lines.append("| Method | N | " + " | ".join(metric_title(m) for m in metrics) + " |")
+    lines.append("|---|---|" + "---|" * len(metrics))
     for _, r in table.iterrows():
-        kid = "n/a" if not math.isfinite(r["kid"]) else f"{format_value(1e3 * r['kid'], 3)} ± {format_value(1e3 * r['kid_std'], 3)}"
-        lines.append(
-            f"| {r['method']} | {_fmt_interval(r['fid'], r['fid_low'], r['fid_high'], 2)} | {kid} | "
-            f"{_fmt_interval(r['psnr'], r['psnr_low'], r['psnr_high'], 2)} | "
-            f"{_fmt_interval(r['ssim'], r['ssim_low'], r['ssim_high'], 4)} | {r['n_images']} vs {r['n_reference']} | "
-            f"{r['feature_dim']} | {r['extractor_label']} |")
+        cells = [_cell(m, r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in metrics]
+        lines.append(f"| {r['method']} | {r['n']} | " + " | ".join(cells) + " |")
+    if paired is not None and len(paired):
+        lines += ["", "## Paired differences (A - B [95% paired bootstrap interval])", ""]
+        lines.append("| Metric | A | B | A - B [95% CI] | favours |")
+        lines.append("|---|---|---|---|---|")
+        for _, r in paired.iterrows():
+            lines.append(f"| {metric_title(r['metric'])} | {r['method_a']} | {r['method_b']} | "
+                         f"{_cell(r['metric'], r['difference'], r['ci_low'], r['ci_high'])} | {r['better']} |")
     return "\n".join(lines) + "\n"
 
 
-def _error_bars(values, lows, highs) -> np.ndarray | None:
-    values, lows, highs = (np.asarray(a, dtype=np.float64) for a in (values, lows, highs))
-    if not (np.all(np.isfinite(lows)) and np.all(np.isfinite(highs))):
-        return None
-    return np.vstack([np.maximum(values - lows, 0), np.maximum(highs - values, 0)])
-
-
-def fid_bar_chart(table: Any, path: str | Path | None = None):
-    """Bar charts of FID (with its interval) and PSNR (with its interval) per method.
-
-    ``table``: a DataFrame with the columns of :func:`evaluate_study`'s table (at least
-    method, fid, fid_low, fid_high, extractor, extractor_label; PSNR panel when psnr columns
-    exist). Returns a ``matplotlib.figure.Figure``; saved as PNG when ``path`` is given.
-    """
+def paired_figure(paired: Any, path: str | Path | None = None):
+    """One panel per metric: each pair's difference (A - B) with its 95% paired interval; the
+    side of zero that is better is shaded. Returns a Figure (saved as PNG with ``path``)."""
     from matplotlib.figure import Figure
 
-    from .extractors import UNTRAINED_LABEL
+    from .paired import LOWER_IS_BETTER
 
-    has_psnr = "psnr" in table.columns
-    fig = Figure(figsize=(10 if has_psnr else 5.5, 4.2), layout="constrained")
-    axes = fig.subplots(1, 2 if has_psnr else 1, squeeze=False)[0]
-    methods = list(table["method"])
-    x = np.arange(len(methods))
-    colors = [f"C{i}" for i in range(len(methods))]
-    untrained = bool((table["extractor"] == "inception-untrained").any())
-    ax = axes[0]
-    ax.bar(x, table["fid"], yerr=_error_bars(table["fid"], table["fid_low"], table["fid_high"]), capsize=6,
-           color=colors)
-    ax.set_xticks(x, methods)
-    ax.set_ylabel("FID-like distance (untrained features)" if untrained else "FID (lower is better)")
-    ax.set_title("FID with 95% interval")
-    for xi, v in zip(x, table["fid"]):
-        ax.annotate(format_value(v, 2), (xi, v), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=9)
-    if has_psnr:
-        ax = axes[1]
-        ax.bar(x, table["psnr"], yerr=_error_bars(table["psnr"], table["psnr_low"], table["psnr_high"]), capsize=6,
-               color=colors)
-        ax.set_xticks(x, methods)
-        ax.set_ylabel("PSNR on Y (dB, higher is better)")
-        ax.set_title("PSNR with 95% interval")
-        low = float(np.nanmin(table["psnr_low"] if np.all(np.isfinite(table["psnr_low"])) else table["psnr"]))
-        ax.set_ylim(max(0.0, low - 2.0), None)
-    label = str(table["extractor_label"].iloc[0]) if len(table) else ""
-    if untrained:
-        fig.suptitle(f"WARNING: {UNTRAINED_LABEL}", color="red", fontweight="bold")
-    else:
-        fig.suptitle(f"features: {label}", fontsize=10)
+    metrics = list(dict.fromkeys(paired["metric"]))
+    cols = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig = Figure(figsize=(4.6 * cols, 0.5 + 0.55 * paired.groupby("metric").size().max() * rows + 1.0 * rows),
+                 layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics):
+        part = paired[paired["metric"] == metric].reset_index(drop=True)
+        factor = _SCALED.get(metric, 1.0)
+        y = np.arange(len(part))[::-1]
+        d = part["difference"].to_numpy() * factor
+        lo, hi = part["ci_low"].to_numpy() * factor, part["ci_high"].to_numpy() * factor
+        ax.errorbar(d, y, xerr=np.vstack([np.maximum(d - lo, 0), np.maximum(hi - d, 0)]), fmt="o", color="black",
+                    capsize=3)
+        ax.axvline(0.0, color="grey", lw=1)
+        left, right = ax.get_xlim()
+        good = (left, 0.0) if metric in LOWER_IS_BETTER else (0.0, right)
+        ax.axvspan(*good, color="tab:green", alpha=0.08, lw=0)
+        ax.set_xlim(left, right)
+        ax.set_yticks(y, [f"{a} - {b}" for a, b in zip(part["method_a"], part["method_b"])], fontsize=8)
+        ax.set_title(metric_title(metric), fontsize=9)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle("Paired differences, 95% bootstrap intervals (green side: A better)", fontsize=10)
     if path is not None:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=110)
     return fig
 
 

@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Ship a finished study: generators into the package, rendered results into docs/.
+
+    .venv/bin/python scripts/ship_study.py outputs/study-cpu [--docs docs/study-cpu]
+
+Copies ``runs/model_{a,b}/generator.keras`` (and ``generator_pretrained.keras``) to
+``upsampler/pretrained/model_{a,b}[_mse].keras`` with a model card each, and the executed
+notebooks (ipynb + HTML), tables and figures to ``docs/<study>/``. Every number in a card is read
+from the run's own files (config.json, loss.csv, train.log) and the evaluation tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRETRAINED = ROOT / "upsampler" / "pretrained"
+ROLES = {"model_a": ("Model A", "coco", "varied photos (the COCO role)"),
+         "model_b": ("Model B", "celeba", "faces (the CelebA role)")}
+# The original study: 2,500 epochs over 1,600 COCO / 2,000 CelebA training images, no pre-training.
+ORIGINAL_IMAGE_STEPS = {"model_a": 2500 * 1600, "model_b": 2500 * 2000}
+DOC_FIGURES = ("evaluation_comparison_grid.png", "evaluation_paired_differences.png", "model_a_losses.png",
+               "model_b_losses.png", "model_a_discriminator.png", "model_b_discriminator.png",
+               "model_a_samples_latest.png", "model_b_samples_latest.png")
+DOC_TABLES = ("evaluation_metrics.csv", "evaluation_metrics.md", "evaluation_paired.csv",
+              "evaluation_per_image_metrics.csv")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _phase_summary(run: Path, config: dict) -> dict[str, dict[str, float]]:
+    t = config["train"]
+    out = {}
+    for phase in ("pretrain", "adversarial"):
+        rows = [r for r in _rows(run / "loss.csv") if r["phase"] == phase]
+        steps = len(rows) * (t["steps_per_epoch"] or 0)
+        out[phase] = {"epochs": len(rows), "steps": steps, "image_steps": steps * t["batch_size"],
+                      "seconds": sum(float(r["seconds"]) for r in rows)}
+    return out
+
+
+def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str, str]]) -> str:
+    label, dataset, role = ROLES[name]
+    run = study / "runs" / name
+    config = json.loads((run / "config.json").read_text())
+    prov = config.get("provenance", {})
+    data = json.loads((study / "data" / dataset / "preprocess.json").read_text())
+    faces = json.loads((study / "data" / "celeba" / "preprocess.json").read_text())
+    phases = _phase_summary(run, config)
+    d, loss = config["data"], config["loss"]
+    method = label if variant == "" else f"{label} (MSE pre-trained)"
+    row = metrics.get(method, {})
+    sources = data["parameters"]["source"].split(":")
+    source_names = ", ".join(Path(s).name for s in sources)
+    total = phases["pretrain"]["image_steps"] + phases["adversarial"]["image_steps"]
+    lines = [
+        f"# {name}{variant}: {method}, trained on {role}",
+        "",
+        f"SRGAN generator (SRResNet, {config['model']['num_blocks']} residual blocks, {config['model']['filters']} "
+        f"filters, pixel shuffle), x{d['scale']}: any LR size, trained at {d['train_crop'] or d['hr_size']}-px HR crops, "
+        f"evaluated at {d['lr_size'] if 'lr_size' in d else d['hr_size'] // d['scale']}->{d['hr_size']}. "
+        + ("Weights after MSE pre-training only (SRResNet), before the adversarial phase." if variant else
+           "Weights after MSE pre-training and the adversarial phase."),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| profile | `{config['profile']}` (`upsampler.config.study_cpu`) |",
+        f"| training data | {data['counts']['train']} {d['hr_size']}x{d['hr_size']} centre crops of {source_names} "
+        f"({'stands in for the original 2,000 COCO images' if name == 'model_a' else 'CelebA aligned faces, the original used 2,500'}) |",
+        f"| held out | {faces['counts']['test']} test faces; {faces.get('split', 'split unknown')} |",
+        f"| content network | `{loss['content_network']}` `{loss['content_layer']}`, feature scale {loss['feature_scale']:.4g} "
+        "(pretrained offline VGG16-HED instead of ImageNet VGG19) |",
+        f"| MSE pre-training | {phases['pretrain']['epochs']} epochs x {config['train']['steps_per_epoch']} steps x batch "
+        f"{config['train']['batch_size']} = {phases['pretrain']['image_steps']:,} image-steps, "
+        f"lr {config['train']['pretrain_learning_rate']:g}, {phases['pretrain']['seconds'] / 60:.1f} min |",
+    ]
+    if not variant:
+        lines.append(
+            f"| adversarial phase | {phases['adversarial']['epochs']} epochs = {phases['adversarial']['image_steps']:,} "
+            f"image-steps, lr {config['train']['learning_rate']:g}, D then G, adversarial weight "
+            f"{loss['adversarial_weight']:g}, {phases['adversarial']['seconds'] / 60:.1f} min |")
+    lines += [
+        f"| compared with the original | the original trained {ORIGINAL_IMAGE_STEPS[name]:,} adversarial image-steps "
+        f"(2,500 epochs); this run {total:,} in all ({100 * total / ORIGINAL_IMAGE_STEPS[name]:.2f}%) |",
+        f"| machine | {prov.get('machine', 'unknown')}, {cpu_model()}; TensorFlow {prov.get('tensorflow', '?')}, "
+        f"Keras {prov.get('keras', '?')}, float32 |",
+        f"| code | upsampler {prov.get('upsampler', '?')}, commit {prov.get('commit', '?')} |",
+    ]
+    if row:
+        lines += ["", f"## Metrics on the {faces['counts']['test']} held-out faces (44->176; 95% bootstrap intervals)", "",
+                  "| metric | value |", "|---|---|"]
+        for key, title in (("identity_distance", "identity distance (dlib embedding, lower is better)"),
+                           ("lpips_hed", "LPIPS-style (VGG16-HED), not LPIPS (lower is better)"),
+                           ("psnr", "PSNR on Y (dB)"), ("ssim", "SSIM on Y"),
+                           ("kid_face", "KID on face embeddings x10^3 (bootstrap spread at N)")):
+            if key in row and row[key]:
+                scale = 1e3 if key.startswith("kid") else 1.0
+                v, lo, hi = (float(row[k]) * scale for k in (key, f"{key}_low", f"{key}_high"))
+                lines.append(f"| {title} | {v:.4g} [{lo:.4g}, {hi:.4g}] |")
+        lines += ["", "Paired comparisons with the other methods: `docs/study-cpu/evaluation_paired.csv` and the README."]
+    lines += ["", "Load it with `upsampler.load_generator(\"" + name + variant + "\")` or "
+              f"`upsampler upscale photo.jpg --model {name}{variant} --out up/`. Research use: trained on images with "
+              "research-use licences (CelebA; BSDS, Yang91, Sun-Hays, COCO)."]
+    return "\n".join(lines) + "\n"
+
+
+FINDING_METRICS = (("identity_distance", "Identity distance (dlib face embedding), lower is better", 1.0, 3),
+                   ("lpips_hed", "LPIPS-style distance (VGG16-HED, not LPIPS), lower is better", 1.0, 3),
+                   ("kid_face", "KID on face embeddings x10^3, lower is better", 1e3, 3),
+                   ("psnr", "PSNR on Y (dB), higher is better", 1.0, 2),
+                   ("ssim", "SSIM on Y, higher is better", 1.0, 3))
+
+
+def findings_table(docs: Path) -> str:
+    """The README's table: each method's value and each pair's paired difference with its 95% CI."""
+    table = {r["method"]: r for r in _rows(docs / "evaluation_metrics.csv")}
+    paired = {(r["metric"], r["method_a"], r["method_b"]): r for r in _rows(docs / "evaluation_paired.csv")}
+    pairs = (("Model B", "Model A"), ("Model B", "Bicubic"), ("Model A", "Bicubic"))
+    head = ("| metric | Bicubic | Model A | Model B | B - A [95% CI] | B - Bicubic [95% CI] | A - Bicubic [95% CI] |\n"
+            "|---|---|---|---|---|---|---|")
+    lines = [head]
+    for key, title, scale, digits in FINDING_METRICS:
+        cells = [f"{float(table[m][key]) * scale:.{digits}f}" for m in ("Bicubic", "Model A", "Model B")]
+        for a, b in pairs:
+            r = paired[(key, a, b)]
+            d, lo, hi = (float(r[k]) * scale for k in ("difference", "ci_low", "ci_high"))
+            mark = "" if lo <= 0 <= hi else " **"
+            cells.append(f"{mark.strip()}{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark.strip()}")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cores = sum(1 for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("processor"))
+                return f"{line.split(':', 1)[1].strip()} ({cores} cores)"
+    except OSError:
+        pass
+    return "CPU unknown"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", type=Path, help="a finished study folder, e.g. outputs/study-cpu")
+    parser.add_argument("--docs", type=Path, help="docs folder (default docs/<study name>)")
+    args = parser.parse_args()
+    study = args.study.resolve()
+    docs = (args.docs or ROOT / "docs" / study.name).resolve()
+    metrics = {r["method"]: r for r in _rows(study / "tables" / "evaluation_metrics.csv")}
+    for name in ROLES:
+        run = study / "runs" / name
+        for variant, source in (("", "generator.keras"), ("_mse", "generator_pretrained.keras")):
+            if not (run / source).is_file():
+                continue
+            target = PRETRAINED / f"{name}{variant}.keras"
+            shutil.copy2(run / source, target)
+            (PRETRAINED / f"{name}{variant}.md").write_text(model_card(name, variant, study, metrics))
+            print(f"{target} ({target.stat().st_size / 2**20:.1f} MiB)")
+    docs.mkdir(parents=True, exist_ok=True)
+    for folder, names in (("tables", DOC_TABLES), ("figures", DOC_FIGURES)):
+        for name in names:
+            if (study / folder / name).is_file():
+                shutil.copy2(study / folder / name, docs / name)
+    notebooks = docs / "notebooks"
+    notebooks.mkdir(exist_ok=True)
+    for path in sorted((study / "notebooks").glob("*.*")):
+        if path.suffix in (".ipynb", ".html"):
+            shutil.copy2(path, notebooks / path.name)
+    manifest = study / "data" / "celeba" / "manifest.csv"
+    test_rows = [{k: r[k] for k in ("name", "source", "sha256", "group")} for r in _rows(manifest) if r["split"] == "test"]
+    with (docs / "test_split.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["name", "source", "sha256", "group"])
+        writer.writeheader()
+        writer.writerows(test_rows)
+    (docs / "findings.md").write_text(findings_table(docs))
+    print((docs / "findings.md").read_text())
+    size = sum(p.stat().st_size for p in docs.rglob("*") if p.is_file())
+    print(f"{docs}: {size / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""The generators shipped inside the package: they load, upscale from the command line, ship in a
+plain (non-editable) install, and reproduce the committed study tables."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from upsampler import pretrained
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "study-cpu"
+SHIPPED = ("model_a", "model_b", "model_a_mse", "model_b_mse")
+
+
+def test_every_shipped_generator_has_a_small_file_and_a_model_card():
+    assert set(SHIPPED) <= set(pretrained.names())
+    for name in SHIPPED:
+        path = pretrained.path_of(name)
+        assert path.stat().st_size < 10 * 2**20, name
+        card = pretrained.card_of(name)
+        for field in ("training data", "held out", "content network", "MSE pre-training", "machine",
+                      "compared with the original"):
+            assert field in card, (name, field)
+    with pytest.raises(FileNotFoundError, match="no shipped generator named 'model_z'"):
+        pretrained.path_of("model_z")
+
+
+def test_shipped_generators_load_by_name_and_upscale_x4():
+    from upsampler import load_generator, upscale_image
+
+    generator = load_generator("model_b")
+    lr = np.random.default_rng(0).integers(0, 256, (44, 44, 3), dtype=np.uint8)
+    sr = upscale_image(generator, lr, scale=4)
+    assert sr.shape == (176, 176, 3) and sr.dtype == np.uint8
+
+
+@pytest.mark.shared_data
+def test_upscale_cli_with_a_shipped_model(shared_data, tmp_path):
+    face = sorted((shared_data / "faces").glob("*.jpg"))[0]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-m", "upsampler.cli", "upscale", str(face), "--model", "model_b",
+                             "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outputs = list(tmp_path.glob("*.png"))
+    assert len(outputs) == 1
+    from PIL import Image
+
+    assert Image.open(outputs[0]).size == (4 * 178, 4 * 218)
+
+
+def test_a_plain_wheel_carries_the_generators_and_cards(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                             "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    wheel = next(tmp_path.glob("upsampler-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in SHIPPED:
+        assert f"upsampler/pretrained/{name}.keras" in names and f"upsampler/pretrained/{name}.md" in names
+
+
+@pytest.mark.shared_data
+def test_committed_per_image_metrics_are_reproduced_on_a_subset(shared_data, tmp_path):
+    """Rebuild 8 held-out faces from their sources exactly as `preprocess` did, evaluate the shipped
+    generators, and compare every per-image number with the committed table."""
+    import pandas as pd
+
+    from upsampler.images import bicubic_downscale, center_crop, load_rgb, save_png
+    from upsampler.metrics.evaluate import evaluate_study
+
+    with (DOCS / "test_split.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))[::65][:8]
+    split = tmp_path / "test"
+    for row in rows:
+        hr = center_crop(load_rgb(shared_data / "faces_2600" / row["source"]), 176)
+        save_png(hr, split / "hr" / f"{row['name']}.png")
+        save_png(bicubic_downscale(hr, 4), split / "lr" / f"{row['name']}.png")
+    models = {"Model A": pretrained.path_of("model_a"), "Model B": pretrained.path_of("model_b")}
+    result = evaluate_study(split, models, tmp_path / "out", n_boot=20, grid_images=0)
+    committed = pd.read_csv(DOCS / "evaluation_per_image_metrics.csv")
+    committed = committed[committed["method"].isin(["Bicubic", "Model A", "Model B"])]
+    mine = result.per_image.copy()
+    merged = mine.merge(committed, on=["method", "image"], suffixes=("", "_committed"))
+    assert len(merged) == 3 * len(rows)
+    for metric in ("psnr", "ssim", "lpips_hed", "identity_distance", "piqe"):
+        np.testing.assert_allclose(merged[metric], merged[f"{metric}_committed"], rtol=2e-5, atol=2e-6,
+                                   err_msg=metric)

@@ -1,0 +1,179 @@
+"""Paired bootstrap statistics: is method A better than method B on the *same* test images?
+
+Every method is scored on the same images, so differences are paired. One set of resampled
+image indices (``bootstrap_indices``) serves every metric and every pair:
+
+* per-image metrics (PSNR, SSIM, LPIPS-style, identity distance, PIQE): the mean of the
+  per-image differences, with the percentile interval of that mean over the resamples;
+* set metrics (KID, Fréchet distance): the metric of each method against the reference on the
+  resampled images, the difference computed on the *same* resample for both methods.
+
+For one method alone, a set metric's interval is a *bootstrap spread at N* (how much the value
+moves when the N test images are resampled), not a confidence interval for the population
+value: KID and FD at N = 520 are biased estimates (FD strongly), and the spread says nothing of
+that bias. The paired differences are what answer the study's question.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+LOWER_IS_BETTER = {"lpips_hed", "identity_distance", "kid_face", "kid_hed", "fd_hed", "fid", "kid", "piqe"}
+PAIRED_COLUMNS = ["metric", "method_a", "method_b", "difference", "ci_low", "ci_high", "n", "better"]
+
+
+def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n) indices drawn with replacement from ``default_rng(seed)``."""
+    if n < 2:
+        raise ValueError(f"a bootstrap needs at least 2 images, got {n}")
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def percentile_interval(samples: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
+    samples = np.asarray(samples, np.float64)
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - ci) / 2.0
+    return float(np.quantile(samples, alpha)), float(np.quantile(samples, 1.0 - alpha))
+
+
+def mean_with_interval(values: np.ndarray, indices: np.ndarray, ci: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of per-image ``values`` and its bootstrap percentile interval."""
+    values = np.asarray(values, np.float64)
+    low, high = percentile_interval(values[indices].mean(axis=1), ci)
+    return float(values.mean()), low, high
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, indices: np.ndarray, ci: float = 0.95) -> tuple[float, float, float]:
+    """mean(a - b) over images with its paired bootstrap percentile interval."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values differ in shape: {a.shape} vs {b.shape}")
+    return mean_with_interval(a - b, indices, ci)
+
+
+# ---- set metrics on resamples ------------------------------------------------------------------
+
+def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+class KernelMMD:
+    """Unbiased MMD^2 (KID's, cubic polynomial kernel) between a reference and a candidate set of
+    *paired* features, on the full sets or on resampled indices.
+
+    On a resample, pairs of positions that drew the same image are left out of the within-set
+    sums (they are the same sample, whose k(x, x) would bias the estimate upward); the cross
+    term averages every pair of positions (HR and output are different samples). With distinct
+    indices this is exactly ``mmd2_unbiased``.
+    """
+
+    def __init__(self, reference: np.ndarray, candidate: np.ndarray):
+        x, y = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+        if x.shape != y.shape:
+            raise ValueError(f"paired feature sets differ in shape: {x.shape} vs {y.shape}")
+        self.kxx, self.kyy, self.kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+
+    def value(self, idx: np.ndarray | None = None) -> float:
+        n = self.kxx.shape[0]
+        idx = np.arange(n) if idx is None else np.asarray(idx)
+        distinct = idx[:, None] != idx[None, :]
+        count = distinct.sum()
+        kxx = self.kxx[np.ix_(idx, idx)]
+        kyy = self.kyy[np.ix_(idx, idx)]
+        kxy = self.kxy[np.ix_(idx, idx)]
+        return float((kxx[distinct].sum() + kyy[distinct].sum()) / count - 2.0 * kxy.mean())
+
+
+def frechet_on(reference: np.ndarray, candidate: np.ndarray, idx: np.ndarray | None = None) -> float:
+    from .fid import fid_from_features
+
+    if idx is None:
+        return fid_from_features(reference, candidate)
+    return fid_from_features(reference[idx], candidate[idx])
+
+
+@dataclass
+class SetMetric:
+    """A distance between a reference feature set and a method's, on full or resampled indices."""
+
+    name: str
+    reference: np.ndarray
+    candidates: Mapping[str, np.ndarray]
+    kind: str = "kid"  # "kid" or "fd"
+
+    def __post_init__(self):
+        self._kernels = {m: KernelMMD(self.reference, f) for m, f in self.candidates.items()} if self.kind == "kid" else {}
+
+    def value(self, method: str, idx: np.ndarray | None = None) -> float:
+        if self.kind == "kid":
+            return self._kernels[method].value(idx)
+        return frechet_on(self.reference, self.candidates[method], idx)
+
+
+def set_metric_table(metric: SetMetric, indices: np.ndarray, pairs: Sequence[tuple[str, str]], ci: float = 0.95):
+    """Per-method (value, spread_low, spread_high) and per-pair (difference, low, high), all from
+    the same resamples."""
+    methods = list(metric.candidates)
+    boots = {m: np.array([metric.value(m, idx) for idx in indices]) for m in methods}
+    per_method = {m: (metric.value(m), *percentile_interval(boots[m], ci)) for m in methods}
+    per_pair = {}
+    for a, b in pairs:
+        low, high = percentile_interval(boots[a] - boots[b], ci)
+        per_pair[(a, b)] = (per_method[a][0] - per_method[b][0], low, high)
+    return per_method, per_pair
+
+
+def default_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
+    """Every later method against every earlier one, latest first: for [Bicubic, A, B] that is
+    (B, A), (B, Bicubic), (A, Bicubic)."""
+    pairs = []
+    for j in range(len(methods) - 1, 0, -1):
+        for i in range(j - 1, -1, -1):
+            pairs.append((methods[j], methods[i]))
+    return pairs
+
+
+def better_of(metric: str, a: str, b: str, low: float, high: float) -> str:
+    """Which method the interval favours, or that it does not exclude 0."""
+    if not (np.isfinite(low) and np.isfinite(high)) or low <= 0.0 <= high:
+        return "neither (interval includes 0)"
+    a_larger = low > 0.0
+    lower_better = metric in LOWER_IS_BETTER
+    return a if a_larger != lower_better else b
+
+
+def paired_rows(
+    per_image: Mapping[str, Mapping[str, np.ndarray]],
+    set_metrics: Sequence[SetMetric],
+    pairs: Sequence[tuple[str, str]],
+    indices: np.ndarray,
+    ci: float = 0.95,
+    set_indices: np.ndarray | None = None,
+) -> tuple[list[dict], dict[str, dict[str, tuple[float, float, float]]]]:
+    """Rows of ``paired.csv`` and, per set metric, each method's (value, spread_low, spread_high).
+
+    ``per_image``: metric -> method -> (N,) values. ``set_indices``: resamples for the set
+    metrics (default ``indices``; FD needs fewer, its square roots are costly).
+    """
+    n = indices.shape[1]
+    rows = []
+    for metric, by_method in per_image.items():
+        for a, b in pairs:
+            if a not in by_method or b not in by_method:
+                continue
+            diff, low, high = paired_difference(by_method[a], by_method[b], indices, ci)
+            rows.append({"metric": metric, "method_a": a, "method_b": b, "difference": diff,
+                         "ci_low": low, "ci_high": high, "n": n, "better": better_of(metric, a, b, low, high)})
+    spreads = {}
+    for metric in set_metrics:
+        per_method, per_pair = set_metric_table(metric, indices if set_indices is None else set_indices, pairs, ci)
+        spreads[metric.name] = per_method
+        for (a, b), (diff, low, high) in per_pair.items():
+            rows.append({"metric": metric.name, "method_a": a, "method_b": b, "difference": diff,
+                         "ci_low": low, "ci_high": high, "n": n, "better": better_of(metric.name, a, b, low, high)})
+    return rows, spreads

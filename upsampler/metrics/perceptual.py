@@ -1,0 +1,112 @@
+"""Full-reference perceptual distance and pooled features on the pretrained VGG16-HED trunk.
+
+``lpips_hed`` is *LPIPS-style*, not LPIPS: the structure of Zhang et al. (2018) - unit-normalise
+each layer's channels at every position, squared difference, spatial mean - on the five
+post-ReLU stages of the VGG16-HED trunk (:mod:`upsampler.backbones`), with uniform weights
+(channel sum, then the mean over layers) instead of LPIPS's learned linear heads, whose weights
+cannot be downloaded here. 0 for identical images; larger is more different. Every table names
+it "LPIPS-style (VGG16-HED), not LPIPS".
+
+The same pass gives the global-average-pooled ``block5_conv3`` features (512-d) used for the
+Fréchet distance and KID on HED features (``fd_hed``, ``kid_hed``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+
+LPIPS_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
+POOLED_LAYER = "block5_conv3"
+LPIPS_LABEL = "LPIPS-style (VGG16-HED), not LPIPS"
+POOLED_LABEL = "VGG16-HED block5_conv3, global average pool (512-d)"
+_EPS = 1e-10
+
+
+class HedFeatures:
+    """Callable: uint8 RGB images (N, H, W, 3) -> list of the :data:`LPIPS_LAYERS` feature maps."""
+
+    def __init__(self, network: str = "vgg16-hed"):
+        import tensorflow as tf
+
+        from .. import backbones
+
+        self.network = network
+        model = backbones.multi_layer_model(network, LPIPS_LAYERS)
+
+        @tf.function(reduce_retracing=True)
+        def forward(images):
+            x = backbones.preprocess(tf.cast(images, tf.float32) / 127.5 - 1.0, network)
+            return model(x, training=False)
+
+        self._forward = forward
+
+    def __call__(self, images: np.ndarray):
+        return self._forward(np.asarray(images, np.uint8))
+
+
+def lpips_style(features_a, features_b) -> np.ndarray:
+    """Per-image LPIPS-style distance from two lists of (N, H, W, C) feature maps (TF or NumPy)."""
+    import tensorflow as tf
+
+    total = 0.0
+    for fa, fb in zip(features_a, features_b):
+        na = fa / (tf.norm(fa, axis=-1, keepdims=True) + _EPS)
+        nb = fb / (tf.norm(fb, axis=-1, keepdims=True) + _EPS)
+        total += tf.reduce_mean(tf.reduce_sum(tf.square(na - nb), axis=-1), axis=[1, 2])
+    return np.asarray(total, np.float64) / len(features_a)
+
+
+def pooled(features) -> np.ndarray:
+    """Global average pool of the last layer (:data:`POOLED_LAYER`): (N, 512) float64."""
+    import tensorflow as tf
+
+    return np.asarray(tf.reduce_mean(features[-1], axis=[1, 2]), np.float64)
+
+
+def compare_to_reference(
+    reference: np.ndarray,
+    candidates: dict[str, np.ndarray],
+    extractor: Callable[[np.ndarray], list] | None = None,
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """LPIPS-style distance of every candidate image to its reference, and pooled features.
+
+    ``reference``: (N, H, W, 3) uint8; ``candidates``: name -> images of the same shape.
+    Streams in batches (the reference's features are computed once per batch), so memory does
+    not grow with N. Returns ``(distances, pooled)``: name -> (N,) and name -> (N, 512), with
+    ``pooled`` also holding the reference under the key ``"HR"``.
+    """
+    from tqdm.auto import tqdm
+
+    extractor = extractor or HedFeatures()
+    n = len(reference)
+    for name, images in candidates.items():
+        if images.shape != reference.shape:
+            raise ValueError(f"{name}: images {images.shape} do not match the reference {reference.shape}")
+    distances = {name: np.empty(n) for name in candidates}
+    pools = {name: [] for name in ["HR", *candidates]}
+    for first in tqdm(range(0, n, batch_size), desc="VGG16-HED features", disable=not progress, leave=False):
+        window = slice(first, first + batch_size)
+        ref = extractor(reference[window])
+        pools["HR"].append(pooled(ref))
+        for name, images in candidates.items():
+            feats = extractor(images[window])
+            distances[name][window] = lpips_style(ref, feats)
+            pools[name].append(pooled(feats))
+    return distances, {name: np.concatenate(parts) for name, parts in pools.items()}
+
+
+def shifted(images: np.ndarray, pixels: int = 1) -> np.ndarray:
+    """Images moved right by ``pixels`` (edge column repeated): a tiny perceptual change."""
+    out = np.empty_like(images)
+    out[:, :, pixels:] = images[:, :, :-pixels]
+    out[:, :, :pixels] = images[:, :, :1]
+    return out
+
+
+def layers_of(features: Iterable) -> list[tuple[int, ...]]:
+    return [tuple(f.shape) for f in features]
