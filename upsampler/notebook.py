@@ -644,13 +644,6 @@ def psnr_lines(table: Any) -> list[str]:
     return [f"{r['method']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}" for _, r in table.iterrows()]
 
 
-def paired_figure(results: Any, paths: "StudyPaths", name: str = "evaluation"):
-    """The paired-differences figure of an evaluation (saved by :func:`evaluate`)."""
-    from .metrics.evaluate import paired_figure as draw
-
-    return draw(results.paired)
-
-
 def _note_below(fig: Any, note: str) -> None:
     import textwrap
 
