@@ -69,6 +69,11 @@ def receptive_field_radius(generator) -> int:
     scale = 1.0
     for layer in _flat_layers(generator):
         kernel = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
+        if type(layer).__name__ == "Conv2DTranspose":  # upsamples by its strides (the portable pixel shuffle)
+            k, stride = max(_pair(kernel)), max(_pair(layer.strides))
+            radius += max(0, k - stride) / 2 / scale
+            scale *= stride
+            continue
         if kernel is not None:
             k = max(_pair(kernel))
             dilation = max(_pair(getattr(layer, "dilation_rate", 1) or 1))
