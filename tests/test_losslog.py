@@ -294,3 +294,19 @@ def test_losses_cli_via_main_reports_bad_input(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "COMMANDS", {k: v for k, v in cli.COMMANDS.items() if k == "losses"})
     assert cli.main(["losses", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x.png")]) == 2
     assert "missing.txt" in capsys.readouterr().err
+
+
+def test_detect_collapse_flags_d_at_one_half_only():
+    import pandas as pd
+
+    from upsampler.losslog import collapse_line, detect_collapse
+
+    healthy = pd.DataFrame({"epoch": range(1, 7), "d_real": [0.8] * 6, "d_fake": [0.2] * 6})
+    stuck = pd.DataFrame({"epoch": range(1, 7), "d_real": [0.8, 0.52, 0.5, 0.49, 0.51, 0.8],
+                          "d_fake": [0.2, 0.48, 0.5, 0.51, 0.47, 0.2]})
+    assert not detect_collapse(healthy).saturated
+    report = detect_collapse(stuck, patience=3)
+    assert report.saturated and report.epochs == (2, 5) and collapse_line(report).startswith("COLLAPSED")
+    assert not detect_collapse(stuck, patience=5).saturated
+    saturated = pd.DataFrame({"epoch": range(1, 5), "d_real": [1.0] * 4, "d_fake": [1.0] * 4})
+    assert not detect_collapse(saturated).saturated

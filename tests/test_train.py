@@ -149,6 +149,21 @@ def test_a_saturated_discriminator_is_reported(smoke_data, tmp_path, monkeypatch
     assert "saturated" in (tmp_path / "run" / "train.log").read_text()
 
 
+def test_a_collapsed_discriminator_is_reported(smoke_data, tmp_path, monkeypatch):
+    from upsampler import train as train_module
+
+    def collapsed(self, lr, hr, step):
+        return tf.constant([1.39, 0.7, 0.0, 0.69, 0.5, 0.49], tf.float32)
+
+    monkeypatch.setattr(train_module.SRGANTrainer, "_adversarial_step_impl", collapsed)
+    config = get_profile("smoke").override(["train.epochs=4", "train.saturation_patience=3"])
+    result = train(config, smoke_data, tmp_path / "run")
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "discriminator collapsed" in log and "collapsed for 3 consecutive epochs (1-3)" in log
+    assert not result.saturation_warning
+    assert any("collapsed" in line for line in result.summary)
+
+
 def test_cli_names_a_missing_data_folder(tmp_path):
     from upsampler.cli import main
 

@@ -481,6 +481,34 @@ def detect_saturation(
     return SaturationReport(False, "no discriminator losses or probabilities in this log", "none")
 
 
+def detect_collapse(frame: pd.DataFrame, *, patience: int = 3, tolerance: float = 0.05) -> SaturationReport:
+    """Flag a *collapsed* discriminator: D(real) and D(fake) both within ``tolerance`` of 0.5 for
+    ``patience`` consecutive epochs - D no longer tells real from generated images, so the
+    adversarial term carries no information (the opposite failure to saturation). Needs the
+    ``d_real``/``d_fake`` columns of this project's loss.csv. The report reads "SATURATED" /
+    "not saturated" in ``str()``; use :func:`collapse_line` for a collapse message.
+    """
+    if patience < 1:
+        raise ValueError(f"patience must be >= 1, got {patience}")
+    if not 0.0 < tolerance < 0.5:
+        raise ValueError(f"tolerance must be in (0, 0.5), got {tolerance}")
+    rows = per_epoch(adversarial_rows(frame))
+    if not {"d_real", "d_fake"} <= set(rows.columns) or not rows["d_real"].notna().any():
+        return SaturationReport(False, "no D(real)/D(fake) in this log", "none")
+    judged = rows[rows["d_real"].notna() & rows["d_fake"].notna()]
+    r, f = judged["d_real"].to_numpy(float), judged["d_fake"].to_numpy(float)
+    mask = (np.abs(r - 0.5) <= tolerance) & (np.abs(f - 0.5) <= tolerance)
+    stats = (f"D(real) mean {r.mean():.3f}, D(fake) mean {f.mean():.3f} over {len(r)} epochs; "
+             f"{mask.mean():.0%} of epochs have both within {tolerance:g} of 0.5")
+    report = _verdict(judged["epoch"].to_numpy(int), mask, patience, "probabilities", stats)
+    return SaturationReport(report.saturated, report.evidence.replace("saturated", "collapsed"), report.method,
+                            report.epochs, report.zones, report.ongoing, report.fraction)
+
+
+def collapse_line(report: SaturationReport) -> str:
+    return ("COLLAPSED: " if report.saturated else "not collapsed: ") + report.evidence
+
+
 def _verdict(epochs: np.ndarray, mask: np.ndarray, patience: int, method: str, stats: str) -> SaturationReport:
     if len(epochs) == 0:
         return SaturationReport(False, "no epochs to judge", method)

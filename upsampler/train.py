@@ -767,6 +767,7 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
         _log(run_dir, line)
 
     saturation_warning = None
+    collapse_warning = None
     for phase, done_var, target in (
         ("pretrain", trainer.pretrain_epochs_done, t.pretrain_epochs),
         ("adversarial", trainer.epochs_done, t.epochs),
@@ -795,6 +796,10 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
                 if report is not None and saturation_warning is None:
                     saturation_warning = f"WARNING: discriminator saturated: {report}"
                     _log(run_dir, saturation_warning)
+                collapsed = _collapse(run_dir, t)
+                if collapsed is not None and collapse_warning is None:
+                    collapse_warning = f"WARNING: discriminator collapsed (D(real) ~ D(fake) ~ 0.5): {collapsed}"
+                    _log(run_dir, collapse_warning)
 
     summary = [
         f"finished: {int(trainer.pretrain_epochs_done.numpy())} pre-training + {int(trainer.epochs_done.numpy())} "
@@ -806,6 +811,8 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
         summary.append(UNTRAINED_VGG_WARNING)
     if saturation_warning:
         summary.append(saturation_warning)
+    if collapse_warning:
+        summary.append(collapse_warning)
     for line in summary:
         _log(run_dir, line)
     return TrainResult(
@@ -813,6 +820,17 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
         epochs_done=int(trainer.epochs_done.numpy()), step=int(trainer.global_step.numpy()),
         saturation_warning=saturation_warning, summary=header + summary,
     )
+
+
+def _collapse(run_dir: Path, t) -> str | None:
+    import pandas as pd
+
+    from .losslog import detect_collapse
+
+    frame = pd.read_csv(run_dir / "loss.csv")
+    report = detect_collapse(frame[frame["phase"] == "adversarial"].reset_index(drop=True),
+                             patience=t.saturation_patience)
+    return report.evidence if report.saturated else None
 
 
 def _saturation(run_dir: Path, t, detect_saturation) -> str | None:
