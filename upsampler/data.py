@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from upsampler.config import DataConfig
-from upsampler.images import (
+from upsampler.images import (  # noqa: F401 - IMAGE_EXTENSIONS is also this module's public name
+    IMAGE_EXTENSIONS,
     MAX_FILE_BYTES,
     ImageDecodeError,
     bicubic_downscale,
@@ -64,9 +65,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
 #: File extensions (lower case) treated as images when scanning a folder or zip.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
-)
 SPLITS = ("train", "test")
 FORMAT_VERSION = 1
 
@@ -852,10 +850,7 @@ def _finish(
 # ---- reading a processed set -----------------------------------------------------------
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return load_rgb(path)
 
 
 def load_split(processed_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

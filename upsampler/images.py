@@ -62,6 +62,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 PathOrBytes = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
+#: File extensions (lower case) read as images everywhere: preprocess, upscale, the benchmarks.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 

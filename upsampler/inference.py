@@ -54,10 +54,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from .images import IMAGE_EXTENSIONS
+
 if TYPE_CHECKING:  # pragma: no cover
     from .images import ImageHeader
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
 #: Largest SR image ``upsampler upscale`` makes unless ``--max-output-pixels`` says otherwise:
 #: 8192 x 8192 pixels (192 MiB as uint8 RGB).
@@ -423,9 +424,9 @@ def expand_images(items: Sequence[str | Path]) -> list[Path]:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such image")
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
-                raise FileNotFoundError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise FileNotFoundError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             paths.extend(found)
         else:
             paths.append(path)
