@@ -313,3 +313,13 @@ def test_cli_upscales_the_first_frame_of_an_animation_and_says_so(tiny_path, tmp
     assert "note: anim.gif: GIF of 3 frames; only the first is upscaled" in capsys.readouterr().err
     written = np.asarray(Image.open(tmp_path / "out" / "anim_sr.png"))
     np.testing.assert_array_equal(written, run_generator(load_generator(tiny_path), first[None])[0])
+
+
+def test_the_original_studys_nearest_upsampling_generator_upscales():
+    from upsampler.models import build_generator
+
+    nearest = build_generator(num_blocks=1, filters=8, upsample="nearest")
+    lr = _image(20, 30, seed=4)
+    out = upscale_image(nearest, lr, tile=16)
+    assert out.shape == (80, 120, 3)
+    assert np.array_equal(upscale_image(nearest, lr, tile=None), upscale_image(nearest, lr, tile=64))
