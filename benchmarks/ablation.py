@@ -29,18 +29,14 @@ VARIANTS = ["baseline", "+hr-cache", "+fused-adam", "+fused-layers", "+d-head-co
 
 
 def build(variant: str, batch: int, arrays):
-    from upsampler import bench, models
+    from upsampler import bench
     from upsampler.train import SRGANTrainer
 
     index = VARIANTS.index(variant)
     cache = "auto" if index >= 1 else "off"
     config = bench.build_config("paper", batch_size=batch, xla="off", mixed_precision=False, content_network="untrained",
                                 hr_cache=cache, strategy="default", deterministic=None, overrides=[])
-    models.USE_FUSED_LAYERS = index >= 3
-    try:
-        trainer = SRGANTrainer(config, arrays=arrays, fast=index >= 2)
-    finally:
-        models.USE_FUSED_LAYERS = True
+    trainer = SRGANTrainer(config, arrays=arrays, fast=index >= 2, fused_layers=index >= 3)
     if index < 4:
         trainer._d_parts = None  # two D calls
     trainer.prepare_hr_features()

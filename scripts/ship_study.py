@@ -3,8 +3,9 @@
 
     .venv/bin/python scripts/ship_study.py outputs/study-cpu [--docs docs/study-cpu]
 
-Copies ``runs/model_{a,b}/generator.keras`` (and ``generator_pretrained.keras``) to
-``upsampler/pretrained/model_{a,b}[_mse].keras`` with a model card each, and the executed
+Writes ``runs/model_{a,b}/generator.keras`` (and ``generator_pretrained.keras``) as plain-Keras
+files (:func:`upsampler.models.portable_generator`) to ``upsampler/pretrained/model_{a,b}[_mse].keras``
+with a model card each, and the executed
 notebooks (ipynb + HTML), tables and figures to ``docs/<study>/``. Every number in a card is read
 from the run's own files (config.json, loss.csv, train.log) and the evaluation tables.
 """
@@ -44,6 +45,13 @@ def _phase_summary(run: Path, config: dict) -> dict[str, dict[str, float]]:
         out[phase] = {"epochs": len(rows), "steps": steps, "image_steps": steps * t["batch_size"],
                       "seconds": sum(float(r["seconds"]) for r in rows)}
     return out
+
+
+def ship_generator(source: Path, target: Path) -> None:
+    """The run's generator as a plain-Keras file (stock layers only; same weights and outputs)."""
+    from upsampler.models import load_generator, portable_generator
+
+    portable_generator(load_generator(source)).save(target)
 
 
 def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str, str]]) -> str:
@@ -162,7 +170,7 @@ def main() -> int:
             if not (run / source).is_file():
                 continue
             target = PRETRAINED / f"{name}{variant}.keras"
-            shutil.copy2(run / source, target)
+            ship_generator(run / source, target)
             (PRETRAINED / f"{name}{variant}.md").write_text(model_card(name, variant, study, metrics))
             print(f"{target} ({target.stat().st_size / 2**20:.1f} MiB)")
     docs.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from upsampler import cli
+from upsampler import cli, data
 from upsampler.data import (
     epoch_order,
     load_split,
@@ -279,6 +280,192 @@ def test_no_usable_image_raises_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no usable image in .*bad.*1 not an image"):
         preprocess(tmp_path / "bad", tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+# ---- hostile inputs (docs/hostile_inputs.md) --------------------------------------------
+
+def _png_bytes(pixels: np.ndarray, **save_args) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", **save_args)
+    return buffer.getvalue()
+
+
+def _all_files(root: Path) -> set[str]:
+    return {os.path.join(d, f) for d, _, files in os.walk(root) for f in files}
+
+
+def _rejected_kinds(out: Path) -> dict[str, str]:
+    return {row["source"]: row["kind"] for row in _rows(out / "rejected.csv")}
+
+
+def test_zip_members_with_unsafe_paths_are_listed_and_nothing_lands_outside_out(tmp_path: Path) -> None:
+    work = tmp_path / "deep" / "work"
+    work.mkdir(parents=True)
+    archive = work / "photos.zip"
+    unsafe = ["../evil.png", "../../evil2.png", "/abs/evil3.png", "sub/../../evil4.png", "..\\..\\evil5.png",
+              "C:/evil6.png"]
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok/good.png", _png_bytes(_noise(40, 48, 1)))
+        for index, name in enumerate(unsafe):
+            zf.writestr(name, _png_bytes(_noise(40, 48, 10 + index)))
+    before = _all_files(tmp_path)
+    out = work / "out"
+    summary = preprocess(archive, out, hr_size=HR, scale=SCALE, test_fraction=0.0, progress=False)
+    assert [r["source"] for r in _rows(out / "manifest.csv")] == ["ok/good.png"]
+    kinds = _rejected_kinds(out)
+    assert set(kinds) == {name.replace("\\", "/") for name in unsafe}
+    assert set(kinds.values()) == {"unsafe path"} and summary.n_rejected == len(unsafe)
+    created = _all_files(tmp_path) - before
+    assert created and all(Path(f).is_relative_to(out) for f in created)
+    assert not any("evil" in Path(f).name for f in _all_files(tmp_path))
+
+
+def test_a_zip_bomb_member_is_rejected_without_decompressing_it(tmp_path: Path, monkeypatch) -> None:
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb.png", bytes(50_000_000))  # 50 MB of zeros deflate to ~50 KB
+        zf.writestr("big.bmp", np.random.default_rng(0).bytes(3 * 2**20), compress_type=zipfile.ZIP_STORED)
+        zf.writestr("good.png", _png_bytes(_noise(40, 48, 1)))
+    assert zipfile.ZipFile(archive).getinfo("bomb.png").compress_size < 200_000
+    monkeypatch.setattr(data, "MAX_FILE_BYTES", 2 * 2**20)  # a low size limit, to test it on 3 MB
+    opened: list[str] = []
+    real_open = zipfile.ZipFile.open
+
+    def spy(self, name, *args, **kwargs):
+        opened.append(getattr(name, "filename", name))
+        return real_open(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
+    out = tmp_path / "out"
+    preprocess(archive, out, hr_size=HR, scale=SCALE, test_fraction=0.0, progress=False)
+    rejected = {row["source"]: row for row in _rows(out / "rejected.csv")}
+    assert rejected["bomb.png"]["kind"] == "zip bomb"
+    assert "50,000,000 bytes" in rejected["bomb.png"]["reason"] and "not decompressed" in rejected["bomb.png"]["reason"]
+    assert rejected["big.bmp"]["kind"] == "too large" and "3,145,728 bytes" in rejected["big.bmp"]["reason"]
+    assert opened == ["good.png"]  # the two others were judged from the zip's directory alone
+
+
+def test_decompression_bomb_images_are_rejected_unread(tmp_path: Path, png_header_only) -> None:
+    src = tmp_path / "src"
+    _write_pngs(src, ["good.png"])
+    (src / "bomb20k.png").write_bytes(png_header_only(20000, 20000))  # over Pillow's own refusal
+    (src / "bomb12k.png").write_bytes(png_header_only(12000, 12000))  # over our limit, Pillow only warns
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        preprocess(src, out, hr_size=HR, scale=SCALE, test_fraction=0.0, progress=False)
+    rejected = {row["source"]: row for row in _rows(out / "rejected.csv")}
+    assert {k: r["kind"] for k, r in rejected.items()} == {"bomb20k.png": "too large", "bomb12k.png": "too large"}
+    assert "400000000 pixels" in rejected["bomb20k.png"]["reason"]
+    assert "12000x12000 = 144,000,000 pixels, over the limit of 89,478,485" in rejected["bomb12k.png"]["reason"]
+
+
+def test_animations_and_multi_page_files_are_rejected(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _write_pngs(src, ["good.png"])
+    frames = [Image.fromarray(_noise(40, 48, seed)) for seed in (1, 2, 3)]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(src / "pages.tif", save_all=True, append_images=frames[1:2])
+    frames[2].save(src / "still.gif")
+    out = tmp_path / "out"
+    preprocess(src, out, hr_size=HR, scale=SCALE, test_fraction=0.0, progress=False)
+    rejected = {row["source"]: row for row in _rows(out / "rejected.csv")}
+    assert {k: r["kind"] for k, r in rejected.items()} == {"anim.gif": "multi-frame", "pages.tif": "multi-frame"}
+    assert "GIF of 3 frames" in rejected["anim.gif"]["reason"] and "TIFF of 2 frames" in rejected["pages.tif"]["reason"]
+    assert sorted(r["source"] for r in _rows(out / "manifest.csv")) == ["good.png", "still.gif"]
+
+
+@pytest.mark.parametrize("orientation, turns", [(6, -1), (8, 1)])  # 6: turn 90 degrees clockwise to view
+def test_exif_rotated_photos_are_cropped_upright(tmp_path: Path, orientation: int, turns: int) -> None:
+    stored = _noise(36, 60, orientation)  # stored lying down: 60 wide, 36 high
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "photo.png").write_bytes(_png_bytes(stored, exif=exif))
+    out = tmp_path / "out"
+    preprocess(tmp_path / "src", out, hr_size=HR, scale=SCALE, test_fraction=0.0, progress=False)
+    upright = np.rot90(stored, k=turns)  # 36 wide, 60 high
+    (row,) = _rows(out / "manifest.csv")
+    assert (row["width"], row["height"]) == ("36", "60")
+    hr = np.asarray(Image.open(out / "train" / "hr" / "photo.png"))
+    np.testing.assert_array_equal(hr, upright[14 : 14 + HR, 2 : 2 + HR])  # (60-32)//2, (36-32)//2
+
+
+def test_file_names_that_are_not_utf8_are_kept_with_escapes(tmp_path: Path) -> None:
+    src = os.fsencode(tmp_path) + b"/d\xe9j\xe0"  # the source folder's name is not UTF-8 either
+    os.makedirs(src + b"/sub")
+    for name, seed in ((b"caf\xe9.png", 1), (b"sub/caf\xe9.png", 2), (b"ok.png", 3)):
+        with open(src + b"/" + name, "wb") as handle:
+            handle.write(_png_bytes(_noise(40, 48, seed)))
+    with open(src + b"/bad\xff.jpg", "wb") as handle:
+        handle.write(b"not a picture")
+    out = tmp_path / "out"
+    summary = preprocess(os.fsdecode(src), out, hr_size=HR, scale=SCALE, test_fraction=0.0, progress=False)
+    rows = _rows(out / "manifest.csv")  # read as UTF-8: it was written as UTF-8
+    assert sorted(r["source"] for r in rows) == ["caf\\xe9.png", "ok.png", "sub/caf\\xe9.png"]
+    assert {r["source"]: r["kind"] for r in _rows(out / "rejected.csv")} == {"bad\\xff.jpg": "not an image"}
+    for row in rows:
+        assert row["name"].isascii() and "\\" not in row["name"]  # e.g. caf_xe9-1a2b3c4d
+        assert (out / "train" / "hr" / f"{row['name']}.png").is_file()
+    assert "d\\xe9j\\xe0" in str(summary)
+    assert json.loads((out / "preprocess.json").read_text())["parameters"]["source"] == os.fsdecode(src)
+    assert preprocess(os.fsdecode(src), out, hr_size=HR, scale=SCALE, test_fraction=0.0, progress=False).already_done
+
+
+def test_symlink_loops_end_and_are_listed(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _write_pngs(src, ["good.png"])
+    _write_pngs(src / "sub", ["x.png"])
+    (src / "self").symlink_to(".", target_is_directory=True)  # a folder link to its own folder
+    (src / "sub" / "up").symlink_to("..", target_is_directory=True)  # and one to its parent
+    (src / "a.png").symlink_to("b.png")  # a -> b -> a
+    (src / "b.png").symlink_to("a.png")
+    (src / "dangling.png").symlink_to("missing.png")
+    out = tmp_path / "out"
+    preprocess(src, out, hr_size=HR, scale=SCALE, test_fraction=0.0, progress=False)
+    assert sorted(r["source"] for r in _rows(out / "manifest.csv")) == ["good.png", "sub/x.png"]
+    rejected = {row["source"]: row for row in _rows(out / "rejected.csv")}
+    assert {k: r["kind"] for k, r in rejected.items()} == {"a.png": "unreadable", "b.png": "unreadable",
+                                                            "dangling.png": "unreadable"}
+    assert "symbolic links" in rejected["a.png"]["reason"] and "No such file" in rejected["dangling.png"]["reason"]
+
+
+def test_the_same_pixels_in_another_format_are_a_duplicate(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    pixels = _noise(40, 48, 1)
+    Image.fromarray(pixels).save(src / "a.bmp")
+    Image.fromarray(pixels).save(src / "a.png")
+    _write_pngs(src, ["other.png"])
+    out = tmp_path / "out"
+    summary = preprocess(src, out, hr_size=HR, scale=SCALE, test_fraction=0.0, progress=False)
+    assert {r.source: r.reason for r in summary.rejected} == {"a.png": "duplicate of a.bmp (identical pixels)"}
+    assert summary.rejected_by_kind == {"duplicate": 1} and summary.n_accepted == 2
+
+
+def test_cli_empty_zips_are_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w"):
+        pass
+    with zipfile.ZipFile(tmp_path / "notes.zip", "w") as zf:
+        zf.writestr("readme.txt", "no pictures here")
+    (tmp_path / "zero.zip").write_bytes(b"")
+    for name in ("empty.zip", "notes.zip", "zero.zip"):
+        out = tmp_path / f"out_{name}"
+        assert cli.main(["preprocess", str(tmp_path / name), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("upsampler preprocess: error: ") and err.count("\n") == 1
+        assert name in err and not out.exists()
+
+
+def test_cli_malformed_groups_exit_2_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_pngs(tmp_path / "src", [f"{i:06d}.png" for i in range(1, 4)])
+    bad = tmp_path / "bad.txt"
+    bad.write_text("000001.png 12\n000002.png\n000003.png 7\n")
+    out = tmp_path / "out"
+    assert cli.main(["preprocess", str(tmp_path / "src"), "--out", str(out), "--groups", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and f"{bad}: line 2: expected 'file identity'" in captured.err
+    assert captured.out == "" and not out.exists()
 
 
 # ---- resume ------------------------------------------------------------------------------

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import io
+import os
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from upsampler.images import (
+    MAX_IMAGE_PIXELS,
     ImageDecodeError,
     bicubic_downscale,
     bicubic_upscale,
     center_crop,
     load_rgb,
     random_crop,
+    read_header,
+    readable_name,
     save_png,
     to_float,
     to_uint8,
@@ -156,6 +162,80 @@ def test_bytes_use_the_given_name() -> None:
 def test_missing_path_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_rgb(tmp_path / "nowhere.png")
+
+
+# ---- hostile files ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("side", [20000, 12000])  # over Pillow's own refusal; over ours only (Pillow just warns)
+def test_a_decompression_bomb_is_refused_from_its_header(side, png_header_only, monkeypatch) -> None:
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or real_load(self))
+    data = png_header_only(side, side)
+    assert len(data) < 100 and side * side > MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not decide
+        with pytest.raises(ImageDecodeError, match="bomb.png: too large") as info:
+            load_rgb(data, name="bomb.png")
+    assert info.value.kind == "too large"
+    assert decoded == []  # never decoded: memory stays at the size of the header
+    if side == 12000:
+        assert "12000x12000 = 144,000,000 pixels, over the limit of 89,478,485" in str(info.value)
+
+
+def test_the_pixel_limit_can_be_lowered_and_lifted(png_header_only) -> None:
+    small = _encode(Image.fromarray(_noise(20, 30)), "PNG")
+    with pytest.raises(ImageDecodeError, match="30x20 = 600 pixels, over the limit of 599"):
+        load_rgb(small, max_pixels=599)
+    assert load_rgb(small, max_pixels=None).shape == (20, 30, 3)
+    header = read_header(png_header_only(12000, 9000))
+    assert (header.width, header.height, header.pixels, header.frames) == (12000, 9000, 108_000_000, 1)
+
+
+def test_palette_with_alpha_per_entry_is_composited_without_warnings() -> None:
+    img = Image.new("P", (3, 1))
+    img.putpalette([255, 0, 0, 0, 0, 255, 0, 255, 0] + [0] * (253 * 3))
+    for index in range(3):
+        img.putpixel((index, 0), index)
+    data = _encode(img, "PNG", transparency=bytes([0, 128, 255]))  # a tRNS alpha per palette entry
+    assert isinstance(Image.open(io.BytesIO(data)).info["transparency"], bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = load_rgb(data)
+    np.testing.assert_array_equal(out[0], [[255, 255, 255], [127, 127, 255], [0, 255, 0]])
+
+
+def test_multi_frame_files_give_their_first_frame_and_say_how_many() -> None:
+    frames = [Image.new("RGB", (8, 6), colour) for colour in ((200, 0, 0), (0, 200, 0), (0, 0, 200))]
+    for fmt in ("GIF", "TIFF"):
+        data = _encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+        assert read_header(data).frames == 3
+        first = load_rgb(data)
+        assert first.shape == (6, 8, 3) and tuple(first[0, 0]) == (200, 0, 0)
+    assert read_header(_encode(frames[1], "GIF")).frames == 1
+
+
+def test_special_files_and_symlink_loops_are_not_read(tmp_path: Path) -> None:
+    (tmp_path / "a.png").symlink_to("b.png")
+    (tmp_path / "b.png").symlink_to("a.png")
+    with pytest.raises(ImageDecodeError, match="a.png: unreadable.*symbolic links"):
+        load_rgb(tmp_path / "a.png")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # reading it would block until some writer comes
+    # A writer that opens and closes at once: were the FIFO read, the test would fail ("empty file"), not hang.
+    writer = threading.Thread(target=lambda: os.close(os.open(fifo, os.O_WRONLY)), daemon=True)
+    writer.start()
+    with pytest.raises(ImageDecodeError, match="pipe.png: unreadable \\(not a regular file\\)"):
+        load_rgb(fifo)
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # let the writer go
+    writer.join(5)
+
+
+def test_readable_name_escapes_bytes_that_are_not_utf8() -> None:
+    assert readable_name(os.fsdecode(b"caf\xe9.png")) == "caf\\xe9.png"
+    assert readable_name("caf\u00e9.png") == "caf\u00e9.png"  # valid UTF-8 is kept as is
+    assert readable_name("two\nlines.png") == "two\\x0alines.png"
+    assert readable_name(os.fsdecode(b"caf\xe9.png")).encode("utf-8")
 
 
 # ---- ranges ------------------------------------------------------------------------------

@@ -263,3 +263,63 @@ def test_cli_via_main_exit_code(tiny_path, hr_images, tmp_path, capsys, monkeypa
     assert cli.main(["upscale", str(hr_images[0]), "--model", str(tiny_path), "--out", str(tmp_path / "o"),
                      "--kind", "lr-bicubic-sr-hr"]) == 0
     assert (tmp_path / "o" / "photo0_lr-bicubic-sr-hr.png").exists()
+
+
+# ---- hostile inputs (docs/hostile_inputs.md) ---------------------------------------------------
+
+def test_cli_refuses_a_huge_photo_before_decoding_it(tiny_path, tmp_path, png_header_only, capsys, monkeypatch):
+    from PIL import ImageFile
+
+    from upsampler import cli
+
+    monkeypatch.setattr(cli, "COMMANDS", {k: v for k, v in cli.COMMANDS.items() if k == "upscale"})
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or real_load(self))
+    (tmp_path / "huge.png").write_bytes(png_header_only(20000, 20000))  # headers only: a few dozen bytes
+    (tmp_path / "big.png").write_bytes(png_header_only(3000, 2000))
+    out = tmp_path / "out"
+
+    def upscale(name, *options):
+        code = cli.main(["upscale", str(tmp_path / name), "--model", str(tiny_path), "--out", str(out), *options])
+        err = capsys.readouterr().err
+        assert err.startswith("upsampler upscale: error: ") and err.count("\n") == 1
+        return code, err
+
+    code, err = upscale("huge.png")
+    assert code == 2 and "huge.png: too large (Image size (400000000 pixels)" in err
+    code, err = upscale("big.png")
+    assert code == 2 and ("big.png: a 3000x2000 input gives a 12000x8000 output at x4 (96,000,000 pixels), "
+                          "over the limit of 67,108,864; raise it with --max-output-pixels") in err
+    assert decoded == [] and not out.exists()  # refused from the headers: nothing decoded, nothing written
+    # As an HR input the same file gives a 3000x2000 output, within the limit: it is decoded (and has no pixels).
+    code, err = upscale("big.png", "--input-is-hr")
+    assert code == 2 and "big.png: truncated" in err and decoded == [(3000, 2000)]
+
+
+def test_cli_upscales_the_first_frame_of_an_animation_and_says_so(tiny_path, tmp_path, capsys):
+    from upsampler.images import load_rgb
+    from upsampler.metrics.evaluate import run_generator
+    from upsampler.models import load_generator
+
+    frames = [Image.fromarray(_image(12, 10, seed=seed)) for seed in (1, 2, 3)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    first = load_rgb(path)
+    with Image.open(path) as gif:
+        gif.seek(1)
+        assert not np.array_equal(np.asarray(gif.convert("RGB")), first)
+    assert _cli([str(path), "--model", str(tiny_path), "--out", str(tmp_path / "out")]) == 0
+    assert "note: anim.gif: GIF of 3 frames; only the first is upscaled" in capsys.readouterr().err
+    written = np.asarray(Image.open(tmp_path / "out" / "anim_sr.png"))
+    np.testing.assert_array_equal(written, run_generator(load_generator(tiny_path), first[None])[0])
+
+
+def test_the_original_studys_nearest_upsampling_generator_upscales():
+    from upsampler.models import build_generator
+
+    nearest = build_generator(num_blocks=1, filters=8, upsample="nearest")
+    lr = _image(20, 30, seed=4)
+    out = upscale_image(nearest, lr, tile=16)
+    assert out.shape == (80, 120, 3)
+    assert np.array_equal(upscale_image(nearest, lr, tile=None), upscale_image(nearest, lr, tile=64))

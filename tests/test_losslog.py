@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from upsampler import losslog
+from upsampler import losslog, plots
 from upsampler.losslog import (
     detect_saturation,
     find_copied_records,
@@ -255,8 +255,8 @@ def test_format_ranges():
 
 def _run_cli(argv):
     parser = argparse.ArgumentParser()
-    losslog.configure_losses_parser(parser)
-    return losslog.run_losses(parser.parse_args(argv))
+    plots.configure_losses_parser(parser)
+    return plots.run_losses(parser.parse_args(argv))
 
 
 def test_losses_cli_on_the_seed_logs(seed_logs, tmp_path, capsys):
@@ -280,7 +280,7 @@ def test_losses_cli_healthy_csv_and_untrained_note(tmp_path, capsys):
     smoke().to_json(run / "config.json")
     rows = [("adversarial", e, 10 * e, 1.2, 0.05, 0.04, 0.9, 0.7, 0.3, 1.0) for e in range(1, 6)]
     _csv(run / "loss.csv", rows)
-    assert losslog._untrained_note_for_logs([read_loss_log(run / "loss.csv")]) == UNTRAINED_VGG_WARNING
+    assert plots.note_for_logs([read_loss_log(run / "loss.csv")]) == UNTRAINED_VGG_WARNING
     assert _run_cli([str(run / "loss.csv"), "--out", str(tmp_path / "l.png"), "--no-zoom"]) == 0
     text = capsys.readouterr().out
     assert "not saturated" in text and UNTRAINED_VGG_WARNING in text
@@ -294,3 +294,19 @@ def test_losses_cli_via_main_reports_bad_input(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "COMMANDS", {k: v for k, v in cli.COMMANDS.items() if k == "losses"})
     assert cli.main(["losses", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x.png")]) == 2
     assert "missing.txt" in capsys.readouterr().err
+
+
+def test_detect_collapse_flags_d_at_one_half_only():
+    import pandas as pd
+
+    from upsampler.losslog import collapse_line, detect_collapse
+
+    healthy = pd.DataFrame({"epoch": range(1, 7), "d_real": [0.8] * 6, "d_fake": [0.2] * 6})
+    stuck = pd.DataFrame({"epoch": range(1, 7), "d_real": [0.8, 0.52, 0.5, 0.49, 0.51, 0.8],
+                          "d_fake": [0.2, 0.48, 0.5, 0.51, 0.47, 0.2]})
+    assert not detect_collapse(healthy).saturated
+    report = detect_collapse(stuck, patience=3)
+    assert report.saturated and report.epochs == (2, 5) and collapse_line(report).startswith("COLLAPSED")
+    assert not detect_collapse(stuck, patience=5).saturated
+    saturated = pd.DataFrame({"epoch": range(1, 5), "d_real": [1.0] * 4, "d_fake": [1.0] * 4})
+    assert not detect_collapse(saturated).saturated

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import require_module
@@ -66,10 +70,13 @@ def test_layers_are_named():
 
 def test_discriminator_returns_one_logit_per_image():
     d = build_discriminator(hr_size=32, filters=8, dense_units=16)
-    out = np.asarray(d(np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32) * 100))
+    x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
+    out = np.asarray(d(x))
     assert out.shape == (3, 1)
-    # Logits, not probabilities: unbounded.
-    assert np.abs(out).max() > 1.0
+    # Logits, not probabilities: a large last layer gives values far outside [0, 1].
+    kernel, bias = d.get_layer("logit").get_weights()
+    d.get_layer("logit").set_weights([np.full_like(kernel, 50.0), bias + 20.0])
+    assert np.abs(np.asarray(d(x))).max() > 1.0
 
 
 def test_pixel_shuffle_matches_depth_to_space_layout():
@@ -99,3 +106,47 @@ def test_load_generator_names_a_missing_or_bad_file(tmp_path):
     bad.write_text("not a model")
     with pytest.raises(ValueError, match="bad.keras"):
         load_generator(bad)
+
+
+def test_pixel_shuffle_kernel_is_depth_to_space():
+    import tensorflow as tf
+
+    from upsampler.models import shuffle_kernel
+
+    x = np.random.default_rng(0).normal(size=(2, 5, 7, 12)).astype(np.float32)
+    conv = keras.layers.Conv2DTranspose(3, 2, strides=2, padding="valid", use_bias=False)
+    conv.build((None, None, None, 12))
+    conv.set_weights([shuffle_kernel(3)])
+    np.testing.assert_array_equal(np.asarray(conv(x)), tf.nn.depth_to_space(x, 2).numpy())
+
+
+def test_portable_generator_has_stock_layers_and_the_same_outputs(tmp_path):
+    from upsampler.models import build_generator, generator_settings, portable_generator
+
+    keras.utils.set_random_seed(1)
+    fast = build_generator(num_blocks=2, filters=8, bn_momentum=0.9, variant="fast")
+    stock = build_generator(num_blocks=2, filters=8, bn_momentum=0.9, variant="stock")
+    stock.set_weights(fast.get_weights())
+    assert generator_settings(fast) == {"scale": 4, "num_blocks": 2, "filters": 8, "upsample": "pixel_shuffle",
+                                        "bn_momentum": 0.9}
+    portable = portable_generator(fast)
+    assert all(type(layer).__module__.startswith("keras") for layer in portable.layers)
+    x = np.random.default_rng(2).uniform(-1, 1, (2, 11, 13, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(portable(x)), np.asarray(stock(x)))
+    np.testing.assert_allclose(np.asarray(portable(x)), np.asarray(fast(x)), atol=1e-5)
+    path = tmp_path / "g.keras"
+    portable.save(path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.asarray(portable(x)))
+    script = (
+        "import sys, numpy as np, keras\n"
+        "m = keras.models.load_model(sys.argv[1], compile=False)\n"
+        "assert not any(k.startswith('upsampler') for k in sys.modules), 'upsampler was imported'\n"
+        "y = np.asarray(m(np.load(sys.argv[2])))\n"
+        "np.testing.assert_array_equal(y, np.load(sys.argv[3]))\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""run_all.sh: its help, argument checks, a smoke-size run on the shared data, resume, failure."""
+"""run_all.sh (a shim over upsampler.runner): its help, argument checks, where it runs, a smoke-size
+run on the shared data, resume, failure; the plan as data."""
 
 from __future__ import annotations
 
@@ -21,28 +22,54 @@ def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 
 def test_help_describes_every_option():
-    result = _run("--help", timeout=60)
+    result = _run("--help", timeout=120)
     assert result.returncode == 0, result.stderr
     for option in ("--profile", "--coco", "--celeba", "--out", "--epochs", "--pretrain-epochs", "--content-network",
-                   "--extractor", "--limit", "--celeba-groups", "BUILT-IN DEMO"):
+                   "--extractor", "--limit", "--celeba-groups", "--set", "BUILT-IN DEMO", "study-cpu", "examples:"):
         assert option in result.stdout, option
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--profile", "huge"], "--profile must be"),
-        (["--coco", "/nonexistent/coco"], "give both --coco and --celeba"),
+        (["--profile", "huge"], "argument --profile: invalid choice"),
+        (["--coco", str(REPO)], "give both --coco and --celeba"),
         (["--coco", "/nonexistent/a", "--celeba", "/nonexistent/b"], "no such file"),
-        (["--epochs", "many"], "--epochs must be a whole number"),
-        (["--content-network=random"], "--content-network must be"),
-        (["--frobnicate", "1"], "unknown option"),
+        (["--epochs", "many"], "argument --epochs: invalid int value"),
+        (["--content-network=random"], "argument --content-network: invalid choice"),
+        (["--frobnicate", "1"], "unrecognized arguments"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(args, message):
-    result = _run(*args, timeout=60)
+    result = _run(*args, timeout=120)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_runs_in_the_active_environment_when_it_has_tensorflow():
+    import sys
+
+    env = {**os.environ, "UPSAMPLER_PYTHON": sys.executable}
+    result = subprocess.run([str(SCRIPT), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0 and "(the active environment)" in result.stderr, result.stderr
+    env = {**os.environ, "UPSAMPLER_PYTHON": sys.executable, "UPSAMPLER_USE_VENV": "1"}
+    result = subprocess.run([str(SCRIPT), "--help"], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0 and ".venv" in result.stderr, result.stderr
+
+
+def test_the_plan_is_data():
+    from upsampler.runner import build_parser, plan, resolve
+
+    options = resolve(build_parser().parse_args(["--profile", "smoke", "--coco", str(REPO), "--celeba", str(REPO),
+                                                 "--out", "/tmp/x", "--epochs", "3"]))
+    steps = plan(options)
+    assert [s.name for s in steps] == NOTEBOOK_RUNS
+    assert all((REPO / "notebooks" / s.notebook).is_file() for s in steps)
+    train_b = steps[3].parameters
+    assert train_b["model"] == "model_b" and train_b["dataset"] == "celeba" and train_b["epochs"] == 3
+    assert steps[4].parameters["faces"] is True and "extractor" not in steps[4].parameters
+    demo = resolve(build_parser().parse_args([]))
+    assert demo.demo and demo.profile == "demo" and plan(demo)[4].parameters["faces"] is False
 
 
 def _listing(root: Path) -> dict[str, float]:
@@ -53,7 +80,7 @@ def _listing(root: Path) -> dict[str, float]:
 def test_smoke_run_on_shared_data_then_resume(shared_data, tmp_path):
     out = tmp_path / "out"
     args = ["--profile", "smoke", "--coco", str(shared_data / "general"), "--celeba", str(shared_data / "faces"),
-            "--out", str(out), "--limit", "32", "--extractor", "inception-untrained", "--extractor-size", "75"]
+            "--out", str(out), "--limit", "32"]
     first = _run(*args)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     study = out / "smoke"
@@ -71,7 +98,9 @@ def test_smoke_run_on_shared_data_then_resume(shared_data, tmp_path):
     assert "| Bicubic |" in markdown and "| Model A |" in markdown and "| Model B |" in markdown
     assert "SMOKE TEST" in markdown
     figures = {p.name for p in (study / "figures").glob("*.png")}
-    assert {"evaluation_fid_psnr_bars.png", "evaluation_comparison_grid.png", "model_a_losses.png",
+    with (study / "tables" / "evaluation_paired.csv").open(newline="") as handle:
+        assert {row["metric"] for row in csv.DictReader(handle)} >= {"identity_distance", "lpips_hed", "kid_face"}
+    assert {"evaluation_paired_differences.png", "evaluation_comparison_grid.png", "model_a_losses.png",
             "model_b_discriminator.png", "coco_pairs.png", "celeba_pairs.png"} <= figures
     # the faces were split by CelebA identity (found automatically beside ../shared/data/faces)
     assert "split by group" in (study / "notebooks" / "01_preprocess_celeba.ipynb").read_text()

@@ -149,6 +149,21 @@ def test_a_saturated_discriminator_is_reported(smoke_data, tmp_path, monkeypatch
     assert "saturated" in (tmp_path / "run" / "train.log").read_text()
 
 
+def test_a_collapsed_discriminator_is_reported(smoke_data, tmp_path, monkeypatch):
+    from upsampler import train as train_module
+
+    def collapsed(self, lr, hr, step):
+        return tf.constant([1.39, 0.7, 0.0, 0.69, 0.5, 0.49], tf.float32)
+
+    monkeypatch.setattr(train_module.SRGANTrainer, "_adversarial_step_impl", collapsed)
+    config = get_profile("smoke").override(["train.epochs=4", "train.saturation_patience=3"])
+    result = train(config, smoke_data, tmp_path / "run")
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "discriminator collapsed" in log and "collapsed for 3 consecutive epochs (1-3)" in log
+    assert not result.saturation_warning
+    assert any("collapsed" in line for line in result.summary)
+
+
 def test_cli_names_a_missing_data_folder(tmp_path):
     from upsampler.cli import main
 
@@ -217,3 +232,26 @@ def test_random_training_crops_train_a_discriminator_of_the_crop_size(smoke_data
     assert not trainer.use_hr_feature_cache
     metrics = trainer.run_epoch("adversarial", 1)
     assert np.isfinite(metrics["g_loss"]) and np.isfinite(metrics["d_loss"])
+
+
+def test_exported_generator_loads_without_upsampler_and_matches_the_trainer(smoke_data, tmp_path):
+    from upsampler.train import SRGANTrainer
+
+    config = get_profile("smoke").override(["train.epochs=1"])
+    train(config, smoke_data, tmp_path / "run")
+    trainer = SRGANTrainer(config, smoke_data, tmp_path / "run")
+    assert trainer.restore()
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.asarray(trainer.generator(x, training=False)))
+    script = (
+        "import sys, numpy as np, keras\n"
+        "m = keras.models.load_model(sys.argv[1], compile=False)\n"
+        "assert not any(k.startswith('upsampler') for k in sys.modules)\n"
+        "np.testing.assert_allclose(np.asarray(m(np.load(sys.argv[2]))), np.load(sys.argv[3]), atol=1e-5)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run" / "generator.keras"),
+                             str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]

@@ -21,8 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sr_bench": ("upsampler.metrics.cli", "PSNR/SSIM of bicubic or a generator on a folder of HR images."),
     "evaluate": ("upsampler.metrics.cli", "Bicubic vs generators on a test set: PSNR, SSIM, LPIPS-style, face identity, "
                                           "KID, paired 95%% intervals (FID where the Inception loads)."),
-    "losses": ("upsampler.losslog", "Plot a run's loss.csv or an original-format loss log; flag a saturated D."),
+    "losses": ("upsampler.plots", "Plot a run's loss.csv or an original-format loss log; flag a saturated D."),
     "benchmark": ("upsampler.bench", "Throughput and useful GFLOP/s of training, inference and the pipeline."),
+    "study": ("upsampler.runner", "Run the whole study through its notebooks (what ./run_all.sh runs)."),
     "demo_data": ("upsampler.demo", "Write the built-in demo datasets (photos shipped inside installed packages)."),
 }
 

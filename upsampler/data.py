@@ -9,6 +9,15 @@
     OUT/rejected.csv          one row per rejected file (source, kind, reason)
     OUT/preprocess.json       parameters and counts; written last, it marks the set complete
 
+Hostile inputs (see ``docs/hostile_inputs.md``) end as rows of ``rejected.csv``: zip members
+with absolute or ``..`` paths (``unsafe path``; a zip is never extracted, members are read in
+memory), members declaring more than :data:`~upsampler.images.MAX_FILE_BYTES` or compressed
+more than :data:`MAX_ZIP_RATIO` times (``too large``, ``zip bomb``; never decompressed),
+images declaring more than :data:`~upsampler.images.MAX_IMAGE_PIXELS` (``too large``; never
+decoded), animations and multi-page files (``multi-frame``), symlink loops, broken links and
+special files (``unreadable``; directory loops are walked once). File names that are not UTF-8
+are kept, written with ``\\xNN`` escapes (``caf\\xe9.png``).
+
 Running it again with the same source and parameters is a no-op ("already done"), which is
 what lets ``run_all.sh`` resume; different parameters into the same folder are refused
 (nothing is ever deleted). The train/test split depends only on the seed and the sorted
@@ -28,8 +37,11 @@ import csv
 import hashlib
 import json
 import os
+import re
+import stat
 import sys
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -38,10 +50,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from upsampler.config import DataConfig
-from upsampler.images import (
+from upsampler.images import (  # noqa: F401 - IMAGE_EXTENSIONS is also this module's public name
+    IMAGE_EXTENSIONS,
+    MAX_FILE_BYTES,
     ImageDecodeError,
     bicubic_downscale,
     load_rgb,
+    read_header,
+    readable_name,
     save_png,
 )
 
@@ -49,9 +65,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
 #: File extensions (lower case) treated as images when scanning a folder or zip.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
-)
 SPLITS = ("train", "test")
 FORMAT_VERSION = 1
 
@@ -60,6 +73,12 @@ MANIFEST_FILE = "manifest.csv"
 REJECTED_FILE = "rejected.csv"
 _IN_PROGRESS_FILE = ".preprocess-in-progress.json"
 _STAGING_DIR = ".staging"
+
+#: A zip member declaring more than ``MAX_ZIP_RATIO`` times its compressed size is a zip bomb
+#: (photos deflate by 1-3x; 50 MB of zeros by 1000x). Checked only above ``ZIP_RATIO_MIN_BYTES``,
+#: so that a small flat test image is never taken for one.
+MAX_ZIP_RATIO = 200
+ZIP_RATIO_MIN_BYTES = 2**20
 
 MANIFEST_COLUMNS = (
     "name", "split", "source", "sha256", "width", "height", "mode",
@@ -129,7 +148,7 @@ class PreprocessSummary:
         p = self.parameters
         head = "already done: " if self.already_done else ""
         lines = [
-            f"{head}{self.source} -> {self.out_dir}",
+            f"{head}{readable_name(self.source)} -> {readable_name(str(self.out_dir))}",
             f"  {self.n_accepted} accepted (train {self.n_train}, test {self.n_test}), "
             f"{self.n_rejected} rejected, of {self.n_candidates} image files examined",
         ]
@@ -149,8 +168,9 @@ class PreprocessSummary:
 
 @dataclass
 class _Candidate:
-    relpath: str  # POSIX-style, relative to the source
+    relpath: str  # POSIX-style, relative to the source, readable (see images.readable_name)
     read: Callable[[], bytes]
+    problem: tuple[str, str] | None = None  # (kind, reason): rejected without being read
 
 
 def _is_image_name(name: str) -> bool:
@@ -161,33 +181,61 @@ def _is_image_name(name: str) -> bool:
 
 
 def _folder_candidates(root: Path, exclude: Path | None) -> list[_Candidate]:
-    """Image files under ``root`` (recursive, symlinks followed once, ``exclude`` skipped)."""
+    """Image files under ``root`` (recursive, each real folder walked once, ``exclude`` skipped)."""
     candidates: list[_Candidate] = []
     seen_dirs: set[str] = set()
     exclude_real = os.path.realpath(exclude) if exclude is not None else None
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen_dirs or real == exclude_real:
+        if real in seen_dirs or real == exclude_real:  # also ends a link to a parent folder
             dirnames[:] = []
             continue
         seen_dirs.add(real)
         dirnames.sort()
         for filename in sorted(filenames):
             full = Path(dirpath) / filename
-            rel = full.relative_to(root).as_posix()
-            if _is_image_name(rel) and full.is_file():
-                candidates.append(_Candidate(rel, full.read_bytes))
+            rel = readable_name(full.relative_to(root).as_posix())
+            if _is_image_name(rel):
+                candidates.append(_Candidate(rel, full.read_bytes, _file_problem(full)))
     return candidates
+
+
+def _file_problem(path: Path) -> tuple[str, str] | None:
+    """Why ``path`` must not be read (a symlink loop, a FIFO, an oversized file), or None."""
+    try:
+        info = path.stat()
+    except OSError as exc:  # a broken link, a symlink loop (a -> b -> a)
+        return "unreadable", f"unreadable ({exc.strerror or type(exc).__name__})"
+    if not stat.S_ISREG(info.st_mode):  # reading a FIFO or a device would block or never end
+        return "unreadable", "unreadable (not a regular file)"
+    if info.st_size > MAX_FILE_BYTES:
+        return "too large", f"too large (file of {info.st_size:,} bytes, over the limit of {MAX_FILE_BYTES:,})"
+    return None
 
 
 def _zip_candidates(archive: zipfile.ZipFile) -> list[_Candidate]:
     candidates = []
     for info in archive.infolist():
-        if info.is_dir() or not _is_image_name(info.filename):
+        name = readable_name(info.filename.replace("\\", "/"))
+        if info.is_dir() or not _is_image_name(name):
             continue
-        name = info.filename.replace("\\", "/").lstrip("/")
-        candidates.append(_Candidate(name, lambda info=info: archive.read(info)))
+        candidates.append(_Candidate(name, lambda info=info: archive.read(info), _zip_member_problem(name, info)))
     return candidates
+
+
+def _zip_member_problem(name: str, info: zipfile.ZipInfo) -> tuple[str, str] | None:
+    """Why a zip member must not be read, from the zip's directory alone: an unsafe path
+    (absolute, a drive letter or a ``..`` part), or a declared size that is absurd."""
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in PurePosixPath(name).parts:
+        return "unsafe path", "unsafe path: absolute or with '..' parts (the zip is never extracted; member left out)"
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > ZIP_RATIO_MIN_BYTES and ratio > MAX_ZIP_RATIO:
+        return "zip bomb", (f"zip bomb: declares {info.file_size:,} bytes from {info.compress_size:,} compressed "
+                            f"(ratio {ratio:,.0f}, over {MAX_ZIP_RATIO}; not decompressed)")
+    if info.file_size > MAX_FILE_BYTES:
+        return "too large", (f"too large (declares {info.file_size:,} bytes uncompressed, "
+                             f"over the limit of {MAX_FILE_BYTES:,}; not decompressed)")
+    return None
 
 
 # ---- parameters and existing outputs ---------------------------------------------------
@@ -386,7 +434,8 @@ def _group_for(relpath: str, groups: Mapping[str, Any]) -> str | None:
 
 def _output_names(relpaths: list[str]) -> list[str]:
     """One file stem per item; a stem shared (case-insensitively) gets a path-hash suffix."""
-    stems = [PurePosixPath(r).stem for r in relpaths]
+    # a backslash would be a folder separator on Windows (readable names contain "\\xNN")
+    stems = [PurePosixPath(r).stem.replace("\\", "_") for r in relpaths]
     counts = Counter(s.lower() for s in stems)
     names: list[str] = []
     taken: set[str] = set()
@@ -461,7 +510,7 @@ def _multi_folder_candidates(folders: list[Path], exclude: Path) -> list[_Candid
         if not folder.is_dir():
             raise ValueError(f"source {folder} is not a folder (several sources must all be folders)")
         for c in _folder_candidates(folder, exclude=exclude):
-            candidates.append(_Candidate(f"{name}/{c.relpath}", c.read))
+            candidates.append(_Candidate(f"{readable_name(name)}/{c.relpath}", c.read, c.problem))
     return candidates
 
 
@@ -502,8 +551,10 @@ def preprocess(
         progress: show a tqdm bar (stderr) and print the summary (stdout).
 
     Rejected (listed in ``rejected.csv``, never fatal): empty, non-image, truncated or
-    corrupt files, images smaller than ``min_size`` on either side, and exact duplicates
-    (same file sha256, or the same decoded pixels) of an already accepted image.
+    corrupt files, images smaller than ``min_size`` on either side, exact duplicates
+    (same file sha256, or the same decoded pixels) of an already accepted image, and the
+    hostile inputs of the module docstring (unsafe zip paths, zip bombs, oversized files or
+    images, multi-frame files, symlink loops and special files).
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
@@ -546,7 +597,7 @@ def preprocess(
         if is_zip:
             try:
                 archive = zipfile.ZipFile(source_path)
-            except zipfile.BadZipFile as exc:
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
                 raise ValueError(f"{source_path} is not a readable zip file ({exc})") from exc
             candidates = _zip_candidates(archive)
         elif len(sources) > 1:
@@ -646,23 +697,19 @@ def _crop_candidates(
             break
         n_examined += 1
         relpath = candidate.relpath
-        try:
-            data = candidate.read()
-        except (OSError, zipfile.BadZipFile, RuntimeError) as exc:
-            rejected.append(RejectedFile(relpath, "unreadable", f"unreadable ({exc})"))
-            continue
-        if not data:
-            rejected.append(RejectedFile(relpath, "empty file", "empty file"))
+        data = _read_candidate(candidate)
+        if isinstance(data, RejectedFile):
+            rejected.append(data)
             continue
         file_hash = hashlib.sha256(data).hexdigest()
         if file_hash in by_file_hash:
             rejected.append(RejectedFile(relpath, "duplicate", f"duplicate of {by_file_hash[file_hash]}"))
             continue
-        try:
-            image = load_rgb(data, name=relpath)
-        except ImageDecodeError as exc:
-            rejected.append(RejectedFile(relpath, exc.kind, exc.reason))
+        decoded = _decode_candidate(data, relpath)
+        if isinstance(decoded, RejectedFile):
+            rejected.append(decoded)
             continue
+        image, mode = decoded
         height, width = image.shape[:2]
         if width < min_side or height < min_side:
             rejected.append(RejectedFile(relpath, "too small", f"too small: {width}x{height} < {min_side}"))
@@ -692,7 +739,7 @@ def _crop_candidates(
         save_png(lr, staging / f"{file_hash}_lr.png")
         by_file_hash[file_hash] = relpath
         by_pixel_hash[pixel_hash] = relpath
-        accepted.append(_Accepted(relpath, file_hash, width, height, _source_mode(data), top, left, group))
+        accepted.append(_Accepted(relpath, file_hash, width, height, mode, top, left, group))
     bar.close()
     if missing_group:
         examples = ", ".join(missing_group[:3])
@@ -703,17 +750,31 @@ def _crop_candidates(
     return accepted, rejected, n_examined
 
 
-def _source_mode(data: bytes) -> str:
-    """Pillow mode of the original file (for the manifest), e.g. ``RGB``, ``CMYK``, ``I;16``."""
-    import io
-
-    from PIL import Image
-
+def _read_candidate(candidate: _Candidate) -> bytes | RejectedFile:
+    """The file's bytes, or why it is rejected (a problem found before reading, a read error, empty)."""
+    if candidate.problem is not None:
+        return RejectedFile(candidate.relpath, *candidate.problem)
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.mode
-    except Exception:  # already decoded once; never fatal here
-        return ""
+        data = candidate.read()
+    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
+        # RuntimeError: an encrypted zip member; NotImplementedError: an unknown compression method
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        return RejectedFile(candidate.relpath, "unreadable", f"unreadable ({readable_name(detail)})")
+    if not data:
+        return RejectedFile(candidate.relpath, "empty file", "empty file")
+    return data
+
+
+def _decode_candidate(data: bytes, relpath: str) -> tuple[np.ndarray, str] | RejectedFile:
+    """The upright RGB pixels and the file's Pillow mode (for the manifest), or why it is rejected."""
+    try:
+        header = read_header(data, name=relpath)
+        if header.frames > 1:  # which frame is "the" picture is a guess: leave it out
+            return RejectedFile(relpath, "multi-frame",
+                                f"multi-frame: {header.format} of {header.frames} frames (a training image is one picture)")
+        return load_rgb(data, name=relpath), header.mode
+    except ImageDecodeError as exc:
+        return RejectedFile(relpath, exc.kind, exc.reason)
 
 
 def _finish(
@@ -789,10 +850,7 @@ def _finish(
 # ---- reading a processed set -----------------------------------------------------------
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return load_rgb(path)
 
 
 def load_split(processed_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

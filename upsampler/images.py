@@ -31,25 +31,49 @@ CMYK, YCbCr, others    Pillow's ``convert("RGB")`` (Adobe-inverted CMYK JPEGs ar
 
 EXIF orientation is applied first (``ImageOps.exif_transpose``), so a portrait photo stored
 sideways comes out upright. ICC profiles are ignored (pixels are taken as sRGB). Multi-frame
-files (GIF, TIFF) give their first frame. Known limit: Pillow itself reads 16-bit-per-channel
+files (GIF, TIFF) give their first frame; :func:`read_header` counts the frames so that a
+caller can refuse them or say so. Pillow's warnings (oversized images, malformed EXIF, palette
+transparency) are silenced while decoding: each is either checked here or handled by the policy
+above, and a caller running with warnings as errors must not see them turn into rejections.
+
+Hostile files: an image declaring more than ``max_pixels`` (default :data:`MAX_IMAGE_PIXELS`)
+is refused from its header, before any pixel is decoded, and a path larger than
+:data:`MAX_FILE_BYTES` or that is not a regular file (a FIFO, a device) is refused before it is
+read. Pillow's own guard refuses more than ``2 * Image.MAX_IMAGE_PIXELS`` (179 MP) whatever
+``max_pixels`` says. Known limit: Pillow itself reads 16-bit-per-channel
 *colour* PNGs as 8-bit RGB by keeping the high byte (``v // 256``), which differs from
 ``round(v / 257)`` by at most one level; only 16-bit *grey* PNGs reach us at full depth.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import stat
+import unicodedata
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import IO, Callable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 PathOrBytes = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
+#: File extensions (lower case) read as images everywhere: preprocess, upscale, the benchmarks.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+#: Largest image :func:`load_rgb` decodes by default, width x height in pixels: Pillow's own
+#: warning threshold (about 0.25 GiB as RGBA). Checked on the header, before decoding.
+MAX_IMAGE_PIXELS = 89_478_485
+#: Largest file :func:`load_rgb` reads from a path (``preprocess`` applies it to every source file).
+MAX_FILE_BYTES = 256 * 2**20
 
 
 class ImageDecodeError(ValueError):
@@ -57,7 +81,8 @@ class ImageDecodeError(ValueError):
 
     ``str(error)`` is ``"<name>: <reason>"``. ``kind`` is a short category used to group
     rejections in summaries: ``"empty file"``, ``"not an image"``, ``"truncated"``,
-    ``"corrupt"``, ``"too large"``, ``"unsupported mode"`` or ``"unreadable"``; ``reason``
+    ``"corrupt"``, ``"too large"`` (pixels or bytes over a limit), ``"unsupported mode"`` or
+    ``"unreadable"`` (also: not a regular file, a symlink loop); ``reason``
     is the category plus detail, e.g. ``"truncated (image file is truncated ...)"``.
     """
 
@@ -68,19 +93,80 @@ class ImageDecodeError(ValueError):
         super().__init__(f"{name}: {self.reason}")
 
 
+def readable_name(name: str) -> str:
+    """``name`` safe to print and to write as UTF-8: bytes that are not UTF-8 (a Linux file name
+    such as ``b"caf\\xe9.png"``, which Python holds as a lone surrogate) and control characters
+    become ``\\xNN`` escapes (``caf\\xe9.png``); any other name is returned unchanged."""
+    try:
+        text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        text = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text)
+
+
 # ---- decoding --------------------------------------------------------------------------
 
-def load_rgb(path_or_bytes: PathOrBytes, name: str | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file declares, read without decoding its pixels."""
+
+    width: int
+    height: int
+    mode: str  # Pillow mode of the file, e.g. "RGB", "P", "I;16"
+    format: str  # Pillow format name, e.g. "PNG", "GIF"
+    frames: int  # 1 for a still image; more for an animation or a multi-page file
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def read_header(path_or_bytes: PathOrBytes, name: str | None = None) -> ImageHeader:
+    """Size, mode, format and frame count of an image file (a path, or its bytes), not decoded.
+
+    Raises:
+        ImageDecodeError: as :func:`load_rgb`, for what can be told from the header
+            (an empty or unreadable file, not an image, beyond Pillow's size guard).
+        FileNotFoundError: the path does not exist.
+    """
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        label = name if name is not None else "<bytes>"
+        data = bytes(path_or_bytes)
+        if not data:
+            raise ImageDecodeError(label, "empty file")
+        return _header_of(io.BytesIO(data), label)
+    path = Path(path_or_bytes)
+    label = name if name is not None else readable_name(str(path))
+    if _checked_file_size(path, label) == 0:
+        raise ImageDecodeError(label, "empty file")
+    with path.open("rb") as handle:
+        return _header_of(handle, label)
+
+
+def _header_of(handle: IO[bytes], label: str) -> ImageHeader:
+    with _quiet_pillow(), _open(handle, label) as img:
+        try:
+            frames = int(getattr(img, "n_frames", 1))
+        except Exception as exc:  # a damaged frame table
+            raise ImageDecodeError(label, "corrupt", f"cannot count frames: {_short(exc)}") from exc
+        return ImageHeader(img.width, img.height, img.mode, img.format or "", frames)
+
+
+def load_rgb(
+    path_or_bytes: PathOrBytes, name: str | None = None, *, max_pixels: int | None = MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """Decode an image file (a path, or its bytes) to an ``(H, W, 3)`` ``uint8`` RGB array.
 
     ``name`` labels the file in error messages (default: the path, or ``"<bytes>"``).
     EXIF orientation is applied and every Pillow mode is converted by the policy in the
     module docstring. The whole file is decoded (``Image.load``), so truncated files fail
-    here instead of producing grey bands later.
+    here instead of producing grey bands later. An image of more than ``max_pixels`` pixels
+    (None: no limit of ours) is refused from its header, before decoding.
 
     Raises:
         ImageDecodeError: (a ``ValueError``) empty file, not an image, truncated or
-            corrupt data, an unsupported mode, or a decompression bomb; the message names
+            corrupt data, an unsupported mode, or too large (over ``max_pixels``, a
+            decompression bomb, a file over :data:`MAX_FILE_BYTES`); the message names
             the file and the reason.
         FileNotFoundError: the path does not exist.
     """
@@ -89,44 +175,80 @@ def load_rgb(path_or_bytes: PathOrBytes, name: str | None = None) -> np.ndarray:
         label = name if name is not None else "<bytes>"
     else:
         path = Path(path_or_bytes)
-        label = name if name is not None else str(path)
+        label = name if name is not None else readable_name(str(path))
+        _checked_file_size(path, label)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise
-        except OSError as exc:  # permissions, a directory, an I/O error
+        except OSError as exc:  # permissions, an I/O error
             raise ImageDecodeError(label, "unreadable", exc.strerror or str(exc)) from exc
-    return _decode_bytes(data, label)
+    return _decode_bytes(data, label, max_pixels)
 
 
-def _decode_bytes(data: bytes, label: str) -> np.ndarray:
-    if len(data) == 0:
-        raise ImageDecodeError(label, "empty file")
+def _checked_file_size(path: Path, label: str) -> int:
+    """The size of ``path``; ImageDecodeError unless it is a regular file of at most MAX_FILE_BYTES."""
     try:
-        img = Image.open(io.BytesIO(data))
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():  # a link to nowhere: the link exists, so say what is wrong with it
+            raise ImageDecodeError(label, "unreadable", "broken symbolic link") from None
+        raise
+    except OSError as exc:  # a symlink loop (a -> b -> a), permissions
+        raise ImageDecodeError(label, "unreadable", exc.strerror or str(exc)) from exc
+    if not stat.S_ISREG(info.st_mode):  # a directory; a FIFO or a device would block or never end
+        raise ImageDecodeError(label, "unreadable", "not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ImageDecodeError(label, "too large", f"file of {info.st_size:,} bytes, over the limit of {MAX_FILE_BYTES:,}")
+    return info.st_size
+
+
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    # Pillow's warnings are about sizes checked here, EXIF that is skipped, palette transparency
+    # that the policy handles; under a caller's "warnings as errors" they must not reject a file.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _open(handle: IO[bytes], label: str) -> Image.Image:
+    """``Image.open`` (header only) with its errors turned into ImageDecodeError."""
+    try:
+        return Image.open(handle)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(label, "not an image", "unrecognised file format") from exc
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(label, "too large", str(exc)) from exc
     except Exception as exc:  # Pillow plugins raise SyntaxError/OSError/... on bad headers
         raise ImageDecodeError(label, "corrupt", _short(exc)) from exc
-    try:
-        img.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(label, "too large", str(exc)) from exc
-    except Exception as exc:  # OSError "image file is truncated", SyntaxError "broken PNG", ...
-        message = _short(exc)
-        kind = "truncated" if "truncat" in message.lower() else "corrupt"
-        raise ImageDecodeError(label, kind, message) from exc
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # unreadable EXIF block: keep the pixels as stored
-        pass
-    try:
-        rgb = _to_rgb_array(img)
-    except Exception as exc:
-        raise ImageDecodeError(label, "unsupported mode", f"{img.mode}: {_short(exc)}") from exc
-    return rgb
+
+
+def _decode_bytes(data: bytes, label: str, max_pixels: int | None) -> np.ndarray:
+    if len(data) == 0:
+        raise ImageDecodeError(label, "empty file")
+    with _quiet_pillow():
+        img = _open(io.BytesIO(data), label)
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageDecodeError(label, "too large",
+                                   f"{width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}")
+        try:
+            img.load()
+        except Image.DecompressionBombError as exc:
+            raise ImageDecodeError(label, "too large", str(exc)) from exc
+        except Exception as exc:  # OSError "image file is truncated", SyntaxError "broken PNG", ...
+            message = _short(exc)
+            kind = "truncated" if "truncat" in message.lower() else "corrupt"
+            raise ImageDecodeError(label, kind, message) from exc
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # unreadable EXIF block: keep the pixels as stored
+            pass
+        try:
+            return _to_rgb_array(img)
+        except Exception as exc:
+            raise ImageDecodeError(label, "unsupported mode", f"{img.mode}: {_short(exc)}") from exc
 
 
 def _short(exc: BaseException) -> str:

@@ -33,20 +33,36 @@ with ``overlap=16`` (four tiles per call) 2.42 GB, 144 s.
 :func:`upsampler.plots.panel_figure`; the "Bicubic" panel is a real Pillow bicubic upscale
 (:func:`upsampler.images.bicubic_upscale`), not matplotlib display interpolation.
 
+**Hostile inputs.** ``upsampler upscale`` reads every input's header before loading a model or
+decoding a pixel, and stops with a one-line error when a file is not an image, or when its SR
+output would exceed ``--max-output-pixels`` (default :data:`MAX_OUTPUT_PIXELS`, 8192 x 8192: at
+x4 an LR input of 2048 x 2048, or an HR input of 8192 x 8192 with ``--input-is-hr``); a
+20000 x 20000 photo (an 80000 x 80000 output) never gets decoded. Of an animated GIF or a
+multi-page TIFF the first frame is upscaled, with a one-line note on stderr.
+
 TensorFlow is imported only when a generator is loaded or run.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+from .images import IMAGE_EXTENSIONS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .images import ImageHeader
+
+
+#: Largest SR image ``upsampler upscale`` makes unless ``--max-output-pixels`` says otherwise:
+#: 8192 x 8192 pixels (192 MiB as uint8 RGB).
+MAX_OUTPUT_PIXELS = 8192 * 8192
 
 
 # ---- the generator's geometry ---------------------------------------------------------------
@@ -69,6 +85,11 @@ def receptive_field_radius(generator) -> int:
     scale = 1.0
     for layer in _flat_layers(generator):
         kernel = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
+        if type(layer).__name__ == "Conv2DTranspose":  # upsamples by its strides (the portable pixel shuffle)
+            k, stride = max(_pair(kernel)), max(_pair(layer.strides))
+            radius += max(0, k - stride) / 2 / scale
+            scale *= stride
+            continue
         if kernel is not None:
             k = max(_pair(kernel))
             dilation = max(_pair(getattr(layer, "dilation_rate", 1) or 1))
@@ -138,10 +159,12 @@ _COMPILED: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
 def _predict_fn(generator):
-    """``generator(x, training=False)`` as one ``tf.function`` for any batch and size.
+    """``generator(x, training=False)`` as one ``tf.function``, traced once per input shape.
 
     Graph execution frees each activation as soon as it is consumed; Keras' eager call keeps
-    them alive to the end of the call (measured: 3x the peak memory).
+    them alive to the end of the call (measured: 3x the peak memory). Shapes stay concrete (a
+    tiled image has a handful of window shapes): Keras' UpSampling2D, the original study's
+    upsampling, cannot be traced with unknown height and width.
     """
     try:
         return _COMPILED[generator]
@@ -150,8 +173,7 @@ def _predict_fn(generator):
     import tensorflow as tf
 
     model_ref = weakref.ref(generator)  # the cache must not keep the model alive
-    fn = tf.function(lambda x: model_ref()(x, training=False),
-                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], reduce_retracing=True)
+    fn = tf.function(lambda x: model_ref()(x, training=False), reduce_retracing=False)
     try:
         _COMPILED[generator] = fn
     except TypeError:
@@ -379,6 +401,9 @@ def configure_upscale_parser(p) -> None:
     group.add_argument("--input-is-hr", action="store_true",
                        help="the images are HR: mod-crop, bicubic-downscale to LR, then upscale; default for kinds "
                             "with an HR panel")
+    p.add_argument("--max-output-pixels", type=int, default=MAX_OUTPUT_PIXELS, metavar="N",
+                   help="refuse an input whose SR output would have more than N pixels (8192 x 8192 by default), "
+                        "before decoding it; 0 = no limit")
     p.add_argument("--label-a", help="panel label of --model (default: 'Model A (<name>)' or 'SR (<name>)')")
     p.add_argument("--label-b", help="panel label of --model-b (default: 'Model B (<name>)')")
 
@@ -400,19 +425,36 @@ def expand_images(items: Sequence[str | Path]) -> list[Path]:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such image")
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
-                raise FileNotFoundError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise FileNotFoundError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             paths.extend(found)
         else:
             paths.append(path)
     return paths
 
 
+def output_size(header: "ImageHeader", scale: int, input_is_lr: bool) -> tuple[int, int]:
+    """``(width, height)`` of the SR image made from an input of ``header``'s size: the input
+    times ``scale``, or (an HR input) the input mod-cropped to multiples of ``scale``."""
+    if input_is_lr:
+        return header.width * scale, header.height * scale
+    return header.width - header.width % scale, header.height - header.height % scale
+
+
+def check_output_size(name: str, header: "ImageHeader", scale: int, input_is_lr: bool, max_pixels: int) -> None:
+    """ValueError naming ``name`` when its SR output would exceed ``max_pixels`` (0: no limit)."""
+    width, height = output_size(header, scale, input_is_lr)
+    if max_pixels and width * height > max_pixels:
+        raise ValueError(f"{name}: a {header.width}x{header.height} input gives a {width}x{height} output at x{scale} "
+                         f"({width * height:,} pixels), over the limit of {max_pixels:,}; "
+                         "raise it with --max-output-pixels (0 for none)")
+
+
 def run_upscale(args) -> int:
     from tqdm import tqdm
 
-    from .images import load_rgb
+    from .images import load_rgb, read_header, readable_name
     from .plots import note_for_run
 
     kind = KINDS[args.kind]
@@ -428,7 +470,12 @@ def run_upscale(args) -> int:
     if tile is not None and tile < 1:
         raise ValueError(f"--tile must be >= 1 (or 0 for whole images), got {args.tile}")
 
+    max_output = args.max_output_pixels
+    if max_output < 0:
+        raise ValueError(f"--max-output-pixels must be >= 0 (0 for no limit), got {max_output}")
+
     images = expand_images(args.images)
+    headers = [read_header(path) for path in images]  # a file that is not an image stops here, before any work
     from .pretrained import resolve
 
     model_paths = [resolve(args.model)] + ([resolve(args.model_b)] if args.model_b else [])
@@ -443,6 +490,8 @@ def run_upscale(args) -> int:
     if len(set(scales)) > 1:
         raise ValueError(f"the models upscale by different factors: {args.model} x{scales[0]}, {args.model_b} x{scales[1]}")
     scale = scales[0]
+    for path, header in zip(images, headers):
+        check_output_size(readable_name(str(path)), header, scale, input_is_lr, max_output)
     note = next((n for n in (note_for_run(p) for p in model_paths) if n), None)
     two = len(generators) == 2
     label_a = args.label_a or (f"Model A ({_model_name(model_paths[0])})" if two else f"SR ({_model_name(model_paths[0])})")
@@ -452,8 +501,12 @@ def run_upscale(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     stems: dict[str, int] = {}
-    for path in tqdm(images, desc="upscale", unit="image", disable=None):
-        image = load_rgb(path)
+    for path, header in tqdm(list(zip(images, headers)), desc="upscale", unit="image", disable=None):
+        name = readable_name(path.name)
+        if header.frames > 1:
+            tqdm.write(f"note: {name}: {header.format} of {header.frames} frames; only the first is upscaled",
+                       file=sys.stderr)
+        image = load_rgb(path, max_pixels=header.pixels)  # the size just checked, should the file change
         if input_is_lr:
             hr, lr = None, image
         else:
@@ -466,11 +519,12 @@ def run_upscale(args) -> int:
             stem = f"{stem}_{stems[stem]}"
         written += render_kind(
             kind, lr=lr, sr_a=srs[0], sr_b=srs[1] if two else None, hr=hr, scale=scale,
-            label_a=label_a, label_b=label_b, out_dir=out_dir, stem=stem, note=note, title=path.name,
+            label_a=label_a, label_b=label_b, out_dir=out_dir, stem=stem, note=note, title=name,
         )
     for path in written:
-        print(path)
-    print(f"{len(images)} image(s), x{scale}, kind {kind.name}: {len(written)} file(s) in {out_dir}")
+        print(readable_name(str(path)))
+    where = readable_name(str(out_dir))
+    print(f"{len(images)} image(s), x{scale}, kind {kind.name}: {len(written)} file(s) in {where}")
     if note:
         print(note)
     return 0

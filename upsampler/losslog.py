@@ -481,6 +481,34 @@ def detect_saturation(
     return SaturationReport(False, "no discriminator losses or probabilities in this log", "none")
 
 
+def detect_collapse(frame: pd.DataFrame, *, patience: int = 3, tolerance: float = 0.05) -> SaturationReport:
+    """Flag a *collapsed* discriminator: D(real) and D(fake) both within ``tolerance`` of 0.5 for
+    ``patience`` consecutive epochs - D no longer tells real from generated images, so the
+    adversarial term carries no information (the opposite failure to saturation). Needs the
+    ``d_real``/``d_fake`` columns of this project's loss.csv. The report reads "SATURATED" /
+    "not saturated" in ``str()``; use :func:`collapse_line` for a collapse message.
+    """
+    if patience < 1:
+        raise ValueError(f"patience must be >= 1, got {patience}")
+    if not 0.0 < tolerance < 0.5:
+        raise ValueError(f"tolerance must be in (0, 0.5), got {tolerance}")
+    rows = per_epoch(adversarial_rows(frame))
+    if not {"d_real", "d_fake"} <= set(rows.columns) or not rows["d_real"].notna().any():
+        return SaturationReport(False, "no D(real)/D(fake) in this log", "none")
+    judged = rows[rows["d_real"].notna() & rows["d_fake"].notna()]
+    r, f = judged["d_real"].to_numpy(float), judged["d_fake"].to_numpy(float)
+    mask = (np.abs(r - 0.5) <= tolerance) & (np.abs(f - 0.5) <= tolerance)
+    stats = (f"D(real) mean {r.mean():.3f}, D(fake) mean {f.mean():.3f} over {len(r)} epochs; "
+             f"{mask.mean():.0%} of epochs have both within {tolerance:g} of 0.5")
+    report = _verdict(judged["epoch"].to_numpy(int), mask, patience, "probabilities", stats)
+    return SaturationReport(report.saturated, report.evidence.replace("saturated", "collapsed"), report.method,
+                            report.epochs, report.zones, report.ongoing, report.fraction)
+
+
+def collapse_line(report: SaturationReport) -> str:
+    return ("COLLAPSED: " if report.saturated else "not collapsed: ") + report.evidence
+
+
 def _verdict(epochs: np.ndarray, mask: np.ndarray, patience: int, method: str, stats: str) -> SaturationReport:
     if len(epochs) == 0:
         return SaturationReport(False, "no epochs to judge", method)
@@ -528,70 +556,3 @@ def _runs_of_true(epochs: np.ndarray, mask: np.ndarray) -> list[tuple[tuple[int,
     if start is not None:
         runs.append(((start, prev_epoch), length))
     return runs
-
-
-# ---- command line ----------------------------------------------------------------------------
-
-def configure_losses_parser(p) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="loss logs: a run's loss.csv (or its run directory) or an original-format text log")
-    p.add_argument("--out", required=True, metavar="FIG",
-                   help="figure to write (PNG): one row per log, all epochs | zoomed window; "
-                        "a discriminator figure per log is written beside it as FIG-stem_discriminator_<log>.png")
-    p.add_argument("--zoom", nargs=2, type=int, metavar=("START", "END"), default=(1500, 1750),
-                   help="epochs of the zoomed panel (default 1500 1750, as the original; clipped to the run)")
-    p.add_argument("--no-zoom", action="store_true", help="no zoomed panel")
-    p.add_argument("--adversarial-weight", type=float, default=1e-3,
-                   help="weight the adversarial curve is multiplied by (default 1e-3, the study's)")
-    p.add_argument("--patience", type=int, default=3, help="consecutive saturated epochs for the verdict (default 3)")
-    p.add_argument("--threshold", type=float, default=0.05,
-                   help="probability margin for a saturated D: both >= 1-t or both <= t (default 0.05)")
-
-
-def run_losses(args) -> int:
-    from . import plots
-
-    logs = [read_loss_log(p) for p in args.paths]
-    labels = _unique_labels(logs)
-    zoom = None if args.no_zoom else tuple(args.zoom)
-    note = _untrained_note_for_logs(logs)
-    out = Path(args.out)
-    if out.suffix == "":
-        out = out.with_suffix(".png")
-    for label, log in zip(labels, logs):
-        for line in log.summary_lines():
-            print(line)
-        report = detect_saturation(log.frame, patience=args.patience, threshold=args.threshold)
-        print(f"  discriminator: {report}")
-        disc_path = out.with_name(f"{out.stem}_discriminator_{_slug(Path(label).stem)}{out.suffix}")
-        fig = plots.plot_discriminator(log.frame, title=f"{label}: discriminator", path=disc_path, note=note,
-                                       patience=args.patience, threshold=args.threshold)
-        plots.close(fig)
-        print(f"  wrote {disc_path}")
-    if len(logs) > 1:
-        for line in find_copied_records(logs).summary_lines():
-            print(line)
-    fig = plots.plot_loss_logs(
-        [(label, log.frame) for label, log in zip(labels, logs)],
-        adversarial_weight=args.adversarial_weight, zoom=zoom, path=out, note=note,
-    )
-    plots.close(fig)
-    print(f"wrote {out}")
-    if note:
-        print(note)
-    return 0
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "log"
-
-
-def _untrained_note_for_logs(logs: Sequence[LossLog]) -> str | None:
-    """The untrained-VGG note when a log's run directory has a config.json that used it."""
-    from .plots import note_for_run
-
-    for log in logs:
-        note = note_for_run(log.path.parent)
-        if note:
-            return note
-    return None

@@ -154,22 +154,50 @@ class SpaceToDepthConv2D(layers.Conv2D):
         return tf.nn.depth_to_space(y, 2)
 
 
-# The layer classes the builders use; ``USE_FUSED_LAYERS = False`` (or the environment variable
-# UPSAMPLER_STOCK_LAYERS=1) gives the stock Keras ones - same weights and names; benchmarks
-# compare both; saved files of either kind load.
-USE_FUSED_LAYERS = os.environ.get("UPSAMPLER_STOCK_LAYERS", "") not in ("1", "true", "yes")
+# Layer variants of the builders (``variant=``): "stock" - stock Keras layers (and the registered
+# PixelShuffle); "fast" - the fused training-time layers above (same weights, names and values);
+# "portable" - stock layers only, the shuffle as a fixed transposed convolution, so a saved file
+# loads with plain Keras in a process that never imports upsampler. Saved files of any kind load here.
+VARIANTS = ("stock", "fast", "portable")
 
 
-def _bn(**kwargs):
-    return (FusedBatchNormalization if USE_FUSED_LAYERS else layers.BatchNormalization)(**kwargs)
+def _check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return variant
 
 
-def _prelu(**kwargs):
-    return (FastPReLU if USE_FUSED_LAYERS else layers.PReLU)(**kwargs)
+def _bn(variant: str, **kwargs):
+    return (FusedBatchNormalization if variant == "fast" else layers.BatchNormalization)(**kwargs)
 
 
-def _output_conv(*args, **kwargs):
-    return (SpaceToDepthConv2D if USE_FUSED_LAYERS else layers.Conv2D)(*args, **kwargs)
+def _prelu(variant: str, **kwargs):
+    return (FastPReLU if variant == "fast" else layers.PReLU)(**kwargs)
+
+
+def _output_conv(variant: str, *args, **kwargs):
+    return (SpaceToDepthConv2D if variant == "fast" else layers.Conv2D)(*args, **kwargs)
+
+
+def shuffle_kernel(channels: int):
+    """The (2, 2, C, 4 C) one-hot kernel that makes a 2x2, stride-2 transposed convolution a pixel
+    shuffle (``depth_to_space(x, 2)``): input channel ``(2 i + j) C + c`` goes to output channel
+    ``c`` at sub-pixel ``(i, j)``. Each output is one product ``1.0 * x`` plus exact zeros, so the
+    result equals the shuffle bit for bit."""
+    import numpy as np
+
+    kernel = np.zeros((2, 2, channels, 4 * channels), np.float32)
+    for i in range(2):
+        for j in range(2):
+            kernel[i, j, np.arange(channels), (2 * i + j) * channels + np.arange(channels)] = 1.0
+    return kernel
+
+
+def _shuffle(variant: str, channels: int, name: str):
+    if variant == "portable":
+        return layers.Conv2DTranspose(channels, 2, strides=2, padding="valid", use_bias=False, trainable=False,
+                                      name=name)
+    return PixelShuffle(2, name=name)
 
 
 def _upsample_steps(scale: int) -> int:
@@ -188,6 +216,7 @@ def build_generator(
     bn_momentum: float = 0.5,
     input_size: int | None = None,
     name: str = "generator",
+    variant: str = "stock",
 ) -> keras.Model:
     """SRResNet generator: LR image in [-1, 1] -> SR image in [-1, 1] (``scale`` times larger).
 
@@ -204,37 +233,45 @@ def build_generator(
         bn_momentum: BatchNormalization momentum (the original's 0.5).
         input_size: fixes the LR side; ``None`` (default) accepts any size, which tiled
             inference relies on.
+        variant: ``"stock"``, ``"fast"`` (fused training-time layers; the trainer's choice) or
+            ``"portable"`` (plain Keras only; see :func:`portable_generator`). Same weights and
+            layer names in all three.
     """
+    _check_variant(variant)
     if upsample not in ("pixel_shuffle", "nearest"):
         raise ValueError(f"upsample must be 'pixel_shuffle' or 'nearest', got {upsample!r}")
     steps = _upsample_steps(scale)
 
     lr = keras.Input(shape=(input_size, input_size, 3), name="lr")
     x = layers.Conv2D(filters, 9, padding="same", name="head_conv")(lr)
-    x = _prelu(shared_axes=[1, 2], name="head_prelu")(x)
+    x = _prelu(variant, shared_axes=[1, 2], name="head_prelu")(x)
     head = x
     for b in range(num_blocks):
         skip = x
         x = layers.Conv2D(filters, 3, padding="same", name=f"res_block_{b}_conv_1")(x)
-        x = _bn(momentum=bn_momentum, name=f"res_block_{b}_bn_1")(x)
-        x = _prelu(shared_axes=[1, 2], name=f"res_block_{b}_prelu")(x)
+        x = _bn(variant, momentum=bn_momentum, name=f"res_block_{b}_bn_1")(x)
+        x = _prelu(variant, shared_axes=[1, 2], name=f"res_block_{b}_prelu")(x)
         x = layers.Conv2D(filters, 3, padding="same", name=f"res_block_{b}_conv_2")(x)
-        x = _bn(momentum=bn_momentum, name=f"res_block_{b}_bn_2")(x)
+        x = _bn(variant, momentum=bn_momentum, name=f"res_block_{b}_bn_2")(x)
         x = layers.Add(name=f"res_block_{b}_add")([skip, x])
     x = layers.Conv2D(filters, 3, padding="same", name="trunk_conv")(x)
-    x = _bn(momentum=bn_momentum, name="trunk_bn")(x)
+    x = _bn(variant, momentum=bn_momentum, name="trunk_bn")(x)
     x = layers.Add(name="trunk_add")([head, x])
     for u in range(steps):
         if upsample == "pixel_shuffle":
             x = layers.Conv2D(filters * 4, 3, padding="same", name=f"upsample_{u}_conv")(x)
-            x = PixelShuffle(2, name=f"upsample_{u}_shuffle")(x)
-            x = _prelu(shared_axes=[1, 2], name=f"upsample_{u}_prelu")(x)
+            x = _shuffle(variant, filters, f"upsample_{u}_shuffle")(x)
+            x = _prelu(variant, shared_axes=[1, 2], name=f"upsample_{u}_prelu")(x)
         else:
             x = layers.Conv2D(256, 3, padding="same", name=f"upsample_{u}_conv")(x)
             x = layers.UpSampling2D(2, interpolation="nearest", name=f"upsample_{u}_nearest")(x)
             x = layers.LeakyReLU(negative_slope=0.2, name=f"upsample_{u}_lrelu")(x)
-    sr = _output_conv(3, 9, padding="same", activation="tanh", name="sr", dtype="float32")(x)
-    return keras.Model(lr, sr, name=name)
+    sr = _output_conv(variant, 3, 9, padding="same", activation="tanh", name="sr", dtype="float32")(x)
+    model = keras.Model(lr, sr, name=name)
+    if variant == "portable":
+        for u in range(steps if upsample == "pixel_shuffle" else 0):
+            model.get_layer(f"upsample_{u}_shuffle").set_weights([shuffle_kernel(filters)])
+    return model
 
 
 DISCRIMINATOR_BLOCKS = ((1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1), (8, 2))  # (filter multiple, stride)
@@ -247,6 +284,7 @@ def build_discriminator(
     dense_units: int = 1024,
     bn_momentum: float = 0.5,
     name: str = "discriminator",
+    variant: str = "stock",
 ) -> keras.Model:
     """SRGAN discriminator: HR-sized image in [-1, 1] -> one real/fake **logit** per image.
 
@@ -256,6 +294,7 @@ def build_discriminator(
     logits (numerically stable; the original's clipped probabilities saturated and passed no
     gradient). ~68.1 M parameters at 176x176, 63.4 M of them in the first Dense layer.
     """
+    _check_variant(variant)
     if hr_size % 16:
         raise ValueError(f"hr_size must be divisible by 16 (four stride-2 blocks), got {hr_size}")
     hr = keras.Input(shape=(hr_size, hr_size, 3), name="image")
@@ -263,7 +302,7 @@ def build_discriminator(
     x = layers.LeakyReLU(negative_slope=0.2, name="lrelu_0")(x)
     for i, (multiple, stride) in enumerate(DISCRIMINATOR_BLOCKS, start=1):
         x = layers.Conv2D(filters * multiple, 3, strides=stride, padding="same", name=f"conv_{i}")(x)
-        x = _bn(momentum=bn_momentum, name=f"bn_{i}")(x)
+        x = _bn(variant, momentum=bn_momentum, name=f"bn_{i}")(x)
         x = layers.LeakyReLU(negative_slope=0.2, name=f"lrelu_{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense_units, name="dense_0")(x)
@@ -272,16 +311,49 @@ def build_discriminator(
     return keras.Model(hr, logit, name=name)
 
 
-def build_models_from_config(config) -> tuple[keras.Model, keras.Model]:
+def build_models_from_config(config, variant: str = "stock") -> tuple[keras.Model, keras.Model]:
     """Generator and discriminator for an :class:`upsampler.config.Config`."""
     m, d = config.model, config.data
     generator = build_generator(
-        scale=d.scale, num_blocks=m.num_blocks, filters=m.filters, upsample=m.upsample, bn_momentum=m.bn_momentum
+        scale=d.scale, num_blocks=m.num_blocks, filters=m.filters, upsample=m.upsample, bn_momentum=m.bn_momentum,
+        variant=variant,
     )
     discriminator = build_discriminator(
-        hr_size=d.train_hr_size, filters=m.disc_filters, dense_units=m.disc_dense_units, bn_momentum=m.bn_momentum
+        hr_size=d.train_hr_size, filters=m.disc_filters, dense_units=m.disc_dense_units, bn_momentum=m.bn_momentum,
+        variant=variant if variant != "portable" else "stock",
     )
     return generator, discriminator
+
+
+def generator_settings(generator: keras.Model) -> dict:
+    """The :func:`build_generator` arguments of a built generator, read from its named layers."""
+    names = [layer.name for layer in generator.layers]
+    steps = sum(1 for n in names if n.startswith("upsample_") and n.endswith("_conv"))
+    bn = generator.get_layer("trunk_bn")
+    return {
+        "scale": 2 ** steps,
+        "num_blocks": sum(1 for n in names if n.startswith("res_block_") and n.endswith("_conv_1")),
+        "filters": int(generator.get_layer("head_conv").filters),
+        "upsample": "nearest" if "upsample_0_nearest" in names else "pixel_shuffle",
+        "bn_momentum": float(bn.momentum),
+    }
+
+
+def portable_generator(generator: keras.Model, target: keras.Model | None = None) -> keras.Model:
+    """A plain-Keras copy of ``generator`` (any variant) with its weights: saved, it loads with
+    ``keras.models.load_model`` without importing upsampler, and computes the same outputs
+    (bit for bit on the same code path). ``target``: an earlier result to refill in place."""
+    if target is None:
+        previous = keras.mixed_precision.dtype_policy()
+        keras.mixed_precision.set_dtype_policy("float32")
+        try:
+            target = build_generator(**generator_settings(generator), variant="portable", name=generator.name)
+        finally:
+            keras.mixed_precision.set_dtype_policy(previous)
+    for layer in target.layers:
+        if layer.weights and not layer.name.endswith("_shuffle"):
+            layer.set_weights(generator.get_layer(layer.name).get_weights())
+    return target
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

@@ -19,6 +19,7 @@ matplotlib's antialiasing.
 from __future__ import annotations
 
 import json
+import re
 import math
 import textwrap
 from pathlib import Path
@@ -389,3 +390,68 @@ def panel_figure(
     smoothed by matplotlib (see the module docstring).
     """
     return grid_figure([list(panels)], path=path, title=title, note=note)
+
+
+# ---- command line: `upsampler losses` ----------------------------------------------------------------------------
+
+def configure_losses_parser(p) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="loss logs: a run's loss.csv (or its run directory) or an original-format text log")
+    p.add_argument("--out", required=True, metavar="FIG",
+                   help="figure to write (PNG): one row per log, all epochs | zoomed window; "
+                        "a discriminator figure per log is written beside it as FIG-stem_discriminator_<log>.png")
+    p.add_argument("--zoom", nargs=2, type=int, metavar=("START", "END"), default=(1500, 1750),
+                   help="epochs of the zoomed panel (default 1500 1750, as the original; clipped to the run)")
+    p.add_argument("--no-zoom", action="store_true", help="no zoomed panel")
+    p.add_argument("--adversarial-weight", type=float, default=1e-3,
+                   help="weight the adversarial curve is multiplied by (default 1e-3, the study's)")
+    p.add_argument("--patience", type=int, default=3, help="consecutive saturated epochs for the verdict (default 3)")
+    p.add_argument("--threshold", type=float, default=0.05,
+                   help="probability margin for a saturated D: both >= 1-t or both <= t (default 0.05)")
+
+
+def run_losses(args) -> int:
+    from .losslog import _unique_labels, detect_saturation, find_copied_records, read_loss_log
+
+    logs = [read_loss_log(p) for p in args.paths]
+    labels = _unique_labels(logs)
+    zoom = None if args.no_zoom else tuple(args.zoom)
+    note = note_for_logs(logs)
+    out = Path(args.out)
+    if out.suffix == "":
+        out = out.with_suffix(".png")
+    for label, log in zip(labels, logs):
+        for line in log.summary_lines():
+            print(line)
+        report = detect_saturation(log.frame, patience=args.patience, threshold=args.threshold)
+        print(f"  discriminator: {report}")
+        disc_path = out.with_name(f"{out.stem}_discriminator_{_slug(Path(label).stem)}{out.suffix}")
+        fig = plot_discriminator(log.frame, title=f"{label}: discriminator", path=disc_path, note=note,
+                                       patience=args.patience, threshold=args.threshold)
+        close(fig)
+        print(f"  wrote {disc_path}")
+    if len(logs) > 1:
+        for line in find_copied_records(logs).summary_lines():
+            print(line)
+    fig = plot_loss_logs(
+        [(label, log.frame) for label, log in zip(labels, logs)],
+        adversarial_weight=args.adversarial_weight, zoom=zoom, path=out, note=note,
+    )
+    close(fig)
+    print(f"wrote {out}")
+    if note:
+        print(note)
+    return 0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "log"
+
+
+def note_for_logs(logs) -> str | None:
+    """The untrained-VGG note when a log's run directory has a config.json that used it."""
+    for log in logs:
+        note = note_for_run(log.path.parent)
+        if note:
+            return note
+    return None

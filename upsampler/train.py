@@ -196,6 +196,8 @@ class SRGANTrainer:
             space-to-depth output convolution, fused Adam, one D head pass for HR and SR).
             ``False`` gives the straightforward step (stock Keras layers and Adam, two D
             calls) - the benchmark's baseline.
+        fused_layers: the fused layers alone (default: ``fast``); the exported
+            ``generator.keras`` always has stock layers (:func:`upsampler.models.portable_generator`).
 
     Performance notes (see ``benchmarks/README.md``): the steps are ``tf.function`` graphs
     (XLA per ``train.jit_compile``); HR VGG features never enter a gradient tape and, when the
@@ -204,7 +206,8 @@ class SRGANTrainer:
     """
 
     def __init__(self, config: Config, data_dir: str | Path | None = None, run_dir: str | Path | None = None, *,
-                 arrays=None, strategy=None, precision: str | None = None, fast: bool = True):
+                 arrays=None, strategy=None, precision: str | None = None, fast: bool = True,
+                 fused_layers: bool | None = None):
         import tensorflow as tf
         import keras
 
@@ -260,15 +263,13 @@ class SRGANTrainer:
             jit = False  # see upsampler.distribute: XLA only on a single replica
         self.jit_compile = jit
 
-        from . import models as models_lib
-
         previous_policy = keras.mixed_precision.dtype_policy()
-        previous_layers = models_lib.USE_FUSED_LAYERS
         keras.mixed_precision.set_dtype_policy(self.precision)
-        models_lib.USE_FUSED_LAYERS = previous_layers and self.fast
+        self.fused_layers = self.fast if fused_layers is None else bool(fused_layers)
         try:
             with self.strategy.scope():
-                self.generator, self.discriminator = build_models_from_config(config)
+                self.generator, self.discriminator = build_models_from_config(
+                    config, variant="fast" if self.fused_layers else "stock")
                 if self.num_replicas > 1:
                     distribute.set_synchronized_batch_norm(self.generator, True)
                     distribute.set_synchronized_batch_norm(self.discriminator, True)
@@ -289,7 +290,6 @@ class SRGANTrainer:
                                                 name="last_epoch_metrics")
         finally:
             keras.mixed_precision.set_dtype_policy(previous_policy)
-            models_lib.USE_FUSED_LAYERS = previous_layers
         self.checkpoint = tf.train.Checkpoint(
             generator=self.generator, discriminator=self.discriminator,
             g_optimizer=self.g_optimizer, d_optimizer=self.d_optimizer, pretrain_optimizer=self.pretrain_optimizer,
@@ -657,9 +657,16 @@ class SRGANTrainer:
         self.last_metrics.assign([metrics[n] for n in _METRIC_NAMES])
         self.manager.save(checkpoint_number=int(self.global_step.numpy()))
         tmp = self.run_dir / "generator.tmp.keras"
-        self.generator.save(tmp)
+        self.export_generator().save(tmp)
         os.replace(tmp, self.run_dir / "generator.keras")
         self.append_row_once(phase, epoch, metrics)
+
+    def export_generator(self):
+        """The generator as a plain-Keras model (stock layers), refreshed with the current weights."""
+        from .models import portable_generator
+
+        self._portable = portable_generator(self.generator, getattr(self, "_portable", None))
+        return self._portable
 
     def append_row_once(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:
         """Append the epoch's row unless loss.csv has it already.
@@ -760,6 +767,7 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
         _log(run_dir, line)
 
     saturation_warning = None
+    collapse_warning = None
     for phase, done_var, target in (
         ("pretrain", trainer.pretrain_epochs_done, t.pretrain_epochs),
         ("adversarial", trainer.epochs_done, t.epochs),
@@ -788,6 +796,10 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
                 if report is not None and saturation_warning is None:
                     saturation_warning = f"WARNING: discriminator saturated: {report}"
                     _log(run_dir, saturation_warning)
+                collapsed = _collapse(run_dir, t)
+                if collapsed is not None and collapse_warning is None:
+                    collapse_warning = f"WARNING: discriminator collapsed (D(real) ~ D(fake) ~ 0.5): {collapsed}"
+                    _log(run_dir, collapse_warning)
 
     summary = [
         f"finished: {int(trainer.pretrain_epochs_done.numpy())} pre-training + {int(trainer.epochs_done.numpy())} "
@@ -799,6 +811,8 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
         summary.append(UNTRAINED_VGG_WARNING)
     if saturation_warning:
         summary.append(saturation_warning)
+    if collapse_warning:
+        summary.append(collapse_warning)
     for line in summary:
         _log(run_dir, line)
     return TrainResult(
@@ -806,6 +820,17 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path) -> TrainRes
         epochs_done=int(trainer.epochs_done.numpy()), step=int(trainer.global_step.numpy()),
         saturation_warning=saturation_warning, summary=header + summary,
     )
+
+
+def _collapse(run_dir: Path, t) -> str | None:
+    import pandas as pd
+
+    from .losslog import detect_collapse
+
+    frame = pd.read_csv(run_dir / "loss.csv")
+    report = detect_collapse(frame[frame["phase"] == "adversarial"].reset_index(drop=True),
+                             patience=t.saturation_patience)
+    return report.evidence if report.saturated else None
 
 
 def _saturation(run_dir: Path, t, detect_saturation) -> str | None:

@@ -98,7 +98,7 @@ def test_evaluate_markdown_names_each_metric(study):
     text = study[2].markdown.read_text()
     assert "LPIPS-style (VGG16-HED), not LPIPS" in text and "not an FID" in text
     assert "bootstrap spread at N=6, not a confidence interval" in text
-    rows = [line for line in text.splitlines() if line.startswith("| Model B | Model A |")]
+    rows = [line for line in text.splitlines() if "| Model B | Model A |" in line]
     assert rows, "the paired table lists B - A"
 
 

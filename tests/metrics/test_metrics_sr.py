@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from upsampler.metrics.sr import imresize, mod_crop, psnr, rgb_to_y, shave, sr_metrics, ssim, to_uint8
+from upsampler.metrics.sr import imresize, mod_crop, psnr, rgb_to_y, shave, sr_metrics, ssim, round_to_uint8
 
 
 def smooth_image(rng, h=64, w=48, channels=3):
@@ -16,7 +16,7 @@ def smooth_image(rng, h=64, w=48, channels=3):
 
     x = gaussian_filter(rng.normal(size=(h, w, channels)), sigma=(3, 3, 0)) * 400 + 128
     x += np.linspace(-40, 40, w)[None, :, None]
-    out = to_uint8(x)
+    out = round_to_uint8(x)
     return out[..., 0] if channels == 1 else out
 
 

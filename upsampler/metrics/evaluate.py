@@ -27,13 +27,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .fid import format_value
-from .sr import sr_metrics, to_uint8
+from .sr import sr_metrics
 from .srbench import list_images, read_image
 
 __all__ = [
     "StudyResults",
     "evaluate_study",
-    "load_split",
+    "read_split_folder",
     "run_generator",
     "mean_interval",
     "paired_figure",
@@ -90,7 +90,7 @@ PAIRED_COLUMNS = ["metric", "method_a", "method_b", "difference", "ci_low", "ci_
 
 # ---- inputs -------------------------------------------------------------------------------------
 
-def load_split(test_dir: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+def read_split_folder(test_dir: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, int]:
     """(file names, HR uint8 (N, H, W, 3), LR uint8 (N, h, w, 3), scale) of a processed split."""
     test_dir = Path(test_dir)
     hr_dir, lr_dir = test_dir / "hr", test_dir / "lr"
@@ -224,7 +224,7 @@ def evaluate_study(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names, hr, lr, scale = load_split(test_dir)
+    names, hr, lr, scale = read_split_folder(test_dir)
     n = len(names)
 
     outputs: dict[str, np.ndarray] = {BICUBIC: bicubic_upscale(lr, scale)}

@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = [
     "rgb_to_y",
-    "to_uint8",
+    "round_to_uint8",
     "shave",
     "mod_crop",
     "psnr",
@@ -37,7 +37,7 @@ _Y_COEFFS = np.array([65.481, 128.553, 24.966]) / 255.0
 _Y_OFFSET = 16.0
 
 
-def to_uint8(img: np.ndarray) -> np.ndarray:
+def round_to_uint8(img: np.ndarray) -> np.ndarray:
     """Round and clip to uint8 (0..255). uint8 input is returned unchanged.
 
     Float input is taken to be in 0..255 units (not [0, 1] or [-1, 1]).
@@ -245,7 +245,7 @@ def imresize(
     for axis in np.argsort(scales, kind="stable"):
         result = _resize_axis(result, int(axis), out[axis], scales[axis], antialias)
     if img.dtype == np.uint8:
-        return to_uint8(result)
+        return round_to_uint8(result)
     return result
 
 
@@ -255,7 +255,7 @@ def sr_metrics(sr: np.ndarray, hr: np.ndarray, scale: int) -> tuple[float, float
     Both images are rounded/clipped to uint8 (0..255), converted to Y (raw gray for 1-channel
     images), shaved by ``scale`` pixels on each side, and scored in float64.
     """
-    sr_u8, hr_u8 = to_uint8(sr), to_uint8(hr)
+    sr_u8, hr_u8 = round_to_uint8(sr), round_to_uint8(hr)
     if sr_u8.shape != hr_u8.shape:
         raise ValueError(f"SR and HR differ in shape: {sr_u8.shape} vs {hr_u8.shape}")
     y_sr = shave(rgb_to_y(sr_u8), scale)

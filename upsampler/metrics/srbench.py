@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .sr import imresize, mod_crop, sr_metrics, to_uint8
+from .sr import imresize, mod_crop, sr_metrics, round_to_uint8
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -31,7 +31,7 @@ __all__ = [
     "run_sr_bench",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from ..images import IMAGE_EXTENSIONS
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # LR uint8 (h, w[, 3]) -> SR uint8 (h*s, w*s[, 3])
 
@@ -43,16 +43,21 @@ def list_images(folder: str | Path) -> list[Path]:
         raise FileNotFoundError(f"{folder}: no such folder")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return files
 
 
 def read_image(path: str | Path, mode: str | None = None) -> np.ndarray:
     """Decode an image to uint8: (H, W, 3) for colour, (H, W) for single-channel.
 
-    ``mode=None`` keeps gray images gray (L / I;16 etc. become 8-bit L) and converts the
-    rest to RGB; ``mode="RGB"`` always gives (H, W, 3).
+    ``mode=None`` keeps gray images gray (L / I;16 etc. become 8-bit L; the SR benchmarks'
+    MATLAB convention scores a single-channel image on its raw values) and converts the rest
+    to RGB; ``mode="RGB"`` is :func:`upsampler.images.load_rgb`, the reader used everywhere else.
     """
+    if mode == "RGB":
+        from ..images import load_rgb
+
+        return load_rgb(path)
     from PIL import Image
 
     path = Path(path)
@@ -90,7 +95,7 @@ def generator_upscaler(model: Any) -> Upscaler:
         sr = (y + 1.0) * 127.5
         if gray:
             sr = sr @ np.array([0.299, 0.587, 0.114])
-        return to_uint8(sr)
+        return round_to_uint8(sr)
 
     return upscale
 
