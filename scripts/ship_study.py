@@ -47,6 +47,37 @@ def _phase_summary(run: Path, config: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def _jpeg(data: bytes, max_width: int = 1400, quality: int = 82) -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    if image.width > max_width:
+        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()
+
+
+def compact_notebook(source: Path, target: Path) -> None:
+    """An executed notebook with its PNG outputs re-encoded as JPEG (docs/ stays a few MB), and its HTML."""
+    import base64
+
+    import nbformat
+
+    from upsampler.runner import to_html
+
+    book = nbformat.read(str(source), as_version=4)
+    for cell in book.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/png" in data:
+                data["image/jpeg"] = base64.b64encode(_jpeg(base64.b64decode(data.pop("image/png")))).decode()
+    nbformat.write(book, str(target))
+    to_html(target)
+
+
 def ship_generator(source: Path, target: Path) -> None:
     """The run's generator as a plain-Keras file (stock layers only; same weights and outputs)."""
     from upsampler.models import load_generator, portable_generator
@@ -174,15 +205,16 @@ def main() -> int:
             (PRETRAINED / f"{name}{variant}.md").write_text(model_card(name, variant, study, metrics))
             print(f"{target} ({target.stat().st_size / 2**20:.1f} MiB)")
     docs.mkdir(parents=True, exist_ok=True)
-    for folder, names in (("tables", DOC_TABLES), ("figures", DOC_FIGURES)):
-        for name in names:
-            if (study / folder / name).is_file():
-                shutil.copy2(study / folder / name, docs / name)
+    for name in DOC_TABLES:
+        if (study / "tables" / name).is_file():
+            shutil.copy2(study / "tables" / name, docs / name)
+    for name in DOC_FIGURES:
+        if (study / "figures" / name).is_file():
+            (docs / name).with_suffix(".jpg").write_bytes(_jpeg((study / "figures" / name).read_bytes()))
     notebooks = docs / "notebooks"
     notebooks.mkdir(exist_ok=True)
-    for path in sorted((study / "notebooks").glob("*.*")):
-        if path.suffix in (".ipynb", ".html"):
-            shutil.copy2(path, notebooks / path.name)
+    for path in sorted((study / "notebooks").glob("*.ipynb")):
+        compact_notebook(path, notebooks / path.name)
     manifest = study / "data" / "celeba" / "manifest.csv"
     test_rows = [{k: r[k] for k in ("name", "source", "sha256", "group")} for r in _rows(manifest) if r["split"] == "test"]
     with (docs / "test_split.csv").open("w", newline="") as handle:
