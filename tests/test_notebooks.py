@@ -54,10 +54,11 @@ def test_exactly_one_parameters_cell_of_plain_assignments(name):
     assert cell["cell_type"] == "code"
     assert _code_cells(book)[0] is cell, "the parameters cell is the first code cell"
     tree = ast.parse(_source(cell))
-    assert tree.body and all(isinstance(node, ast.Assign) for node in tree.body), "parameters are plain assignments"
+    assert tree.body and all(isinstance(node, (ast.Assign, ast.AnnAssign)) for node in tree.body), \
+        "parameters are plain (optionally typed) assignments"
     for node in tree.body:  # values are literals: papermill can override them, nothing is derived here
         ast.literal_eval(node.value)
-    names = {t.id for node in tree.body for t in node.targets}
+    names = {t.id for node in tree.body for t in (node.targets if isinstance(node, ast.Assign) else [node.target])}
     assert {"output_root", "study", "package_source"} <= names
 
 

@@ -112,7 +112,7 @@ Running it again resumes; nothing is deleted."""
 
 EPILOG = """\
 examples:
-  ./run_all.sh                                     # the built-in demo (about 10 minutes on 2 CPU cores)
+  ./run_all.sh                                     # the built-in demo (about 30 minutes on 2 CPU cores)
   ./run_all.sh --profile study-cpu --coco DATA/train291:DATA/general --celeba DATA/faces_2600
   ./run_all.sh --profile paper --coco /data/COCO.zip --celeba /data/img_align_celeba \\
       --celeba-groups /data/identity_CelebA.txt --out /content/drive/MyDrive/upsampler-outputs"""
