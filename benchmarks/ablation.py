@@ -30,16 +30,16 @@ VARIANTS = ["baseline", "+hr-cache", "+fused-adam", "+fused-layers", "+d-head-co
 
 def build(variant: str, batch: int, arrays):
     from upsampler import bench
+    from upsampler.steps import Speedups
     from upsampler.train import SRGANTrainer
 
     index = VARIANTS.index(variant)
     cache = "auto" if index >= 1 else "off"
     config = bench.build_config("paper", batch_size=batch, xla="off", mixed_precision=False, content_network="untrained",
                                 hr_cache=cache, strategy="default", deterministic=None, overrides=[])
-    trainer = SRGANTrainer(config, arrays=arrays, fast=index >= 2, fused_layers=index >= 3)
-    if index < 4:
-        trainer._d_parts = None  # two D calls
-    trainer.prepare_hr_features()
+    speedups = Speedups(fused_adam=index >= 2, fused_layers=index >= 3, shared_d_head=index >= 4)
+    trainer = SRGANTrainer(config, arrays=arrays, speedups=speedups)
+    trainer.feed.prepare_hr_features()
     return trainer
 
 
@@ -63,14 +63,14 @@ def main(argv=None) -> int:
     for variant in variants:
         trainer = build(variant, args.batch_size, arrays)
         if flops is None:
-            flops = bench.step_flops(trainer.generator, trainer.discriminator, trainer.content_loss.vgg,
+            flops = bench.step_flops(trainer.generator, trainer.discriminator, trainer.steps.content_loss.vgg,
                                      lr_size=44, hr_size=176, batch=args.batch_size)["adversarial_gflop_per_step"]
-        lr, hr = next(iter(trainer.dataset(1)))
+        lr, hr = next(iter(trainer.feed.dataset(1)))
         counter = [0]
 
         def step(trainer=trainer, lr=lr, hr=hr, counter=counter):
             counter[0] += 1
-            return trainer._adversarial_step(lr, hr, tf.constant(counter[0], tf.int64)).numpy()
+            return trainer.steps.adversarial_step(lr, hr, tf.constant(counter[0], tf.int64)).numpy()
 
         start = time.perf_counter()
         first = step()

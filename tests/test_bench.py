@@ -182,13 +182,13 @@ def test_cached_hr_features_give_the_same_step_as_computing_them():
     # tests/test_distribute.py); the comparison is about the features, not that amplification.
     cached = _smoke_trainer(**{"train.cache_hr_features": "on", "train.epsilon": "1e-3"})
     fresh = _smoke_trainer(**{"train.cache_hr_features": "off", "train.epsilon": "1e-3"})
-    assert cached.use_hr_feature_cache and not fresh.use_hr_feature_cache
-    (lr_a, (hr_a, feats)), (lr_b, hr_b) = next(iter(cached.dataset(1))), next(iter(fresh.dataset(1)))
+    assert cached.feed.use_hr_feature_cache and not fresh.feed.use_hr_feature_cache
+    (lr_a, (hr_a, feats)), (lr_b, hr_b) = next(iter(cached.feed.dataset(1))), next(iter(fresh.feed.dataset(1)))
     np.testing.assert_array_equal(hr_a.numpy(), hr_b.numpy())
-    reference = fresh.content_loss.features(hr_b).numpy()
+    reference = fresh.steps.content_loss.features(hr_b).numpy()
     np.testing.assert_allclose(feats.numpy(), reference, rtol=0, atol=1e-5 * np.abs(reference).max())
-    a = cached._adversarial_step(lr_a, (hr_a, feats), tf.constant(1, tf.int64)).numpy()
-    b = fresh._adversarial_step(lr_b, hr_b, tf.constant(1, tf.int64)).numpy()
+    a = cached.steps.adversarial_step(lr_a, (hr_a, feats), tf.constant(1, tf.int64)).numpy()
+    b = fresh.steps.adversarial_step(lr_b, hr_b, tf.constant(1, tf.int64)).numpy()
     np.testing.assert_allclose(a, b, rtol=1e-5)
     for x, y in zip(cached.generator.weights, fresh.generator.weights):
         np.testing.assert_allclose(np.array(x), np.array(y), atol=1e-5)
@@ -196,12 +196,12 @@ def test_cached_hr_features_give_the_same_step_as_computing_them():
 
 def test_flips_turn_the_feature_cache_off():
     trainer = _smoke_trainer(**{"data.flips": "true"})
-    assert not trainer.use_hr_feature_cache and "flips" in trainer.hr_feature_cache_reason
+    assert not trainer.feed.use_hr_feature_cache and "flips" in trainer.feed.hr_feature_cache_reason
 
 
 def test_fused_layers_and_fused_adam_match_keras():
     from upsampler.models import FastPReLU, FusedBatchNormalization
-    from upsampler.train import fused_adam_class
+    from upsampler.steps import fused_adam_class
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(2.0, 3.0, (4, 5, 5, 6)).astype(np.float32))
@@ -263,13 +263,13 @@ def test_mixed_float16_step_uses_loss_scaling_and_stays_finite():
     config = get_profile("smoke")
     lr, hr = bench._synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=6)
     trainer = SRGANTrainer(config, arrays=(lr, hr), precision="mixed_float16")
-    assert trainer.loss_scaling and isinstance(trainer.g_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert trainer.steps.loss_scaling and isinstance(trainer.steps.g_optimizer, keras.optimizers.LossScaleOptimizer)
     assert trainer.generator.get_layer("res_block_0_conv_1").compute_dtype == "float16"
     assert trainer.generator.get_layer("sr").compute_dtype == "float32"  # output layer stays float32
     assert all(v.dtype == "float32" for v in trainer.generator.trainable_variables)
     before = [np.array(v) for v in trainer.generator.trainable_variables]
-    lr_b, hr_b = next(iter(trainer.dataset(1)))
-    metrics = trainer._adversarial_step(lr_b, hr_b, tf.constant(1, tf.int64)).numpy()
+    lr_b, hr_b = next(iter(trainer.feed.dataset(1)))
+    metrics = trainer.steps.adversarial_step(lr_b, hr_b, tf.constant(1, tf.int64)).numpy()
     assert np.all(np.isfinite(metrics))
     assert any(np.abs(np.array(v) - b).max() > 0 for v, b in zip(trainer.generator.trainable_variables, before))
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
@@ -302,3 +302,30 @@ def test_content_loss_and_output_conv_compile_under_xla_with_op_determinism():
     reference = tf.function(lambda: grads(loss_graph))()
     for a, b in zip(compiled, reference):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6 * float(np.abs(b.numpy()).max()))
+
+
+def test_fused_adam_takes_the_fused_update_and_checkpoints_like_keras_adam(monkeypatch, tmp_path):
+    from upsampler.steps import fused_adam_class
+
+    calls = []
+    original = tf.raw_ops.ResourceApplyAdam
+
+    def counting(**kwargs):
+        calls.append(1)
+        return original(**kwargs)
+
+    monkeypatch.setattr(tf.raw_ops, "ResourceApplyAdam", counting)
+    var = keras.Variable(np.ones((3, 2), np.float32), name="w")
+    fused = fused_adam_class()(learning_rate=1e-2)
+    fused.apply([tf.ones((3, 2))], [var])
+    assert calls, "the fused optimiser fell back to the Keras update"
+    # The same slots as keras.optimizers.Adam: a checkpoint of one restores into the other.
+    stock_var = keras.Variable(np.ones((3, 2), np.float32), name="w")
+    stock = keras.optimizers.Adam(learning_rate=1e-2)
+    stock.apply([tf.ones((3, 2))], [stock_var])
+    path = tf.train.Checkpoint(opt=stock).save(str(tmp_path / "ckpt"))
+    other = fused_adam_class()(learning_rate=1e-2)
+    other.build([keras.Variable(np.zeros((3, 2), np.float32), name="w")])
+    tf.train.Checkpoint(opt=other).restore(path).assert_consumed()
+    assert int(other.iterations.numpy()) == 1
+    assert len(other.variables) == len(stock.variables)

@@ -50,33 +50,33 @@ SCRIPT = textwrap.dedent(
     one = SRGANTrainer(config, arrays=(lr, hr), strategy=distribute.make_strategy("default"))
     mirrored = distribute.make_strategy("mirrored")
     two = SRGANTrainer(config, arrays=(lr, hr), strategy=mirrored)
-    out["replicas"] = [one.num_replicas, two.num_replicas]
-    out["strategy"] = distribute.describe(two.strategy)
+    out["replicas"] = [one.steps.num_replicas, two.steps.num_replicas]
+    out["strategy"] = distribute.describe(two.steps.strategy)
     out["synchronized_bn"] = all(l.synchronized for l in two.discriminator.layers if "bn_" in l.name)
     initial = weights(one)
     out["initial_max_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(initial, weights(two)))
 
     # The distributed dataset hands replica r rows [2r, 2r + 2) of the global batch.
-    lr1, hr1 = next(iter(one.dataset(1)))
-    lr2, hr2 = next(iter(two.dataset(1)))
+    lr1, hr1 = next(iter(one.feed.dataset(1)))
+    lr2, hr2 = next(iter(two.feed.dataset(1)))
     hr1_images = hr1[0] if isinstance(hr1, tuple) else hr1
     parts = [p[0] if isinstance(p, tuple) else p for p in mirrored.experimental_local_results(hr2)]
     out["split_is_consecutive"] = bool(np.array_equal(np.concatenate([np.array(p) for p in parts]), np.array(hr1_images)))
-    out["feature_cache"] = [one.use_hr_feature_cache, two.use_hr_feature_cache]
+    out["feature_cache"] = [one.feed.use_hr_feature_cache, two.feed.use_hr_feature_cache]
 
     step = tf.constant(1, tf.int64)
-    m1 = one._adversarial_step(lr1, hr1, step).numpy()
-    m2 = two._adversarial_step(lr2, hr2, step).numpy()
+    m1 = one.steps.adversarial_step(lr1, hr1, step).numpy()
+    m2 = two.steps.adversarial_step(lr2, hr2, step).numpy()
     out["metrics_one"], out["metrics_two"] = m1.tolist(), m2.tolist()
     out["adversarial_weight_max_diff"] = weight_diff(one, two)
     out["adversarial_weight_max_change"] = max(float(np.abs(a - b).max()) for a, b in zip(initial, weights(one)))
 
-    p1 = one._pretrain_step(lr1, hr1, tf.constant(2, tf.int64)).numpy()
-    p2 = two._pretrain_step(lr2, hr2, tf.constant(2, tf.int64)).numpy()
+    p1 = one.steps.pretrain_step(lr1, hr1, tf.constant(2, tf.int64)).numpy()
+    p2 = two.steps.pretrain_step(lr2, hr2, tf.constant(2, tf.int64)).numpy()
     out["pretrain_loss"] = [float(p1[1]), float(p2[1])]
     out["pretrain_weight_max_diff"] = weight_diff(one, two)
     out["optimizer_iterations"] = [int(t.iterations.numpy()) for t in (
-        one.g_optimizer, two.g_optimizer, one.pretrain_optimizer, two.pretrain_optimizer)]
+        one.steps.g_optimizer, two.steps.g_optimizer, one.steps.pretrain_optimizer, two.steps.pretrain_optimizer)]
 
     # A checkpoint written on two replicas resumes on one device, and the reverse; training
     # then continues identically.
@@ -89,10 +89,10 @@ SCRIPT = textwrap.dedent(
             v.assign(v * 0.5 + 1.0)
         two.checkpoint.read(one.checkpoint.write(f"{tmp}/one")).assert_existing_objects_matched()
         out["restore_1_to_2_max_diff"] = weight_diff(one, two)
-        lr_b, hr_b = next(iter(one.dataset(2)))
-        lr_c, hr_c = next(iter(two.dataset(2)))
-        a = one._adversarial_step(lr_b, hr_b, tf.constant(3, tf.int64)).numpy()
-        b = two._adversarial_step(lr_c, hr_c, tf.constant(3, tf.int64)).numpy()
+        lr_b, hr_b = next(iter(one.feed.dataset(2)))
+        lr_c, hr_c = next(iter(two.feed.dataset(2)))
+        a = one.steps.adversarial_step(lr_b, hr_b, tf.constant(3, tf.int64)).numpy()
+        b = two.steps.adversarial_step(lr_c, hr_c, tf.constant(3, tf.int64)).numpy()
         out["resumed_step_metric_max_diff"] = float(np.abs(a - b).max())
         out["resumed_weight_max_diff"] = weight_diff(one, two)
     print("RESULT " + json.dumps(out))

@@ -132,6 +132,36 @@ def test_training_config_from_parameters():
     assert training_config("paper").train.epochs == 2500
 
 
+def test_a_finished_evaluation_is_reused_only_for_the_same_inputs(tmp_path):
+    import pandas as pd
+
+    from upsampler.notebook import EVALUATION_KEY_FILE, evaluation_key, reuse_evaluation
+
+    test_dir, out = tmp_path / "test", tmp_path / "evaluation"
+    (test_dir / "hr").mkdir(parents=True)
+    (test_dir / "hr" / "a.png").write_bytes(b"image a")
+    model = tmp_path / "generator.keras"
+    model.write_bytes(b"weights v1")
+    key = evaluation_key(test_dir, {"Model B": model}, n_boot=10)
+    pd.DataFrame({"method": ["Bicubic", "Model B"], "psnr": [28.0, 20.0]}).to_csv(out.mkdir() or out / "metrics.csv",
+                                                                                   index=False)
+    for name in ("per_image_metrics.csv", "paired.csv"):
+        pd.DataFrame({"method": ["Bicubic"], "x": [1.0]}).to_csv(out / name, index=False)
+    (out / "metrics.md").write_text("table")
+    for method in ("Bicubic", "Model_B"):
+        (out / "sr" / method).mkdir(parents=True)
+    assert reuse_evaluation(out, key, ["Model B"]) is None  # no key file: never evaluated to the end
+    (out / EVALUATION_KEY_FILE).write_text(json.dumps(key))
+    reused = reuse_evaluation(out, key, ["Model B"])
+    assert reused is not None and reused.table["psnr"].tolist() == [28.0, 20.0]
+    assert reuse_evaluation(out, evaluation_key(test_dir, {"Model B": model}, n_boot=20), ["Model B"]) is None
+    model.write_bytes(b"weights v2")  # retrained: the evaluation is stale
+    assert reuse_evaluation(out, evaluation_key(test_dir, {"Model B": model}, n_boot=10), ["Model B"]) is None
+    model.write_bytes(b"weights v1")
+    (test_dir / "hr" / "b.png").write_bytes(b"image b")  # another test set
+    assert reuse_evaluation(out, evaluation_key(test_dir, {"Model B": model}, n_boot=10), ["Model B"]) is None
+
+
 # ---- execution (slow) ---------------------------------------------------------------------------
 
 ORIGINAL_LOG = "".join(
@@ -207,7 +237,7 @@ def test_chain_executes_and_labels_every_output(chain):
             assert "SMOKE TEST" in text and "DEMO" in text, f"{name} does not say it is a demo/smoke run"
     train_a = _outputs_text(chain["executed"]["02_train_model_a"])
     assert "UNTRAINED VGG19" in train_a
-    assert "phase 1: 1 epochs of MSE pre-training" in train_a
+    assert "the generator after 1 MSE pre-training epochs is kept as generator_pretrained.keras" in train_a
     assert "model_a: profile smoke, pre-training 1/1 epochs, adversarial 2/2 epochs" in train_a
     continued = _outputs_text(chain["executed"]["03_continue_model_b"])
     assert "adversarial 2/2" in continued and "adversarial 3/3" in continued

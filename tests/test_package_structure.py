@@ -52,3 +52,29 @@ def test_no_import_cycles():
     for start in sorted(graph):
         visit(start, [start], {start})
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles[:5])
+
+
+def test_no_class_is_too_big():
+    """Modules a newcomer can hold in their head: no class longer than 250 lines."""
+    big = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250:
+                big.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not big, big
+
+
+def test_the_default_training_path_uses_no_private_keras_attribute():
+    """The steps, the feed, the run directory and the loop reach Keras only through its public API:
+    a ``_name`` attribute is one this module defines itself (a method or an assigned attribute)."""
+    offenders = []
+    for name in ("steps.py", "feed.py", "rundir.py", "train.py", "models.py", "losses.py"):
+        tree = ast.parse((PACKAGE / name).read_text())
+        own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        own |= {t.attr for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Attribute)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and node.attr not in own):
+                offenders.append(f"{name}:{node.lineno} .{node.attr}")
+    assert not offenders, offenders

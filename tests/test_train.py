@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -118,7 +119,7 @@ def test_resume_with_a_different_model_is_refused(smoke_data, tmp_path):
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(smoke_data, tmp_path, monkeypatch):
-    from upsampler import train as train_module
+    from upsampler import steps as steps_module
 
     config = get_profile("smoke").override(["train.epochs=1"])
     run_dir = tmp_path / "run"
@@ -128,7 +129,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(smoke_data, 
     def poisoned(self, lr, hr, step):
         return tf.constant([np.nan] * 6, tf.float32)
 
-    monkeypatch.setattr(train_module.SRGANTrainer, "_adversarial_step_impl", poisoned)
+    monkeypatch.setattr(steps_module.SRGANSteps, "adversarial_replica_step", poisoned)
     with pytest.raises(TrainingDiverged, match="non-finite"):
         train(config.override(["train.epochs=2"]), smoke_data, run_dir)
     assert sorted((run_dir / "checkpoints").iterdir()) == checkpoint_files
@@ -137,12 +138,12 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(smoke_data, 
 
 
 def test_a_saturated_discriminator_is_reported(smoke_data, tmp_path, monkeypatch):
-    from upsampler import train as train_module
+    from upsampler import steps as steps_module
 
     def saturated(self, lr, hr, step):
         return tf.constant([7.97, 0.07, 0.07, 16.1, 1.0, 1.0], tf.float32)
 
-    monkeypatch.setattr(train_module.SRGANTrainer, "_adversarial_step_impl", saturated)
+    monkeypatch.setattr(steps_module.SRGANSteps, "adversarial_replica_step", saturated)
     config = get_profile("smoke").override(["train.epochs=4", "train.saturation_patience=3"])
     result = train(config, smoke_data, tmp_path / "run")
     assert result.saturation_warning and "saturated" in result.saturation_warning
@@ -150,12 +151,12 @@ def test_a_saturated_discriminator_is_reported(smoke_data, tmp_path, monkeypatch
 
 
 def test_a_collapsed_discriminator_is_reported(smoke_data, tmp_path, monkeypatch):
-    from upsampler import train as train_module
+    from upsampler import steps as steps_module
 
     def collapsed(self, lr, hr, step):
         return tf.constant([1.39, 0.7, 0.0, 0.69, 0.5, 0.49], tf.float32)
 
-    monkeypatch.setattr(train_module.SRGANTrainer, "_adversarial_step_impl", collapsed)
+    monkeypatch.setattr(steps_module.SRGANSteps, "adversarial_replica_step", collapsed)
     config = get_profile("smoke").override(["train.epochs=4", "train.saturation_patience=3"])
     result = train(config, smoke_data, tmp_path / "run")
     log = (tmp_path / "run" / "train.log").read_text()
@@ -229,7 +230,7 @@ def test_random_training_crops_train_a_discriminator_of_the_crop_size(smoke_data
     config = get_profile("smoke").override(["data.train_crop=16", "train.steps_per_epoch=2"])
     trainer = SRGANTrainer(config, smoke_data)
     assert trainer.discriminator.input_shape[1:3] == (16, 16)
-    assert not trainer.use_hr_feature_cache
+    assert not trainer.feed.use_hr_feature_cache
     metrics = trainer.run_epoch("adversarial", 1)
     assert np.isfinite(metrics["g_loss"]) and np.isfinite(metrics["d_loss"])
 
@@ -255,3 +256,127 @@ def test_exported_generator_loads_without_upsampler_and_matches_the_trainer(smok
                              str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], capture_output=True, text=True,
                             timeout=300, cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+# ---- run-directory invariants (upsampler.rundir) through the trainer -----------------------------
+
+def _second_processed_set(root: Path) -> Path:
+    source = _synthetic_images(root / "other_images", 24, seed=7)
+    out = root / "other"
+    preprocess(source, out, hr_size=32, scale=4, test_fraction=0.25, seed=0, progress=False)
+    return out
+
+
+def test_resuming_on_other_data_is_refused_naming_both_folders(smoke_data, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ("train", "--profile", "smoke", "--run-dir", str(run_dir), "--epochs", "1")
+    assert _cli(*common, "--data", str(smoke_data)).returncode == 0
+    other = _second_processed_set(tmp_path)
+    refused = _cli(*common[:-1], "2", "--data", str(other))
+    assert refused.returncode == 2
+    message = refused.stderr.strip()
+    assert len(message.splitlines()) == 1 and str(smoke_data.resolve()) in message and str(other.resolve()) in message
+    assert json.loads((run_dir / "config.json").read_text())["data_source"]["path"] == str(smoke_data.resolve())
+
+
+def test_a_second_writer_on_one_run_directory_is_refused(smoke_data, tmp_path):
+    from upsampler.rundir import RunDirectory
+
+    holder = RunDirectory(tmp_path / "run")
+    holder.lock()
+    try:
+        refused = _cli("train", "--profile", "smoke", "--data", str(smoke_data), "--run-dir", str(holder.path))
+    finally:
+        holder.unlock()
+    assert refused.returncode == 2
+    assert f"in use by pid {os.getpid()}" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert not (holder.path / "checkpoints").exists()
+
+
+def test_the_mse_snapshot_and_a_stale_export_match_the_checkpoint(smoke_data, tmp_path):
+    from upsampler.models import load_generator
+    from upsampler.rundir import RunDirectory
+
+    config = get_profile("smoke").override(["train.pretrain_epochs=1", "train.epochs=2"])
+    run_dir = tmp_path / "run"
+    train(config, smoke_data, run_dir)
+    run = RunDirectory(run_dir)
+    steps = config.train.steps_per_epoch
+    assert run.exports() == {"generator.keras": 3 * steps, "generator_pretrained.keras": steps}
+    final = [np.asarray(w) for w in load_generator(run.generator_path).weights]
+    snapshot = [np.asarray(w) for w in load_generator(run.snapshot_path).weights]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(final, snapshot)) > 1e-4  # the adversarial phase moved G
+
+    # A kill between the checkpoint and the export: generator.keras is older than the checkpoint.
+    run.generator_path.write_bytes(run.snapshot_path.read_bytes())
+    run.exports_path.write_text(json.dumps({"generator.keras": steps, "generator_pretrained.keras": steps}))
+    train(config, smoke_data, run_dir)  # finished: nothing to train, but the export is repaired
+    repaired = [np.asarray(w) for w in load_generator(run.generator_path).weights]
+    assert all(np.array_equal(a, b) for a, b in zip(final, repaired))
+    assert "generator.keras re-exported from the checkpoint" in run.log_path.read_text()
+
+
+def test_a_torn_loss_row_is_moved_aside_and_training_continues(smoke_data, tmp_path):
+    config = get_profile("smoke").override(["train.epochs=1"])
+    run_dir = tmp_path / "run"
+    train(config, smoke_data, run_dir)
+    with (run_dir / "loss.csv").open("a") as f:
+        f.write("adversarial,2,6,1.38")  # a kill or a full disk in the middle of a row
+    train(config.override(["train.epochs=2"]), smoke_data, run_dir)
+    log = pd.read_csv(run_dir / "loss.csv")
+    assert log["epoch"].tolist() == [1, 2] and log["d_loss"].notna().all()
+    assert [p.read_text() for p in run_dir.glob("loss.csv.torn-*")] == ["adversarial,2,6,1.38"]
+    assert "incomplete last row" in (run_dir / "train.log").read_text()
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(smoke_data, tmp_path):
+    config = get_profile("smoke").override(["train.epochs=2"])
+    run_dir = tmp_path / "run"
+    train(config, smoke_data, run_dir)
+    latest = max((run_dir / "checkpoints").glob("ckpt-*.data-*"), key=lambda p: int(p.name.split("-")[1].split(".")[0]))
+    latest.write_bytes(b"\0" * 64)  # a corrupt file
+    result = train(config.override(["train.epochs=3"]), smoke_data, run_dir)
+    assert result.epochs_done == 3
+    text = (run_dir / "train.log").read_text()
+    assert "is unreadable" in text and "resumed at pretrain epoch 0/0, adversarial epoch 1/3" in text
+    assert pd.read_csv(run_dir / "loss.csv")["epoch"].tolist() == [1, 2, 3]
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(smoke_data, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from upsampler.cli import main
+    from upsampler.rundir import RunDirectory
+
+    run_dir = tmp_path / "run"
+    args = ["train", "--profile", "smoke", "--data", str(smoke_data), "--run-dir", str(run_dir)]
+    assert main([*args, "--epochs", "1"]) == 0
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+
+    def full(self, step):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.checkpoint_dir / f"ckpt-{step}"))
+
+    monkeypatch.setattr(RunDirectory, "save_checkpoint", full)
+    capsys.readouterr()
+    assert main([*args, "--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err and "ckpt-" in err
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+    monkeypatch.undo()
+    assert main([*args, "--epochs", "2"]) == 0  # space freed: the same command resumes
+    assert pd.read_csv(run_dir / "loss.csv")["epoch"].tolist() == [1, 2]
+
+
+@pytest.mark.slow
+def test_chaos_ten_kills_at_random_moments_leave_the_run_exact(tmp_path):
+    """scripts/chaos_kill.py: SIGKILL `upsampler train` 10 times at random moments (steps,
+    checkpoint writes, exports, log appends, the phase boundary), resume after each; the final
+    checkpoint, generator.keras, the MSE snapshot and loss.csv equal an uninterrupted run's."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "chaos_kill.py"
+    done = subprocess.run([sys.executable, str(script), "--kills", "10", "--work", str(tmp_path)],
+                          capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["ok"] and result["kills"] >= 10 and result["loss_rows_once"]
+    assert max(result["generator.keras"], result["generator_pretrained.keras"], result["checkpoint"]) <= 1e-6

@@ -326,21 +326,21 @@ def build_config(profile: str, *, batch_size: int | None, xla: str, mixed_precis
     return config
 
 
-def measure_pipeline(trainer, n_images: int, min_seconds: float = 1.0) -> dict[str, Any]:
-    """Images/s of ``trainer.dataset`` (uint8 -> float batches, plus cached HR features when on)
-    over a synthetic training set of ``n_images``, a new dataset per epoch as in training."""
-    d = trainer.config.data
-    saved = trainer.train_lr, trainer.train_hr, trainer.hr_features
+def measure_pipeline(feed, n_images: int, min_seconds: float = 1.0) -> dict[str, Any]:
+    """Images/s of ``feed.dataset`` (a :class:`upsampler.feed.TrainingFeed`: uint8 -> float batches,
+    plus cached HR features when on) over a synthetic training set of ``n_images``, a new dataset per epoch as in training."""
+    d = feed.config.data
+    saved = feed.train_lr, feed.train_hr, feed.hr_features
     try:
-        trainer.train_lr, trainer.train_hr = _synthetic_arrays(n_images, d.lr_size, d.hr_size, seed=1)
-        if trainer.use_hr_feature_cache:  # the values do not matter here, only the bytes moved
-            shape = trainer.content_loss.feature_shape(d.hr_size)
-            trainer.hr_features = np.zeros((n_images, *shape), np.float32)
+        feed.train_lr, feed.train_hr = _synthetic_arrays(n_images, d.lr_size, d.hr_size, seed=1)
+        if feed.use_hr_feature_cache:  # the values do not matter here, only the bytes moved
+            shape = feed.steps.content_loss.feature_shape(d.hr_size)
+            feed.hr_features = np.zeros((n_images, *shape), np.float32)
         epoch = [0]
 
         def one_epoch() -> int:
             epoch[0] += 1
-            return sum(int(lr.shape[0]) for lr, _hr in trainer.dataset(epoch[0]))
+            return sum(int(lr.shape[0]) for lr, _hr in feed.dataset(epoch[0]))
 
         one_epoch()
         count, start = 0, time.perf_counter()
@@ -348,7 +348,7 @@ def measure_pipeline(trainer, n_images: int, min_seconds: float = 1.0) -> dict[s
             count += one_epoch()
         return {"pipeline_images_per_s": count / (time.perf_counter() - start), "pipeline_images": n_images}
     finally:
-        trainer.train_lr, trainer.train_hr, trainer.hr_features = saved
+        feed.train_lr, feed.train_hr, feed.hr_features = saved
 
 
 def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), inference_size: int = 176,
@@ -359,6 +359,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
     import tensorflow as tf
 
     from . import distribute
+    from .steps import Speedups
     from .train import SRGANTrainer
 
     t, d = config.train, config.data
@@ -387,18 +388,19 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
     n_images = max(2 * batch, 32)
     lr_arr, hr_arr = _synthetic_arrays(n_images, d.lr_size, d.hr_size)
     log(f"building the trainer ({config.profile}, batch {batch}) ...")
-    trainer = SRGANTrainer(config, arrays=(lr_arr, hr_arr), fast=fast)
+    trainer = SRGANTrainer(config, arrays=(lr_arr, hr_arr), speedups=Speedups() if fast else Speedups.none())
+    steps_, feed = trainer.steps, trainer.feed
     result.update({
-        "precision": trainer.precision,
-        "xla": bool(trainer.jit_compile),
-        "strategy": distribute.describe(trainer.strategy),
-        "replicas": trainer.num_replicas,
-        "hr_feature_cache": bool(trainer.use_hr_feature_cache),
-        "fast_paths": bool(trainer.fast),
+        "precision": steps_.precision,
+        "xla": bool(steps_.jit_compile),
+        "strategy": distribute.describe(steps_.strategy),
+        "replicas": steps_.num_replicas,
+        "hr_feature_cache": bool(feed.use_hr_feature_cache),
+        "fast_paths": bool(fast),
         "deterministic": bool(t.deterministic),
         "trainer": trainer.describe(),
     })
-    vgg = trainer.content_loss.vgg
+    vgg = steps_.content_loss.vgg
     flops = step_flops(trainer.generator, trainer.discriminator, vgg, lr_size=d.lr_size, hr_size=d.hr_size,
                        batch=batch)
     result["flops"] = flops
@@ -415,17 +417,17 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
 
     # -- training step -------------------------------------------------------------------
     if "train" not in skip:
-        if trainer.use_hr_feature_cache:
+        if feed.use_hr_feature_cache:
             start = time.perf_counter()
-            trainer.prepare_hr_features()
+            feed.prepare_hr_features()
             result["hr_feature_cache_seconds"] = time.perf_counter() - start
             result["hr_feature_cache_images"] = n_images
-        lr_batch, hr_batch = next(iter(trainer.dataset(1)))
+        lr_batch, hr_batch = next(iter(feed.dataset(1)))
         counter = [0]
 
         def adversarial():
             counter[0] += 1
-            trainer._adversarial_step(lr_batch, hr_batch, tf.constant(counter[0], tf.int64)).numpy()
+            steps_.adversarial_step(lr_batch, hr_batch, tf.constant(counter[0], tf.int64)).numpy()
 
         log(f"training step: {warmup} warm-up + {steps} timed (interleaved with the matmul) ...")
         for _ in range(warmup):
@@ -462,8 +464,8 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
         if result.get("gpus"):
             import tensorflow as tf
 
-            dtype = "float16" if trainer.precision == "mixed_float16" else (
-                "bfloat16" if trainer.precision == "mixed_bfloat16" else "float32")
+            dtype = "float16" if steps_.precision == "mixed_float16" else (
+                "bfloat16" if steps_.precision == "mixed_bfloat16" else "float32")
             gpu = measure_device_matmul(dtype)
             result["gpu_matmul_dtype"] = dtype
             result["gpu_matmul_tf32"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
@@ -475,12 +477,12 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
 
     # -- generator-only pre-training step -------------------------------------------------
     if "pretrain" not in skip:
-        lr_p, hr_p = next(iter(trainer.dataset(1, phase="pretrain")))
+        lr_p, hr_p = next(iter(feed.dataset(1, phase="pretrain")))
         counter = [0]
 
         def pretrain():
             counter[0] += 1
-            trainer._pretrain_step(lr_p, hr_p, tf.constant(counter[0], tf.int64)).numpy()
+            steps_.pretrain_step(lr_p, hr_p, tf.constant(counter[0], tf.int64)).numpy()
 
         log("pre-training step ...")
         times = time_calls(pretrain, steps, warmup)
@@ -517,7 +519,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
     # -- input pipeline ---------------------------------------------------------------------
     if "pipeline" not in skip:
         log("input pipeline ...")
-        result.update(measure_pipeline(trainer, n_images=max(256, 8 * batch), min_seconds=pipeline_seconds))
+        result.update(measure_pipeline(feed, n_images=max(256, 8 * batch), min_seconds=pipeline_seconds))
         if "train_images_per_s" in result:
             result["pipeline_margin"] = result["pipeline_images_per_s"] / result["train_images_per_s"]
     else:

@@ -141,7 +141,8 @@ class Config:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Config":
         known = {f.name for f in fields(cls)}
-        raw = {k: v for k, v in raw.items() if k != "provenance"}  # written beside the config by `train`
+        # written beside the config by `train` (upsampler.rundir)
+        raw = {k: v for k, v in raw.items() if k not in ("provenance", "data_source")}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"unknown config sections: {sorted(unknown)}")

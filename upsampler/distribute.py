@@ -1,6 +1,6 @@
 """Running the trainer on several devices with ``tf.distribute``.
 
-Design (what :class:`upsampler.train.SRGANTrainer` does with a strategy):
+Design (what :class:`upsampler.steps.SRGANSteps` does with a strategy):
 
 * **Global-batch semantics.** ``train.batch_size`` is the *global* batch. Each of the N
   replicas gets ``batch_size / N`` images (consecutive slices of the global batch, in
@@ -56,7 +56,7 @@ Beyond one machine (not exercised by the test suite; documented path):
   strategy = tf.distribute.TPUStrategy(resolver)``, with ``mixed_bfloat16``, static batch
   shapes (already the case: ``drop_remainder`` batches) and the dataset fed from memory or
   GCS (TPUs cannot read the local disk of the Colab VM). Pass that strategy as
-  ``SRGANTrainer(..., strategy=strategy)``.
+  ``SRGANTrainer(..., strategy=strategy)`` (:mod:`upsampler.train`), which hands it to the steps.
 """
 
 from __future__ import annotations

@@ -33,11 +33,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .rundir import PRETRAINED_SNAPSHOT
+
 DATASETS = ("coco", "celeba")
 MODELS = {"model_a": ("Model A", "coco"), "model_b": ("Model B", "celeba")}
-PRETRAINED_SNAPSHOT = "generator_pretrained.keras"
 LABEL_FILE = "LABEL.txt"
-DATA_DIR_FILE = "data_dir.txt"
+DATA_DIR_FILE = "data_dir.txt"  # runs made before config.json recorded data_source
 
 
 # ---- where things go --------------------------------------------------------------------
@@ -141,7 +142,16 @@ def profile_of_run(run_dir: str | os.PathLike) -> str | None:
 
 
 def data_dir_of_run(run_dir: str | os.PathLike) -> Path | None:
-    """The processed data folder a run was trained on (``data_dir.txt``, written by :func:`train_model`)."""
+    """The processed data folder a run was trained on (``data_source`` in its config.json;
+    ``data_dir.txt`` in runs made before that was recorded)."""
+    config = Path(run_dir) / "config.json"
+    if config.is_file():
+        try:
+            path = json.loads(config.read_text()).get("data_source", {}).get("path")
+        except (ValueError, AttributeError):
+            path = None
+        if path:
+            return Path(path)
     info = Path(run_dir) / DATA_DIR_FILE
     return Path(info.read_text().strip()) if info.is_file() else None
 
@@ -367,45 +377,32 @@ def training_config(
 
 def train_model(config: Any, data_dir: str | os.PathLike, run_dir: str | os.PathLike, *,
                 snapshot_pretrained: bool = True):
-    """Train (or resume) ``run_dir``; keeps a copy of the generator as it was after MSE pre-training.
-
-    With ``snapshot_pretrained`` and MSE pre-training in the schedule, training runs in two
-    calls of :func:`upsampler.train.train` - pre-training only, then the rest - with
-    ``generator.keras`` copied to ``generator_pretrained.keras`` in between (exact resume makes
-    this identical to one call). The evaluation can then show what the adversarial phase did.
-    Returns the last :class:`~upsampler.train.TrainResult`.
+    """Train (or resume) ``run_dir``; the trainer keeps the generator as it was after MSE
+    pre-training as ``generator_pretrained.keras`` (``snapshot_pretrained``), so the evaluation
+    can show what the adversarial phase did. Returns the :class:`~upsampler.train.TrainResult`.
     """
     from .train import train
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "train.log"
     start = log.stat().st_size if log.exists() else 0
-    (run_dir / DATA_DIR_FILE).write_text(str(Path(data_dir).resolve()) + "\n")
-    snapshot = run_dir / PRETRAINED_SNAPSHOT
-    t = config.train
-    if snapshot_pretrained and t.pretrain_epochs > 0 and not snapshot.exists():
-        done = epochs_done(run_dir)
-        if done["adversarial"] == 0:
-            print(f"== phase 1: {t.pretrain_epochs} epochs of MSE pre-training ==")
-            train(config.override(["train.epochs=0"]), data_dir, run_dir)
-            shutil.copy2(run_dir / "generator.keras", snapshot)
-            print(f"kept the generator after {t.pretrain_epochs} MSE pre-training epochs: {snapshot}")
-        print(f"== phase 2: {t.epochs} adversarial epochs ==")
-    result = train(config, data_dir, run_dir)
-    if not t.progress:  # the trainer only logged the epoch lines: show them now
+    result = train(config, data_dir, run_dir, snapshot_pretrained=snapshot_pretrained)
+    if not config.train.progress:  # the trainer only logged the epoch lines: show them now
         with log.open() as handle:
             handle.seek(start)
             for line in handle:
                 if " epoch " in line and "/" in line and ": " in line and "starting at" not in line \
                         and "resumed at" not in line:
                     print(line.rstrip().split("] ", 1)[-1])
+    snapshot = run_dir / PRETRAINED_SNAPSHOT
+    if snapshot_pretrained and snapshot.is_file():
+        print(f"the generator after {config.train.pretrain_epochs} MSE pre-training epochs is kept as {snapshot.name}")
     return result
 
 
 def epochs_done(run_dir: str | os.PathLike) -> dict[str, int]:
     """Epochs logged in a run's loss.csv per phase: ``{"pretrain": n, "adversarial": m}``."""
-    from .train import read_loss_rows
+    from .rundir import read_loss_rows
 
     run_dir = Path(run_dir)
     done = {"pretrain": 0, "adversarial": 0}
@@ -572,11 +569,17 @@ def evaluate(
             models[method] = path
             vgg_notes[method] = "untrained VGG19 content loss" if untrained_vgg else ""
     import_tensorflow_quietly().get_logger().setLevel(logging.ERROR)  # Keras' retracing chatter (one trace per model)
-    try:
-        results = evaluate_study(test_dir, models, paths.evaluation, faces=faces, extractor=extractor,
-                                 input_size=input_size, n_boot=n_boot, grid_images=0, save_sr=True)
-    except ExtractorUnavailableError as exc:
-        raise RuntimeError(str(exc)) from exc
+    key = evaluation_key(test_dir, models, faces=faces, extractor=extractor, input_size=input_size, n_boot=n_boot)
+    results = reuse_evaluation(paths.evaluation, key, [*models])
+    if results is None:
+        try:
+            results = evaluate_study(test_dir, models, paths.evaluation, faces=faces, extractor=extractor,
+                                     input_size=input_size, n_boot=n_boot, grid_images=0, save_sr=True)
+        except ExtractorUnavailableError as exc:
+            raise RuntimeError(str(exc)) from exc
+        from .rundir import write_atomically
+
+        write_atomically(paths.evaluation / EVALUATION_KEY_FILE, json.dumps(key, indent=2, sort_keys=True) + "\n")
     note = join_notes([
         study_label(runs.values(), [test_dir.parent]),
         UNTRAINED_VGG_WARNING if any(vgg_notes.values()) else None,
@@ -611,6 +614,56 @@ def evaluate(
         show(comparison_figure(test_dir, results, [*models], n=grid_images, note=note),
              paths.figures / f"{name}_comparison_grid.png")
     return results
+
+
+EVALUATION_KEY_FILE = "inputs.json"
+
+
+def evaluation_key(test_dir: Path, models: Mapping[str, Path], **settings: Any) -> dict[str, Any]:
+    """What an evaluation depends on: each generator file's SHA-256, the test images', the settings."""
+    import hashlib
+
+    from . import __version__
+
+    def digest(paths: Iterable[Path]) -> str:
+        h = hashlib.sha256()
+        for path in paths:
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        return h.hexdigest()
+
+    images = sorted(p for p in Path(test_dir).rglob("*") if p.is_file())
+    return {"models": {m: digest([Path(p)]) for m, p in models.items()}, "test_images": digest(images),
+            "settings": {k: str(v) for k, v in settings.items()}, "upsampler": __version__}
+
+
+def reuse_evaluation(out_dir: Path, key: dict[str, Any], methods: Sequence[str]):
+    """The finished evaluation in ``out_dir`` when it was made from exactly ``key``; else None.
+
+    A rerun of the study then shows the same numbers instead of spending the evaluation's time
+    again; delete ``out_dir/inputs.json`` to recompute.
+    """
+    import pandas as pd
+
+    from .metrics.evaluate import BICUBIC, StudyResults, _slug
+
+    out_dir = Path(out_dir)
+    try:
+        saved = json.loads((out_dir / EVALUATION_KEY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    files = {name: out_dir / name for name in ("metrics.csv", "per_image_metrics.csv", "paired.csv", "metrics.md")}
+    sr_dirs = {m: out_dir / "sr" / _slug(m) for m in [BICUBIC, *methods]}
+    if saved != key or not all(p.is_file() for p in files.values()) or not all(d.is_dir() for d in sr_dirs.values()):
+        return None
+    table = pd.read_csv(files["metrics.csv"])
+    if sorted(table["method"]) != sorted([BICUBIC, *methods]):
+        return None
+    figures = {"paired_differences": out_dir / "paired_differences.png"}
+    print(f"evaluation: the generators, test images and settings are those of the finished evaluation in {out_dir}; "
+          f"showing it (delete {EVALUATION_KEY_FILE} there to recompute)")
+    return StudyResults(table, pd.read_csv(files["per_image_metrics.csv"]), out_dir, files["metrics.csv"],
+                        files["per_image_metrics.csv"], files["metrics.md"], pd.read_csv(files["paired.csv"]),
+                        files["paired.csv"], {k: v for k, v in figures.items() if v.is_file()}, sr_dirs)
 
 
 def summary_table(table: Any):
