@@ -2,7 +2,7 @@
 
     python scripts/chaos_kill.py --kills 8 [--seed 0] [--work DIR]
 
-A small run (the smoke profile: 3 MSE pre-training epochs, then 5 adversarial epochs, a
+A small run on built-in demo images (the smoke profile: 3 MSE pre-training epochs, then 5 adversarial epochs, a
 checkpoint every epoch) is trained once without interruption, then again in another run
 directory where each invocation is SIGKILLed in a random epoch still to do, a random time into
 it (so kills land in the steps, the checkpoint writes, the exports, the loss-row and log appends,
@@ -31,19 +31,11 @@ PRETRAIN_EPOCHS, EPOCHS = 3, 5
 
 
 def synthetic_processed_set(root: Path) -> Path:
-    """24 smooth random colour fields with edges, processed to 32 px HR / 8 px LR."""
+    """24 of the built-in demo images (``upsampler.demo``), processed to 32 px HR / 8 px LR."""
     from upsampler.data import preprocess
-    from upsampler.images import save_png
+    from upsampler.demo import write_demo_datasets
 
-    rng = np.random.default_rng(0)
-    images = root / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:40, 0:40] / 40
-    for i in range(24):
-        f, phase = rng.uniform(1, 4, 3), rng.uniform(0, 6.3, 3)
-        img = np.stack([np.sin(f[c] * 6.3 * (xx + yy * c / 2) + phase[c]) for c in range(3)], -1)
-        img = (img > rng.uniform(-0.5, 0.5)) * 0.5 + img * 0.25 + 0.25
-        save_png((np.clip(img, 0, 1) * 255).astype(np.uint8), images / f"img_{i:03d}.png")
+    images = write_demo_datasets(root / "images", broad_count=24, narrow_count=3, size=40)["broad"]
     out = root / "processed"
     preprocess(images, out, hr_size=32, scale=4, test_fraction=0.25, seed=0, progress=False)
     return out

@@ -148,7 +148,7 @@ def _header_of(handle: IO[bytes], label: str) -> ImageHeader:
         try:
             frames = int(getattr(img, "n_frames", 1))
         except Exception as exc:  # a damaged frame table
-            raise ImageDecodeError(label, "corrupt", f"cannot count frames: {_short(exc)}") from exc
+            raise ImageDecodeError(label, "corrupt", f"cannot count frames: {first_line(exc)}") from exc
         return ImageHeader(img.width, img.height, img.mode, img.format or "", frames)
 
 
@@ -221,7 +221,7 @@ def _open(handle: IO[bytes], label: str) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(label, "too large", str(exc)) from exc
     except Exception as exc:  # Pillow plugins raise SyntaxError/OSError/... on bad headers
-        raise ImageDecodeError(label, "corrupt", _short(exc)) from exc
+        raise ImageDecodeError(label, "corrupt", first_line(exc)) from exc
 
 
 def _decode_bytes(data: bytes, label: str, max_pixels: int | None) -> np.ndarray:
@@ -238,7 +238,7 @@ def _decode_bytes(data: bytes, label: str, max_pixels: int | None) -> np.ndarray
         except Image.DecompressionBombError as exc:
             raise ImageDecodeError(label, "too large", str(exc)) from exc
         except Exception as exc:  # OSError "image file is truncated", SyntaxError "broken PNG", ...
-            message = _short(exc)
+            message = first_line(exc)
             kind = "truncated" if "truncat" in message.lower() else "corrupt"
             raise ImageDecodeError(label, kind, message) from exc
         try:
@@ -248,12 +248,13 @@ def _decode_bytes(data: bytes, label: str, max_pixels: int | None) -> np.ndarray
         try:
             return _to_rgb_array(img)
         except Exception as exc:
-            raise ImageDecodeError(label, "unsupported mode", f"{img.mode}: {_short(exc)}") from exc
+            raise ImageDecodeError(label, "unsupported mode", f"{img.mode}: {first_line(exc)}") from exc
 
 
-def _short(exc: BaseException) -> str:
+def first_line(exc: BaseException, limit: int | None = 200) -> str:
+    """The first line of an exception's message (its type name when empty), cut to ``limit``."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+    return text.splitlines()[0][:limit]
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:

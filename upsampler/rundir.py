@@ -307,8 +307,9 @@ class RunDirectory:
             try:
                 self._manager.checkpoint.restore(path).assert_existing_objects_matched()
             except Exception as exc:  # noqa: BLE001 - TensorFlow raises several types for a bad file
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                notes.append(f"WARNING: checkpoint {path} is unreadable ({first[:200]}); trying the one before it")
+                from .images import first_line
+
+                notes.append(f"WARNING: checkpoint {path} is unreadable ({first_line(exc)}); trying the one before it")
                 continue
             return path, notes
         if notes:

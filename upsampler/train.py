@@ -414,6 +414,8 @@ def config_from_args(args) -> Config:
 
 
 def run_train(args) -> int:
+    from .images import first_line
+
     config = config_from_args(args)
     try:
         result = train(config, args.data, args.run_dir)
@@ -421,11 +423,11 @@ def run_train(args) -> int:
         print(f"upsampler train: {exc}", file=sys.stderr)
         return 3
     except RuntimeError as exc:  # e.g. VGG weights unavailable offline, the run directory in use
-        print(f"upsampler train: error: {_first_line(exc)}", file=sys.stderr)
+        print(f"upsampler train: error: {first_line(exc, limit=None)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a read-only folder, no permission
         where = exc.filename or args.run_dir
-        print(f"upsampler train: error: {where}: {exc.strerror or _first_line(exc)}; what was saved before "
+        print(f"upsampler train: error: {where}: {exc.strerror or first_line(exc, limit=None)}; what was saved before "
               "(the last checkpoint, loss.csv) is intact: fix this and run the same command to resume",
               file=sys.stderr)
         return 2
@@ -434,12 +436,8 @@ def run_train(args) -> int:
 
         if not isinstance(exc, tf.errors.OpError):
             raise
-        print(f"upsampler train: error: {args.run_dir}: {_first_line(exc)}; the last checkpoint is intact: fix "
+        print(f"upsampler train: error: {args.run_dir}: {first_line(exc, limit=None)}; the last checkpoint is intact: fix "
               "this and run the same command to resume", file=sys.stderr)
         return 2
     return 0 if result.epochs_done >= config.train.epochs else 1
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
