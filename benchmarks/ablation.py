@@ -35,7 +35,7 @@ def build(variant: str, batch: int, arrays):
 
     index = VARIANTS.index(variant)
     cache = "auto" if index >= 1 else "off"
-    config = bench.build_config("paper", batch_size=batch, xla="off", mixed_precision=False, content_network="untrained",
+    config = bench.build_config("paper", batch_size=batch, xla="off", precision="float32", content_network="untrained",
                                 hr_cache=cache, strategy="default", deterministic=None, overrides=[])
     speedups = Speedups(fused_adam=index >= 2, fused_layers=index >= 3, shared_d_head=index >= 4)
     trainer = SRGANTrainer(config, arrays=arrays, speedups=speedups)

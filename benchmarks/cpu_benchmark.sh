@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The CPU benchmark set behind benchmarks/results/cpu-<date>*.json: paper profile, batch 8.
-#   default          all sections, the trainer as it trains (-> cpu-<date>.json and .txt)
-#   baseline         the straightforward step (stock Keras layers and Adam, two D calls, no HR cache)
+#   default          all sections, the trainer as it trains, in the default precision (auto: bf16 where
+#                    the CPU has AVX-512 BF16 or AMX, else float32) (-> cpu-<date>.json and .txt)
+#   fp32             the default step in float32
+#   baseline         the straightforward step in float32 (stock Keras layers and Adam, two D calls, no HR cache)
 #   baseline-cache   baseline + HR VGG feature cache
 #   bf16             mixed_bfloat16 (AMX/AVX512-BF16 on CPUs that have it; not a float32 figure)
 #   xla              XLA on (slower on CPU: its convolutions are not oneDNN's)
@@ -14,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-.venv/bin/python}"
 BATCH="${BATCH:-8}"
 STEPS="${STEPS:-5}"
-VARIANTS="${VARIANTS:-default baseline baseline-cache bf16 xla ablation}"
+VARIANTS="${VARIANTS:-default fp32 baseline baseline-cache bf16 xla ablation}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 stamp="$(date +%Y-%m-%d)"
 out=benchmarks/results
@@ -23,9 +25,10 @@ for variant in $VARIANTS; do
   echo "== $variant (load: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo ?))"
   case "$variant" in
     default)        "$PY" -m upsampler.cli benchmark --profile paper --batch-size "$BATCH" --steps "$STEPS" --output "$out/cpu-$stamp.json" ;;
-    baseline)       "$PY" -m upsampler.cli benchmark --profile paper --batch-size "$BATCH" --steps "$STEPS" --baseline --skip inference,fid,pipeline --output "$out/cpu-$stamp-baseline.json" ;;
-    baseline-cache) "$PY" -m upsampler.cli benchmark --profile paper --batch-size "$BATCH" --steps "$STEPS" --baseline --hr-cache auto --skip inference,fid,pipeline --output "$out/cpu-$stamp-baseline-cache.json" ;;
-    bf16)           "$PY" -m upsampler.cli benchmark --profile paper --batch-size "$BATCH" --steps "$STEPS" --mixed-precision --skip inference,fid,pipeline --output "$out/cpu-$stamp-bf16.json" ;;
+    fp32)           "$PY" -m upsampler.cli benchmark --profile paper --batch-size "$BATCH" --steps "$STEPS" --precision float32 --skip inference,fid,pipeline --output "$out/cpu-$stamp-fp32.json" ;;
+    baseline)       "$PY" -m upsampler.cli benchmark --profile paper --batch-size "$BATCH" --steps "$STEPS" --precision float32 --baseline --skip inference,fid,pipeline --output "$out/cpu-$stamp-baseline.json" ;;
+    baseline-cache) "$PY" -m upsampler.cli benchmark --profile paper --batch-size "$BATCH" --steps "$STEPS" --precision float32 --baseline --hr-cache auto --skip inference,fid,pipeline --output "$out/cpu-$stamp-baseline-cache.json" ;;
+    bf16)           "$PY" -m upsampler.cli benchmark --profile paper --batch-size "$BATCH" --steps "$STEPS" --precision mixed_bfloat16 --skip inference,fid,pipeline --output "$out/cpu-$stamp-bf16.json" ;;
     xla)            "$PY" -m upsampler.cli benchmark --profile paper --batch-size "$BATCH" --steps "$STEPS" --xla on --skip inference,fid,pipeline --output "$out/cpu-$stamp-xla.json" ;;
     ablation)       "$PY" benchmarks/ablation.py --batch-size "$BATCH" --rounds "$STEPS" --output "$out/cpu-$stamp-ablation.json" | tee "$out/cpu-$stamp-ablation.txt" ;;
     *) echo "cpu_benchmark: unknown variant $variant" >&2; exit 2 ;;

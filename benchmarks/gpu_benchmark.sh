@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # GPU benchmark of the SRGAN training step: paper profile (44 -> 176, 16 blocks, VGG54), global
-# batch 32, float32 and mixed precision (mixed_float16 + loss scaling), XLA off and on, plus the
-# straightforward baseline step. One process per variant (op determinism, XLA and the dtype
+# batch 32, float32 and the default precision (train.precision=auto: mixed_bfloat16 from Ampere
+# on, mixed_float16 + loss scaling on older GPUs), XLA off and on, plus the straightforward
+# baseline step in float32. One process per variant (op determinism, XLA and the dtype
 # policy are process-wide). Writes one JSON (and a .txt table) per variant to
 # benchmarks/results/gpu-<device>-<date>-<variant>.json, then prints a summary.
 #
 #   benchmarks/gpu_benchmark.sh                 # all variants, 10 timed steps each
 #   STEPS=20 benchmarks/gpu_benchmark.sh        # more repetitions
-#   VARIANTS="fp32-xla mixed-xla" benchmarks/gpu_benchmark.sh
+#   VARIANTS="fp32-xla auto-xla fp16-xla" benchmarks/gpu_benchmark.sh
 #   PYTHON=python3 benchmarks/gpu_benchmark.sh  # another interpreter (default: .venv/bin/python, else python3)
 #   EXTRA="--strategy mirrored" benchmarks/gpu_benchmark.sh   # all local GPUs, global batch 32
 #   EXTRA="--nondeterministic" ...   # if an XLA variant stops on a missing deterministic GPU kernel
@@ -25,7 +26,7 @@ fi
 STEPS="${STEPS:-10}"
 WARMUP="${WARMUP:-2}"
 BATCH="${BATCH:-32}"
-VARIANTS="${VARIANTS:-baseline fp32 fp32-xla mixed mixed-xla}"
+VARIANTS="${VARIANTS:-baseline fp32 fp32-xla auto auto-xla}"
 EXTRA="${EXTRA:-}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 
@@ -44,11 +45,12 @@ echo "GPU: $device  ->  $outdir/gpu-$slug-$stamp-<variant>.json"
 for variant in $VARIANTS; do
   args=(benchmark --profile paper --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP" --json)
   case "$variant" in
-    baseline)  args+=(--baseline --xla off) ;;
-    fp32)      args+=(--xla off) ;;
-    fp32-xla)  args+=(--xla on) ;;
-    mixed)     args+=(--mixed-precision --xla off) ;;
-    mixed-xla) args+=(--mixed-precision --xla on) ;;
+    baseline)  args+=(--baseline --precision float32 --xla off) ;;
+    fp32)      args+=(--precision float32 --xla off) ;;
+    fp32-xla)  args+=(--precision float32 --xla on) ;;
+    auto)      args+=(--precision auto --xla off) ;;
+    auto-xla)  args+=(--precision auto --xla on) ;;
+    fp16-xla)  args+=(--precision mixed_float16 --xla on) ;;
     *) echo "gpu_benchmark: unknown variant $variant" >&2; exit 2 ;;
   esac
   # Sections other than the training step only once (they do not depend on the variant).
@@ -65,7 +67,7 @@ done
 import json, sys
 from pathlib import Path
 outdir, slug, stamp, *variants = sys.argv[1:]
-print(f"\n{'variant':<10} {'precision':<15} {'XLA':<4} {'step s':>8} {'img/s':>8} {'useful GF/s':>12} {'GPU mm GF/s':>12} {'ratio':>6} {'pipeline img/s':>15}")
+print(f"\n{'variant':<10} {'precision':<15} {'XLA':<4} {'step s':>8} {'img/s':>8} {'useful GF/s':>12} {'matmul GF/s':>12} {'ratio':>6} {'pipeline img/s':>15}")
 for v in variants:
     p = Path(outdir) / f"gpu-{slug}-{stamp}-{v}.json"
     if not p.exists():
@@ -74,8 +76,8 @@ for v in variants:
     r = json.loads(p.read_text())
     g = lambda k, f="{:.4g}": f.format(r[k]) if isinstance(r.get(k), (int, float)) else "-"
     print(f"{v:<10} {r.get('precision',''):<15} {'on' if r.get('xla') else 'off':<4} {g('train_step_seconds'):>8} "
-          f"{g('train_images_per_s'):>8} {g('useful_gflops'):>12} {g('gpu_matmul_gflops'):>12} "
-          f"{g('ratio_to_gpu_matmul'):>6} {g('pipeline_images_per_s'):>15}")
-print("\nratio = useful GFLOP/s / tf.matmul GFLOP/s on the same GPU in the step's compute dtype (float32 uses TF32 "
-      "tensor cores on Ampere+ unless disabled). ratio_to_matmul in the JSON is against the HOST CPU's NumPy matmul.")
+          f"{g('train_images_per_s'):>8} {g('useful_gflops'):>12} {g('matmul_gflops'):>12} "
+          f"{g('ratio_to_matmul'):>6} {g('pipeline_images_per_s'):>15}")
+print("\nratio = useful GFLOP/s / tf.matmul GFLOP/s on the same GPU in the step's compute dtype, measured between "
+      "the steps (float32 uses TF32 tensor cores on Ampere+ unless disabled).")
 PYEOF

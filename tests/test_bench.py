@@ -68,16 +68,17 @@ def test_flop_counter_walks_nested_models_and_unknown_sizes():
 def test_discriminator_count_matches_the_architecture():
     from upsampler.models import DISCRIMINATOR_BLOCKS, build_discriminator
 
-    d = build_discriminator(hr_size=32, filters=8, dense_units=16)
-    size, cin, expected = 32, 3, 0
-    expected += size * size * 9 * cin * 8
+    size, cin, trunk = 32, 3, 0
+    trunk += size * size * 9 * cin * 8
     cin = 8
     for multiple, stride in DISCRIMINATOR_BLOCKS:
         size = math.ceil(size / stride)
-        expected += size * size * 9 * cin * 8 * multiple
+        trunk += size * size * 9 * cin * 8 * multiple
         cin = 8 * multiple
-    expected += size * size * cin * 16 + 16 * 1
-    assert bench.count_model(d, (1, 32, 32, 3)).macs == expected
+    pooled = build_discriminator(hr_size=32, filters=8, dense_units=16)
+    assert bench.count_model(pooled, (1, 32, 32, 3)).macs == trunk + cin * 16 + 16 * 1
+    flatten = build_discriminator(hr_size=32, filters=8, dense_units=16, head="flatten")
+    assert bench.count_model(flatten, (1, 32, 32, 3)).macs == trunk + size * size * cin * 16 + 16 * 1
 
 
 def test_step_flops_follow_the_documented_convention():
@@ -97,21 +98,37 @@ def test_step_flops_follow_the_documented_convention():
 
 
 def test_paper_step_is_about_134_gflop_per_image():
-    """44 -> 176, 16 blocks, VGG54: G 8.6 + D 5.9 + VGG 24.1 GFLOP forward per image."""
+    """44 -> 176, 16 blocks, VGG54: G 8.6 + D 5.8 (5.9 with the study's Flatten head) + VGG 24.1 GFLOP
+    forward per image."""
     from upsampler.losses import build_vgg_feature_extractor
     from upsampler.models import build_discriminator, build_generator
 
-    f = bench.step_flops(build_generator(), build_discriminator(), build_vgg_feature_extractor("block5_conv4", "untrained"),
+    f = bench.step_flops(build_generator(), build_discriminator(head="flatten"), build_vgg_feature_extractor("block5_conv4", "untrained"),
                          lr_size=44, hr_size=176, batch=8)
     assert f["generator_forward_gflop_per_image"] == pytest.approx(8.589, abs=1e-3)
     assert f["discriminator_forward_gflop_per_image"] == pytest.approx(5.943, abs=1e-3)
     assert f["vgg_forward_gflop_per_image"] == pytest.approx(24.087, abs=1e-3)
     assert f["adversarial_gflop_per_step"] == pytest.approx(1069.5, abs=0.1)
+    pooled = bench.step_flops(build_generator(), build_discriminator(), build_vgg_feature_extractor("block5_conv4", "untrained"),
+                              lr_size=44, hr_size=176, batch=8)
+    assert pooled["discriminator_forward_gflop_per_image"] == pytest.approx(5.818, abs=1e-3)
+    assert pooled["adversarial_gflop_per_step"] == pytest.approx(1063.5, abs=0.1)
 
 
 def test_matmul_measurement_is_positive():
     values = bench.measure_matmul(n=128, reps=2, warmup=1)
     assert len(values) == 2 and all(v > 0 and math.isfinite(v) for v in values)
+    for dtype in ("float32", "bfloat16"):
+        matmul = bench.TensorFlowMatmul(dtype, "/CPU:0", n=128)
+        assert matmul.a.dtype == dtype and all(matmul() > 0 for _ in range(2))
+
+
+def test_the_yardstick_is_the_faster_median_and_says_which():
+    name, value = bench.choose_yardstick({"numpy": [200.0, 240.0, 236.0], "tensorflow": [460.0, 455.0, 300.0]})
+    assert (name, value) == ("tensorflow", 455.0)
+    assert bench.choose_yardstick({"numpy": [10.0], "tensorflow": []}) == ("numpy", 10.0)
+    with pytest.raises(ValueError):
+        bench.choose_yardstick({"numpy": []})
 
 
 class _FakeExtractor:
@@ -135,8 +152,15 @@ def test_benchmark_json_has_the_numeric_keys(capsys, monkeypatch):
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])  # one JSON object on stdout
     for key in ("train_images_per_s", "useful_gflops", "matmul_gflops", "ratio_to_matmul", "pipeline_images_per_s",
-                "pretrain_images_per_s", "train_step_seconds"):
+                "pretrain_images_per_s", "train_step_seconds", "executed_gflops", "ratio_executed_to_matmul",
+                "matmul_tensorflow_gflops", "matmul_numpy_gflops"):
         assert isinstance(result[key], (int, float)) and result[key] > 0, key
+    # The yardstick is the faster same-precision matmul of the run, and the JSON says which.
+    assert result["precision"] == "float32" and result["matmul_dtype"] == "float32"
+    assert result["matmul_gflops"] == max(result["matmul_tensorflow_gflops"], result["matmul_numpy_gflops"])
+    assert result["matmul_gflops"] == result[f"matmul_{result['matmul_yardstick']}_gflops"]
+    # Cached HR VGG features count as useful work, not as executed work.
+    assert result["hr_feature_cache"] and result["executed_gflops"] < result["useful_gflops"]
     for key in ("device", "precision", "tensorflow_version"):
         assert isinstance(result[key], str) and result[key]
     assert isinstance(result["xla"], bool)
@@ -177,11 +201,11 @@ def _smoke_trainer(**sets):
 
 
 def test_cached_hr_features_give_the_same_step_as_computing_them():
-    # Adam epsilon 1e-3 instead of 1e-8: Adam's first step lr * g / (|g| + eps) would amplify
-    # float rounding in near-zero gradients (the conv biases before BN) up to lr (see
-    # tests/test_distribute.py); the comparison is about the features, not that amplification.
-    cached = _smoke_trainer(**{"train.cache_hr_features": "on", "train.epsilon": "1e-3"})
-    fresh = _smoke_trainer(**{"train.cache_hr_features": "off", "train.epsilon": "1e-3"})
+    # At the study's Adam epsilon 1e-8: with no conv biases in front of BatchNorm no gradient is
+    # zero-but-for-rounding, so Adam's lr * g / (|g| + eps) has no noise to amplify.
+    assert get_profile("smoke").train.epsilon == 1e-8
+    cached = _smoke_trainer(**{"train.cache_hr_features": "on"})
+    fresh = _smoke_trainer(**{"train.cache_hr_features": "off"})
     assert cached.feed.use_hr_feature_cache and not fresh.feed.use_hr_feature_cache
     (lr_a, (hr_a, feats)), (lr_b, hr_b) = next(iter(cached.feed.dataset(1))), next(iter(fresh.feed.dataset(1)))
     np.testing.assert_array_equal(hr_a.numpy(), hr_b.numpy())

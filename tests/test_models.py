@@ -23,22 +23,48 @@ from upsampler.models import (  # noqa: E402
 
 def test_generator_parameter_count_pixel_shuffle_is_about_1_55_million():
     counts = parameter_counts(build_generator())
-    # 9x9 head + 16 residual blocks + trunk + two (conv 256, shuffle, PReLU) + 9x9 tail.
-    assert counts["total"] == 1_554_883
+    # 9x9 head + 16 residual blocks + trunk + two (conv 256, shuffle, PReLU) + 9x9 tail; no biases in
+    # front of BatchNorm (16 x 2 x 64 + 64 = 2,112 fewer than the original's Keras defaults).
+    assert counts["total"] == 1_552_771
+    assert parameter_counts(build_generator(bias_before_bn=True))["total"] == 1_552_771 + 2_112
     assert abs(counts["total"] - 1.55e6) / 1.55e6 < 0.01
 
 
 def test_generator_parameter_count_original_nearest_is_about_2_04_million():
-    counts = parameter_counts(build_generator(upsample="nearest"))
+    counts = parameter_counts(build_generator(upsample="nearest", bias_before_bn=True))
     assert abs(counts["total"] - 2.04e6) / 2.04e6 < 0.01
 
 
-def test_discriminator_parameter_count_at_176_is_about_68_1_million():
-    model = build_discriminator(hr_size=176)
+def test_discriminator_with_the_studys_flatten_head_has_68_1_million_parameters_at_176():
+    model = build_discriminator(hr_size=176, head="flatten", bias_before_bn=True)
     counts = parameter_counts(model)
     assert abs(counts["total"] - 68.1e6) / 68.1e6 < 0.005
     dense = model.get_layer("dense_0")
     assert dense.count_params() == 11 * 11 * 512 * 1024 + 1024  # the 63.4 M Dense layer
+
+
+def test_discriminator_pooled_head_drops_the_63_million_dense_weights_and_is_size_independent():
+    pooled = build_discriminator(hr_size=176)
+    assert pooled.get_layer("dense_0").count_params() == 512 * 1024 + 1024
+    total = parameter_counts(pooled)["total"]
+    assert total == parameter_counts(build_discriminator(hr_size=96))["total"]  # any input size, same weights
+    flatten = parameter_counts(build_discriminator(hr_size=176, head="flatten"))["total"]
+    assert flatten - total == (11 * 11 - 1) * 512 * 1024  # only the Dense kernel differs
+    assert 5.0e6 < total < 5.4e6
+    with pytest.raises(ValueError, match="head must be one of"):
+        build_discriminator(head="patch")
+
+
+def test_no_convolution_in_front_of_batch_norm_has_a_bias_unless_asked():
+    import keras
+
+    for model in (build_generator(num_blocks=2, filters=8), build_discriminator(hr_size=32, filters=8, dense_units=16)):
+        layers = model.layers
+        for before, after in zip(layers, layers[1:]):
+            if isinstance(after, keras.layers.BatchNormalization):
+                assert isinstance(before, keras.layers.Conv2D) and not before.use_bias, (model.name, before.name)
+    d = build_discriminator(hr_size=32, filters=8, dense_units=16, bias_before_bn=True)
+    assert d.get_layer("conv_3").use_bias
 
 
 @pytest.mark.parametrize("scale", [2, 4, 8])
@@ -128,7 +154,7 @@ def test_portable_generator_has_stock_layers_and_the_same_outputs(tmp_path):
     stock = build_generator(num_blocks=2, filters=8, bn_momentum=0.9, variant="stock")
     stock.set_weights(fast.get_weights())
     assert generator_settings(fast) == {"scale": 4, "num_blocks": 2, "filters": 8, "upsample": "pixel_shuffle",
-                                        "bn_momentum": 0.9}
+                                        "bn_momentum": 0.9, "bias_before_bn": False}
     portable = portable_generator(fast)
     assert all(type(layer).__module__.startswith("keras") for layer in portable.layers)
     x = np.random.default_rng(2).uniform(-1, 1, (2, 11, 13, 3)).astype(np.float32)

@@ -4,9 +4,12 @@ Sections (each can be skipped with ``--skip``):
 
 ``train``     the trainer's compiled adversarial step (G, D, VGG content loss, both Adam
               updates) on a fixed synthetic batch: images/s and *useful* GFLOP/s;
-``matmul``    NumPy float32 4096x4096 matmul GFLOP/s with the BLAS this environment ships,
-              measured interleaved with the training repetitions (same load, same run), and
-              the ratio ``useful_gflops / matmul_gflops``;
+``matmul``    the yardstick: the best dense 4096x4096 matmul this machine reaches in the
+              step's compute precision, measured interleaved with the training repetitions
+              (same load, same run) with TensorFlow (``tf.matmul`` on the step's device) and,
+              in float32 on a CPU, with NumPy's BLAS; the faster median is the yardstick
+              (``matmul_yardstick`` names it) and ``ratio_to_matmul = useful_gflops /
+              matmul_gflops``;
 ``pretrain``  the generator-only (pixel MSE) step;
 ``inference`` ``upsampler.inference.upscale_image`` with tiling: output megapixels/s;
 ``pipeline``  the trainer's input pipeline (``make_train_dataset`` + cached HR features),
@@ -27,8 +30,10 @@ adversarial step needs, per image::
 
 Normalisation, activations, losses and the optimiser updates are not counted. Work the
 trainer skips (HR VGG features computed once per dataset by the feature cache) is still
-counted, so skipping or caching raises the figure; work it does beyond the convention (the
-generator's extra input-gradient pass back through D on SR) is not counted. The VGG weights
+counted in ``useful_gflops``, so skipping or caching raises that figure; ``executed_gflops``
+beside it counts only the work the step does (without the cached HR VGG forward), and
+``ratio_executed_to_matmul`` is its ratio. Work the step does beyond the convention (the
+generator's extra input-gradient pass back through D on SR) is counted in neither. The VGG weights
 default to ``untrained`` here: weights change the values, never the speed.
 """
 
@@ -226,24 +231,6 @@ def matmul_gflops_once(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * n ** 3 / (time.perf_counter() - start) / 1e9
 
 
-def measure_device_matmul(dtype: str = "float32", n: int = 8192, reps: int = 5) -> list[float]:
-    """GFLOP/s of ``tf.matmul`` on the first GPU (the yardstick for a GPU step; TensorFlow uses
-    TF32 tensor cores for float32 on Ampere and newer unless disabled)."""
-    import tensorflow as tf
-
-    with tf.device("/GPU:0"):
-        a = tf.random.normal((n, n), dtype=dtype)
-        b = tf.random.normal((n, n), dtype=dtype)
-        fn = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
-        fn(a, b).numpy()
-        out = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            fn(a, b).numpy()
-            out.append(2.0 * n ** 3 / (time.perf_counter() - start) / 1e9)
-    return out
-
-
 def matmul_operands(n: int = 4096, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
@@ -255,6 +242,39 @@ def measure_matmul(n: int = 4096, reps: int = 5, warmup: int = 1) -> list[float]
     for _ in range(warmup):
         np.matmul(a, b)
     return [matmul_gflops_once(a, b) for _ in range(reps)]
+
+
+class TensorFlowMatmul:
+    """``tf.matmul`` of two ``n x n`` operands of ``dtype`` on ``device``, compiled once; each
+    call returns one GFLOP/s sample (the result stays on the device: a scalar comes back)."""
+
+    def __init__(self, dtype: str = "float32", device: str = "/CPU:0", n: int = 4096):
+        import tensorflow as tf
+
+        self.n, self.dtype, self.device = n, dtype, device
+        a, b = matmul_operands(n)
+        with tf.device(device):
+            self.a = tf.cast(tf.constant(a), dtype)
+            self.b = tf.cast(tf.constant(b), dtype)
+            self.fn = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+            self.fn(self.a, self.b).numpy()
+
+    def __call__(self) -> float:
+        import tensorflow as tf
+
+        with tf.device(self.device):
+            start = time.perf_counter()
+            self.fn(self.a, self.b).numpy()
+        return 2.0 * self.n ** 3 / (time.perf_counter() - start) / 1e9
+
+
+def choose_yardstick(samples: dict[str, list[float]]) -> tuple[str, float]:
+    """(name, median GFLOP/s) of the fastest matmul by median among ``samples`` (name -> GFLOP/s samples)."""
+    medians = {name: _median(values) for name, values in samples.items() if values}
+    if not medians:
+        raise ValueError("no matmul samples")
+    name = max(medians, key=medians.get)
+    return name, medians[name]
 
 
 # ---- environment -----------------------------------------------------------------------------
@@ -310,11 +330,11 @@ def _synthetic_arrays(n: int, lr_size: int, hr_size: int, seed: int = 0) -> tupl
     return lr, hr
 
 
-def build_config(profile: str, *, batch_size: int | None, xla: str, mixed_precision: bool, content_network: str,
+def build_config(profile: str, *, batch_size: int | None, xla: str, precision: str | None, content_network: str,
                  hr_cache: str, strategy: str, deterministic: bool | None, overrides: list[str]):
     from .config import get_profile
 
-    sets = [f"train.jit_compile={xla}", f"train.mixed_precision={'true' if mixed_precision else 'false'}",
+    sets = [f"train.jit_compile={xla}", *([f"train.precision={precision}"] if precision else []),
             f"loss.content_network={content_network}", f"train.cache_hr_features={hr_cache}", f"train.strategy={strategy}",
             "train.progress=false"]
     if batch_size is not None:
@@ -405,15 +425,23 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
                        batch=batch)
     result["flops"] = flops
 
-    matmul_samples: list[float] = []
-    a = b = None
+    # The yardstick candidates, all in the step's compute precision on the step's device.
+    from .precision import compute_dtype
+
+    matmul_dtype = compute_dtype(steps_.precision)
+    on_gpu = bool(result.get("gpus"))
+    matmuls: dict[str, Callable[[], float]] = {}
     if "matmul" not in skip:
-        a, b = matmul_operands(matmul_size)
-        np.matmul(a, b)
+        matmuls["tensorflow"] = TensorFlowMatmul(matmul_dtype, "/GPU:0" if on_gpu else "/CPU:0", matmul_size)
+        if not on_gpu and matmul_dtype == "float32":  # NumPy has no BLAS matmul in 16 bits
+            a, b = matmul_operands(matmul_size)
+            np.matmul(a, b)
+            matmuls["numpy"] = lambda: matmul_gflops_once(a, b)
+    matmul_samples: dict[str, list[float]] = {name: [] for name in matmuls}
 
     def interleaved_matmul():
-        if a is not None:
-            matmul_samples.append(matmul_gflops_once(a, b))
+        for name, fn in matmuls.items():
+            matmul_samples[name].append(fn())
 
     # -- training step -------------------------------------------------------------------
     if "train" not in skip:
@@ -446,32 +474,36 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
         result["train_images_per_s"] = batch / seconds
         result["useful_gflops"] = flops["adversarial_gflop_per_step"] / seconds
         result["useful_gflops_best"] = flops["adversarial_gflop_per_step"] / min(times)
+        skipped = flops["hr_vgg_forward_gflop_per_step"] if feed.use_hr_feature_cache else 0.0
+        result["executed_gflop_per_step"] = flops["adversarial_gflop_per_step"] - skipped
+        result["executed_gflops"] = result["executed_gflop_per_step"] / seconds
     else:
         result["skipped"]["train"] = "--skip"
 
     if "matmul" not in skip:
-        while len(matmul_samples) < max(steps, 5):
+        while min(len(v) for v in matmul_samples.values()) < max(steps, 5):
             interleaved_matmul()
+        yardstick, median = choose_yardstick(matmul_samples)
         result["matmul_size"] = matmul_size
-        result["matmul_gflops"] = _median(matmul_samples)
-        result["matmul_gflops_all"] = matmul_samples
-        result["matmul_gflops_best"] = max(matmul_samples)
+        result["matmul_dtype"] = matmul_dtype
+        result["matmul_device"] = "GPU" if on_gpu else "CPU"
+        result["matmul_yardstick"] = yardstick
+        result["matmul_gflops"] = median
+        result["matmul_gflops_all"] = matmul_samples[yardstick]
+        result["matmul_gflops_best"] = max(matmul_samples[yardstick])
+        for name, values in matmul_samples.items():
+            result[f"matmul_{name}_gflops"] = _median(values)
+            result[f"matmul_{name}_gflops_all"] = values
         if "useful_gflops" in result:
             result["ratio_to_matmul"] = result["useful_gflops"] / result["matmul_gflops"]
+            result["ratio_executed_to_matmul"] = result["executed_gflops"] / result["matmul_gflops"]
             # Best against best: on a machine shared with other jobs both figures swing by 2x;
             # the fastest step over the fastest matmul estimates the ratio on a quiet machine.
             result["ratio_to_matmul_best"] = result["useful_gflops_best"] / result["matmul_gflops_best"]
-        if result.get("gpus"):
+        if on_gpu:
             import tensorflow as tf
 
-            dtype = "float16" if steps_.precision == "mixed_float16" else (
-                "bfloat16" if steps_.precision == "mixed_bfloat16" else "float32")
-            gpu = measure_device_matmul(dtype)
-            result["gpu_matmul_dtype"] = dtype
             result["gpu_matmul_tf32"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
-            result["gpu_matmul_gflops"] = _median(gpu)
-            if "useful_gflops" in result:
-                result["ratio_to_gpu_matmul"] = result["useful_gflops"] / result["gpu_matmul_gflops"]
     else:
         result["skipped"]["matmul"] = "--skip"
 
@@ -573,14 +605,16 @@ def format_table(result: dict[str, Any]) -> str:
         ("train step (median)", f"{_fmt(result.get('train_step_seconds'), 4)} s"),
         ("train images/s", _fmt(result.get("train_images_per_s"))),
         ("useful GFLOP/s", _fmt(result.get("useful_gflops"))),
-        (f"matmul GFLOP/s (NumPy f32 {result.get('matmul_size', 4096)})",
-         f"{_fmt(result.get('matmul_gflops'))} ({result.get('blas')})"),
+        ("executed GFLOP/s (cached work not counted)", _fmt(result.get("executed_gflops"))),
+        (f"matmul GFLOP/s ({result.get('matmul_dtype')} {result.get('matmul_size', 4096)}, "
+         f"{result.get('matmul_device')})",
+         f"{_fmt(result.get('matmul_gflops'))} = {result.get('matmul_yardstick')}"
+         f" (TensorFlow {_fmt(result.get('matmul_tensorflow_gflops'))}, NumPy "
+         f"{_fmt(result.get('matmul_numpy_gflops'))} {result.get('blas')})"),
         ("ratio useful / matmul (medians)", _fmt(result.get("ratio_to_matmul"))),
+        ("ratio executed / matmul (medians)", _fmt(result.get("ratio_executed_to_matmul"))),
         ("  best step / best matmul", f"{_fmt(result.get('useful_gflops_best'))} / {_fmt(result.get('matmul_gflops_best'))}"
                                       f" = {_fmt(result.get('ratio_to_matmul_best'))}"),
-        *([("GPU matmul GFLOP/s (tf, " + str(result.get("gpu_matmul_dtype")) + ")",
-            f"{_fmt(result.get('gpu_matmul_gflops'))}; ratio {_fmt(result.get('ratio_to_gpu_matmul'))}")]
-          if "gpu_matmul_gflops" in result else []),
         ("pretrain images/s", _fmt(result.get("pretrain_images_per_s"))),
         ("pretrain useful GFLOP/s", _fmt(result.get("pretrain_useful_gflops"))),
         ("inference output MP/s (tiled)", f"{_fmt(result.get('inference_megapixels_per_s'))} "
@@ -620,8 +654,9 @@ def configure_benchmark_parser(p) -> None:
     p.add_argument("--steps", type=int, default=5, help="timed repetitions per section (default %(default)s)")
     p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default %(default)s)")
     p.add_argument("--xla", choices=["on", "off", "auto"], default="auto", help="XLA: auto = on GPU only")
-    p.add_argument("--mixed-precision", action="store_true",
-                   help="mixed_float16 + loss scaling on GPU, mixed_bfloat16 on CPU")
+    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   help="train.precision (default: the profile's; paper: auto = bf16 where the hardware has it, "
+                        "else float32 on CPU / float16 on older GPUs; upsampler.precision)")
     p.add_argument("--content-network", choices=["untrained", "vgg19", "vgg16-hed"], default="untrained",
                    help="content-loss network (default untrained VGG19: weights change values, not speed)")
     p.add_argument("--hr-cache", choices=["auto", "on", "off"],
@@ -672,7 +707,7 @@ def run_benchmark(args) -> int:
         if args.inter_op_threads:
             tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     config = build_config(
-        args.profile, batch_size=args.batch_size, xla=args.xla, mixed_precision=args.mixed_precision,
+        args.profile, batch_size=args.batch_size, xla=args.xla, precision=args.precision,
         content_network=args.content_network, hr_cache=args.hr_cache or ("off" if args.baseline else "auto"),
         strategy=args.strategy,
         deterministic=False if args.nondeterministic else None, overrides=args.set,

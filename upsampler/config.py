@@ -28,6 +28,10 @@ VGG19 = "vgg19"
 VGG16_HED = "vgg16-hed"
 CONTENT_NETWORKS = (VGG19, VGG16_HED, UNTRAINED)
 UPDATE_ORDERS = ("d_then_g", "simultaneous")
+DISC_HEADS = ("pooled", "flatten")
+# "mixed": the device's mixed policy whatever its native support (mixed_float16 on a GPU,
+# mixed_bfloat16 elsewhere); what configs written with `mixed_precision: true` asked for.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16", "mixed")
 
 # How feature_scale is chosen for a network other than the paper's VGG19 (see docs/instruments.md):
 # the paper scales VGG19 features by 1/12.75 "to obtain VGG losses of a scale that is comparable to
@@ -73,6 +77,8 @@ class ModelConfig:
     bn_momentum: float = 0.5  # the original's Keras BatchNormalization momentum
     disc_filters: int = 64
     disc_dense_units: int = 1024
+    disc_head: str = "pooled"  # "pooled" (global average pooling, ~5 M parameters) or "flatten" (the study's: 68 M at 176 px)
+    bias_before_bn: bool = False  # biases on the convolutions that BatchNorm follows (no effect; the original had them)
 
 
 @dataclass
@@ -107,7 +113,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = True  # op determinism + seeds; makes resume bit-exact
     jit_compile: str = "auto"  # "auto" (XLA on GPU), "on", "off"
-    mixed_precision: bool = False  # mixed_float16 + loss scaling on GPU, mixed_bfloat16 elsewhere
+    precision: str = "auto"  # auto (by hardware, upsampler.precision), float32, mixed_bfloat16, mixed_float16
     strategy: str = "default"  # tf.distribute: "default" (one device), "mirrored" (all GPUs), "auto"
     cache_hr_features: str = "auto"  # HR VGG features computed once per dataset: "auto" (when flips are off), "on", "off"
     checkpoint_every: int = 1  # epochs
@@ -161,6 +167,11 @@ class Config:
                 section.setdefault("content_network", VGG19 if old == IMAGENET else old)
             if f.name == "train" and "update_order" not in section:
                 section["update_order"] = "simultaneous"  # what runs before update_order existed did
+            if f.name == "train" and "mixed_precision" in section:  # configs written before precision
+                section.setdefault("precision", "mixed" if section.pop("mixed_precision") else "float32")
+            if f.name == "model":  # configs written before these fields: the networks they trained
+                section.setdefault("disc_head", "flatten")
+                section.setdefault("bias_before_bn", True)
             raw = {**raw, f.name: section}
             bad = set(raw[f.name]) - section_known
             if bad:
@@ -217,6 +228,10 @@ class Config:
             raise ValueError(f"loss.vgg_preprocessing must be 'paper' or 'raw', got {self.loss.vgg_preprocessing!r}")
         if self.loss.content_network not in CONTENT_NETWORKS:
             raise ValueError(f"loss.content_network must be one of {list(CONTENT_NETWORKS)}, got {self.loss.content_network!r}")
+        if self.model.disc_head not in DISC_HEADS:
+            raise ValueError(f"model.disc_head must be one of {list(DISC_HEADS)}, got {self.model.disc_head!r}")
+        if self.train.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {list(PRECISIONS)}, got {self.train.precision!r}")
         if self.train.update_order not in UPDATE_ORDERS:
             raise ValueError(f"train.update_order must be one of {list(UPDATE_ORDERS)}, got {self.train.update_order!r}")
         if d.train_crop is not None:
@@ -242,7 +257,7 @@ class Config:
         lines = [
             f"profile={self.profile}  {d.lr_size}x{d.lr_size} -> {d.hr_size}x{d.hr_size} (x{d.scale}), crop={d.crop}",
             f"generator: {m.num_blocks} blocks x {m.filters} filters, upsample={m.upsample}; "
-            f"discriminator base {m.disc_filters} filters, dense {m.disc_dense_units}",
+            f"discriminator base {m.disc_filters} filters, {m.disc_head} head, dense {m.disc_dense_units}",
             f"content loss: {l.content}"
             + (f" ({l.content_network} {l.content_layer}, preprocessing={l.vgg_preprocessing}, "
                f"feature scale {l.feature_scale:.4g})" if l.content == "vgg" else "")
@@ -297,7 +312,9 @@ def paper() -> Config:
         "MSE pre-training of the generator (SRResNet) first, pixel shuffle, ImageNet VGG19 block5_conv4 with caffe "
         "preprocessing and features / 12.75, D updated before G in each step. Differs from the paper: 44->176 "
         "whole images instead of random 96-px crops, batch 32 (paper 16), epochs instead of 10^5 + 10^5 steps with "
-        "a learning-rate drop, the study's noisy labels N(0.9, 0.05) / N(0.1, 0.05) and BN momentum 0.5"))
+        "a learning-rate drop, the study's noisy labels N(0.9, 0.05) / N(0.1, 0.05) and BN momentum 0.5, and D "
+        "pools its last maps globally before Dense(1024) (5.2 M parameters instead of the Flatten's 68 M; "
+        "model.disc_head=flatten restores it)"))
     cfg.train.pretrain_epochs = 250
     return cfg
 
@@ -309,6 +326,7 @@ def original() -> Config:
         "unscaled features, no MSE pre-training, BN momentum 0.5, noisy labels on both sides, D then G; its "
         "defects are not reproduced (losses on logits, one Adam per network)"))
     cfg.model.upsample = "nearest"
+    cfg.model.disc_head = "flatten"
     cfg.loss.vgg_preprocessing = "raw"
     cfg.loss.feature_scale = 1.0
     return cfg
@@ -322,7 +340,8 @@ def study_cpu() -> Config:
         "then the adversarial phase, content loss on the pretrained offline VGG16-HED block5_conv3 (ImageNet VGG19 "
         "cannot be downloaded offline) with its calibrated feature scale; evaluated at the study's 44->176"))
     cfg.data = DataConfig(hr_size=176, scale=4, crop="center", flips=True, train_crop=96)
-    cfg.model = ModelConfig(bn_momentum=0.99)
+    # The networks exactly as the shipped Model A and B were trained (Flatten head, biases in front of BN).
+    cfg.model = ModelConfig(bn_momentum=0.99, disc_head="flatten", bias_before_bn=True)
     cfg.loss = LossConfig(content_network=VGG16_HED, content_layer="block5_conv3", feature_scale=HED_BLOCK5_CONV3_SCALE)
     cfg.train = TrainConfig(
         epochs=3, pretrain_epochs=10, batch_size=16, steps_per_epoch=20, learning_rate=1e-4,
@@ -353,6 +372,7 @@ def smoke() -> Config:
     cfg.train = TrainConfig(
         epochs=2, pretrain_epochs=0, batch_size=4, steps_per_epoch=3, sample_every=1,
         num_samples=2, jit_compile="off", progress=False,
+        precision="float32",  # the same numbers on every machine; tests/test_precision.py covers the others
     )
     return cfg
 

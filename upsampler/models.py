@@ -215,6 +215,7 @@ def build_generator(
     upsample: str = "pixel_shuffle",
     bn_momentum: float = 0.5,
     input_size: int | None = None,
+    bias_before_bn: bool = False,
     name: str = "generator",
     variant: str = "stock",
 ) -> keras.Model:
@@ -233,6 +234,9 @@ def build_generator(
         bn_momentum: BatchNormalization momentum (the original's 0.5).
         input_size: fixes the LR side; ``None`` (default) accepts any size, which tiled
             inference relies on.
+        bias_before_bn: give the convolutions in front of a BatchNormalization a bias (the
+            original's Keras default). BatchNorm subtracts the batch mean, so such a bias has no
+            effect and a zero gradient in exact arithmetic; its float noise only feeds Adam.
         variant: ``"stock"``, ``"fast"`` (fused training-time layers; the trainer's choice) or
             ``"portable"`` (plain Keras only; see :func:`portable_generator`). Same weights and
             layer names in all three.
@@ -248,13 +252,13 @@ def build_generator(
     head = x
     for b in range(num_blocks):
         skip = x
-        x = layers.Conv2D(filters, 3, padding="same", name=f"res_block_{b}_conv_1")(x)
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=bias_before_bn, name=f"res_block_{b}_conv_1")(x)
         x = _bn(variant, momentum=bn_momentum, name=f"res_block_{b}_bn_1")(x)
         x = _prelu(variant, shared_axes=[1, 2], name=f"res_block_{b}_prelu")(x)
-        x = layers.Conv2D(filters, 3, padding="same", name=f"res_block_{b}_conv_2")(x)
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=bias_before_bn, name=f"res_block_{b}_conv_2")(x)
         x = _bn(variant, momentum=bn_momentum, name=f"res_block_{b}_bn_2")(x)
         x = layers.Add(name=f"res_block_{b}_add")([skip, x])
-    x = layers.Conv2D(filters, 3, padding="same", name="trunk_conv")(x)
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=bias_before_bn, name="trunk_conv")(x)
     x = _bn(variant, momentum=bn_momentum, name="trunk_bn")(x)
     x = layers.Add(name="trunk_add")([head, x])
     for u in range(steps):
@@ -275,6 +279,7 @@ def build_generator(
 
 
 DISCRIMINATOR_BLOCKS = ((1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1), (8, 2))  # (filter multiple, stride)
+DISCRIMINATOR_HEADS = ("pooled", "flatten")
 
 
 def build_discriminator(
@@ -282,29 +287,45 @@ def build_discriminator(
     hr_size: int = 176,
     filters: int = 64,
     dense_units: int = 1024,
+    head: str = "pooled",
     bn_momentum: float = 0.5,
+    bias_before_bn: bool = False,
     name: str = "discriminator",
     variant: str = "stock",
 ) -> keras.Model:
     """SRGAN discriminator: HR-sized image in [-1, 1] -> one real/fake **logit** per image.
 
     Conv3x3(64)-LeakyReLU, then seven Conv3x3-BN-LeakyReLU blocks with (filters, stride)
-    (64,2) (128,1) (128,2) (256,1) (256,2) (512,1) (512,2), Flatten, Dense(1024)-LeakyReLU,
+    (64,2) (128,1) (128,2) (256,1) (256,2) (512,1) (512,2), the head, Dense(1024)-LeakyReLU,
     Dense(1). The sigmoid of the study is not part of the model: losses are computed on
     logits (numerically stable; the original's clipped probabilities saturated and passed no
-    gradient). ~68.1 M parameters at 176x176, 63.4 M of them in the first Dense layer.
+    gradient).
+
+    Args:
+        head: ``"pooled"`` (default): global average pooling of the 512 final maps before the
+            Dense(1024), ~5.2 M parameters at any size. ``"flatten"``: the paper's and the
+            study's Flatten, whose Dense(1024) alone has (hr_size/16)^2 x 512 x 1024
+            parameters - 63.4 M of the 68.1 M at 176x176 - read, differentiated and updated by
+            Adam every step for no measured gain in this project's runs.
+        bias_before_bn: as in :func:`build_generator` (the seven convolutions in front of BN).
     """
     _check_variant(variant)
     if hr_size % 16:
         raise ValueError(f"hr_size must be divisible by 16 (four stride-2 blocks), got {hr_size}")
+    if head not in DISCRIMINATOR_HEADS:
+        raise ValueError(f"head must be one of {DISCRIMINATOR_HEADS}, got {head!r}")
     hr = keras.Input(shape=(hr_size, hr_size, 3), name="image")
     x = layers.Conv2D(filters, 3, padding="same", name="conv_0")(hr)
     x = layers.LeakyReLU(negative_slope=0.2, name="lrelu_0")(x)
     for i, (multiple, stride) in enumerate(DISCRIMINATOR_BLOCKS, start=1):
-        x = layers.Conv2D(filters * multiple, 3, strides=stride, padding="same", name=f"conv_{i}")(x)
+        x = layers.Conv2D(filters * multiple, 3, strides=stride, padding="same", use_bias=bias_before_bn,
+                          name=f"conv_{i}")(x)
         x = _bn(variant, momentum=bn_momentum, name=f"bn_{i}")(x)
         x = layers.LeakyReLU(negative_slope=0.2, name=f"lrelu_{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
+    if head == "flatten":
+        x = layers.Flatten(name="flatten")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dense(dense_units, name="dense_0")(x)
     x = layers.LeakyReLU(negative_slope=0.2, name="dense_lrelu")(x)
     logit = layers.Dense(1, name="logit", dtype="float32")(x)
@@ -316,11 +337,11 @@ def build_models_from_config(config, variant: str = "stock") -> tuple[keras.Mode
     m, d = config.model, config.data
     generator = build_generator(
         scale=d.scale, num_blocks=m.num_blocks, filters=m.filters, upsample=m.upsample, bn_momentum=m.bn_momentum,
-        variant=variant,
+        bias_before_bn=m.bias_before_bn, variant=variant,
     )
     discriminator = build_discriminator(
-        hr_size=d.train_hr_size, filters=m.disc_filters, dense_units=m.disc_dense_units, bn_momentum=m.bn_momentum,
-        variant=variant if variant != "portable" else "stock",
+        hr_size=d.train_hr_size, filters=m.disc_filters, dense_units=m.disc_dense_units, head=m.disc_head,
+        bn_momentum=m.bn_momentum, bias_before_bn=m.bias_before_bn, variant=variant if variant != "portable" else "stock",
     )
     return generator, discriminator
 
@@ -336,6 +357,7 @@ def generator_settings(generator: keras.Model) -> dict:
         "filters": int(generator.get_layer("head_conv").filters),
         "upsample": "nearest" if "upsample_0_nearest" in names else "pixel_shuffle",
         "bn_momentum": float(bn.momentum),
+        "bias_before_bn": bool(generator.get_layer("trunk_conv").use_bias),
     }
 
 

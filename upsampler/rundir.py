@@ -43,10 +43,11 @@ LOSS_COLUMNS = [
 # Fields that may change between invocations on the same run directory.
 RESUMABLE_FIELDS = {
     "train": {"epochs", "pretrain_epochs", "progress", "sample_every", "checkpoint_every", "keep_checkpoints",
-              "saturation_patience", "saturation_threshold", "jit_compile", "strategy", "cache_hr_features"},
+              "saturation_patience", "saturation_threshold", "jit_compile", "strategy", "cache_hr_features",
+              "precision"},
 }
 # Of those, the ones that change float rounding: a resume that changes them is not bit-exact.
-INEXACT_FIELDS = {"train": {"jit_compile", "strategy", "cache_hr_features"}}
+INEXACT_FIELDS = {"train": {"jit_compile", "strategy", "cache_hr_features", "precision"}}
 PRETRAINED_SNAPSHOT = "generator_pretrained.keras"
 
 
@@ -60,12 +61,15 @@ def resolve_run_config(requested: Config, run_dir: Path) -> tuple[Config, list[s
     Only schedule fields (epochs, sampling, checkpoint cadence) and the execution fields of
     :data:`INEXACT_FIELDS` may differ from the saved config; the latter give a warning that the
     resume is not bit-exact. Anything that changes the model or the data raises a ValueError
-    naming the field.
+    naming the field. ``train.precision`` comes back resolved: ``auto`` keeps the saved run's
+    precision, and a new run's is chosen by hardware (:mod:`upsampler.precision`), so the
+    config.json written from it records the one the run trains in.
     """
     saved_path = Path(run_dir) / "config.json"
-    if not saved_path.exists():
+    saved = Config.from_json(saved_path) if saved_path.exists() else None
+    requested = with_resolved_precision(requested, saved)
+    if saved is None:
         return requested, []
-    saved = Config.from_json(saved_path)
     saved_dict, requested_dict = saved.to_dict(), requested.to_dict()
     differences, warnings = [], []
     for section, values in requested_dict.items():
@@ -86,6 +90,17 @@ def resolve_run_config(requested: Config, run_dir: Path) -> tuple[Config, list[s
             "the same settings. Differences: " + "; ".join(differences)
         )
     return requested, warnings
+
+
+def with_resolved_precision(requested: Config, saved: Config | None = None) -> Config:
+    """A copy of ``requested`` whose ``train.precision`` is a concrete policy: the saved run's
+    when ``auto`` is requested on resume, else ``requested``'s, resolved for this hardware."""
+    from .precision import resolve_precision
+
+    config = Config.from_dict(requested.to_dict())
+    keep_saved = config.train.precision == "auto" and saved is not None
+    config.train.precision = resolve_precision((saved if keep_saved else config).train.precision)
+    return config
 
 
 def data_source(data_dir: str | Path) -> dict[str, str]:
@@ -205,7 +220,7 @@ class RunDirectory:
     def resolve_config(self, requested: Config) -> tuple[Config, list[str]]:
         """:func:`resolve_run_config`, for a folder with a checkpoint; a folder without one is a new run."""
         if not self.has_checkpoint():
-            return requested, []
+            return with_resolved_precision(requested), []
         return resolve_run_config(requested, self.path)
 
     def check_data(self, data_dir: str | Path) -> list[str]:

@@ -115,15 +115,6 @@ def fused_adam_class():
     return FusedAdam
 
 
-def choose_precision(requested: str | None, mixed_precision: bool, on_gpu: bool) -> str:
-    """The Keras dtype policy: ``requested``, else mixed_float16 on a GPU / mixed_bfloat16 elsewhere
-    when ``mixed_precision``, else float32."""
-    precision = requested or (("mixed_float16" if on_gpu else "mixed_bfloat16") if mixed_precision else "float32")
-    if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
-        raise ValueError(f"precision must be float32, mixed_float16 or mixed_bfloat16, got {precision!r}")
-    return precision
-
-
 class SRGANSteps:
     """G, D, the content loss, the optimisers, and the compiled steps of one run.
 
@@ -131,7 +122,8 @@ class SRGANSteps:
         config: the run's :class:`Config` (model, loss and the optimiser fields of ``train``).
         strategy: a ``tf.distribute.Strategy``; default ``make_strategy(config.train.strategy)``.
             Everything is created in its scope; ``config.train.batch_size`` is the global batch.
-        precision: a Keras dtype policy; default from ``train.mixed_precision`` (:func:`choose_precision`).
+        precision: a ``train.precision`` value; default the config's (``auto``: by hardware,
+            :func:`upsampler.precision.resolve_precision`).
         speedups: :class:`Speedups` (default all on); ``Speedups.none()`` is the plain step.
 
     ``pretrain_step(lr, hr, step)`` and ``adversarial_step(lr, hr, step)`` return the float
@@ -148,6 +140,7 @@ class SRGANSteps:
         from . import distribute
         from .losses import ContentLoss
         from .models import build_models_from_config
+        from .precision import resolve_precision
 
         self.tf, self.keras = tf, keras
         self.config = config
@@ -165,7 +158,7 @@ class SRGANSteps:
                 f"replicas ({self.num_replicas}, {distribute.describe(self.strategy)})"
             )
         on_gpu = bool(tf.config.list_logical_devices("GPU"))
-        self.precision = choose_precision(precision, t.mixed_precision, on_gpu)
+        self.precision = resolve_precision(precision or t.precision)
         self.loss_scaling = self.precision == "mixed_float16"
         jit = {"on": True, "off": False}.get(t.jit_compile, on_gpu)
         self.jit_compile = jit and self.num_replicas == 1  # see upsampler.distribute: XLA on one replica only
@@ -255,14 +248,14 @@ class SRGANSteps:
 
     # -- the discriminator ---------------------------------------------------------------------
     def _split_discriminator(self):
-        """(trunk, head) sub-models of D around its ``flatten`` layer (the SRGAN D), else None.
+        """(trunk, head) sub-models of D cut in front of its ``dense_0`` layer (the SRGAN D), else None.
 
         Both share D's layers and weights; only the functional graph is cut.
         """
         d = self.discriminator
-        if "flatten" not in [layer.name for layer in d.layers]:
+        if "dense_0" not in [layer.name for layer in d.layers]:
             return None
-        cut = d.get_layer("flatten").output
+        cut = d.get_layer("dense_0").input
         try:
             head = self.keras.Model(cut, d.output, name=f"{d.name}_head")
         except ValueError:  # the head also reads tensors from before the cut
@@ -274,9 +267,9 @@ class SRGANSteps:
 
         With ``shared_d_head`` the convolutional trunk runs on each batch separately (its
         BatchNormalization keeps per-batch statistics, real first, as two D calls would) and the
-        per-image head (Flatten -> Dense 1024 -> Dense 1), which couples no images, runs once
-        over both batches: the 63 M-parameter Dense kernel is read once instead of twice and its
-        weight gradient is one matmul instead of two plus a sum.
+        per-image head (pooling or Flatten -> Dense 1024 -> Dense 1), which couples no images,
+        runs once over both batches: the Dense kernel (63 M parameters with the study's Flatten)
+        is read once instead of twice and its weight gradient is one matmul instead of two plus a sum.
         """
         if self.d_parts is None:
             return self.discriminator(hr, training=True), self.discriminator(sr, training=True)

@@ -393,8 +393,10 @@ def configure_train_parser(p) -> None:
                    help="tf.distribute: default = one device, mirrored = all local GPUs (global batch "
                         "--batch-size split between them), auto = mirrored when there are several GPUs")
     p.add_argument("--xla", choices=["auto", "on", "off"], help="XLA-compile the steps (auto: on GPU only)")
-    p.add_argument("--mixed-precision", action="store_true", default=None,
-                   help="mixed_float16 with loss scaling on GPU, mixed_bfloat16 on CPU (train.mixed_precision)")
+    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   help="train.precision (default auto: mixed_bfloat16 on GPUs from Ampere on and on CPUs with "
+                        "AVX-512 BF16 or AMX, mixed_float16 on older GPUs, float32 elsewhere); a run keeps the "
+                        "precision it started with")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set model.upsample=nearest (repeatable)")
     p.add_argument("--config", help="start from a saved config.json instead of a profile")
@@ -406,7 +408,7 @@ def config_from_args(args) -> Config:
     for flag, key in (("epochs", "train.epochs"), ("pretrain_epochs", "train.pretrain_epochs"),
                       ("batch_size", "train.batch_size"), ("steps_per_epoch", "train.steps_per_epoch"),
                       ("content_network", "loss.content_network"), ("strategy", "train.strategy"),
-                      ("xla", "train.jit_compile"), ("mixed_precision", "train.mixed_precision")):
+                      ("xla", "train.jit_compile"), ("precision", "train.precision")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
