@@ -93,8 +93,13 @@ def chaos_run(data: Path, run_dir: Path, kills: int, rng: random.Random, epoch_s
         target = rng.randint(saved, total - 1)  # kill in epoch `target` (0-based)
         while proc.poll() is None and epochs_saved(run_dir) < target:
             time.sleep(0.01)
-        # In the last epoch only early on, so the run is still there to kill.
-        time.sleep(rng.uniform(0, epoch_seconds * (0.3 if target == total - 1 else 1.2)))
+        # In the last epoch only early on, so the run is still there to kill; before the last epoch,
+        # never past the end of the one before it (epochs may run faster than the reference's), so
+        # a kill aimed before the last epoch cannot find the run already finished.
+        deadline = time.monotonic() + rng.uniform(0, epoch_seconds * (0.3 if target == total - 1 else 1.2))
+        limit = total if target == total - 1 else total - 1
+        while proc.poll() is None and time.monotonic() < deadline and epochs_saved(run_dir) < limit:
+            time.sleep(0.005)
         if proc.poll() is not None:
             if proc.returncode != 0:
                 raise SystemExit(f"chaos: invocation failed with {proc.returncode}: {proc.stderr.read()[-2000:]}")

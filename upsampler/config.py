@@ -111,7 +111,7 @@ class TrainConfig:
     epsilon: float = 1e-8
     update_order: str = "d_then_g"  # "d_then_g" (the paper's: G's step sees the updated D) or "simultaneous"
     seed: int = 0
-    deterministic: bool = True  # op determinism + seeds; makes resume bit-exact
+    deterministic: bool = True  # seeds + op determinism on GPU/XLA (CPU kernels need none); makes resume bit-exact
     jit_compile: str = "auto"  # "auto" (XLA on GPU), "on", "off"
     precision: str = "auto"  # auto (by hardware, upsampler.precision), float32, mixed_bfloat16, mixed_float16
     strategy: str = "default"  # tf.distribute: "default" (one device), "mirrored" (all GPUs), "auto"

@@ -18,8 +18,8 @@ Design (what :class:`upsampler.steps.SRGANSteps` does with a strategy):
   the global batch), so one step on N replicas equals one step on one device with the same
   global batch (``tests/test_distribute.py`` checks this on two logical CPUs, within 1e-5).
   On one replica the fused single-device BN is used.
-* **Mixed precision** (``train.mixed_precision``): ``mixed_float16`` with a dynamic
-  ``LossScaleOptimizer`` on GPUs, ``mixed_bfloat16`` (no loss scaling needed) elsewhere.
+* **Mixed precision** (``train.precision``, :mod:`upsampler.precision`): ``mixed_float16``
+  with a dynamic ``LossScaleOptimizer``, or ``mixed_bfloat16`` (no loss scaling needed).
   Every replica scales its own partial loss by the same (mirrored) loss scale; a step whose
   gradients are non-finite on *any* replica is skipped on all of them (the trainer makes
   the finiteness check agree across replicas before the optimiser sees the gradients).

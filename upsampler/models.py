@@ -306,7 +306,7 @@ def build_discriminator(
             Dense(1024), ~5.2 M parameters at any size. ``"flatten"``: the paper's and the
             study's Flatten, whose Dense(1024) alone has (hr_size/16)^2 x 512 x 1024
             parameters - 63.4 M of the 68.1 M at 176x176 - read, differentiated and updated by
-            Adam every step for no measured gain in this project's runs.
+            Adam every step.
         bias_before_bn: as in :func:`build_generator` (the seven convolutions in front of BN).
     """
     _check_variant(variant)

@@ -146,7 +146,15 @@ class SRGANSteps:
         self.config = config
         self.speedups = Speedups() if speedups is None else speedups
         t = config.train
-        if t.deterministic:
+        on_gpu = bool(tf.config.list_logical_devices("GPU"))
+        jit = {"on": True, "off": False}.get(t.jit_compile, on_gpu)
+        # Op determinism only where kernels would otherwise vary from run to run: GPU kernels
+        # (atomics, autotuned algorithms) and XLA. The CPU kernels of these steps (oneDNN
+        # convolutions and matmuls, Eigen reductions over fixed shards) give the same bits every
+        # run for a given machine and thread count without it, and it costs time there. The exact
+        # resume tests (tests/test_train.py, the chaos test) run on the CPU without it.
+        self.op_determinism = bool(t.deterministic and (on_gpu or jit))
+        if self.op_determinism:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(t.seed)
 
@@ -157,10 +165,8 @@ class SRGANSteps:
                 f"train.batch_size ({t.batch_size}) is the global batch and must be divisible by the number of "
                 f"replicas ({self.num_replicas}, {distribute.describe(self.strategy)})"
             )
-        on_gpu = bool(tf.config.list_logical_devices("GPU"))
         self.precision = resolve_precision(precision or t.precision)
         self.loss_scaling = self.precision == "mixed_float16"
-        jit = {"on": True, "off": False}.get(t.jit_compile, on_gpu)
         self.jit_compile = jit and self.num_replicas == 1  # see upsampler.distribute: XLA on one replica only
 
         previous_policy = keras.mixed_precision.dtype_policy()
@@ -201,7 +207,11 @@ class SRGANSteps:
         from . import distribute
 
         return ", ".join([f"device strategy {distribute.describe(self.strategy)}", f"precision {self.precision}",
-                          f"XLA {'on' if self.jit_compile else 'off'}", self.speedups.describe()])
+                          f"XLA {'on' if self.jit_compile else 'off'}",
+                          "op determinism " + ("on" if self.op_determinism else
+                                               "off (CPU kernels are deterministic)" if self.config.train.deterministic
+                                               else "off"),
+                          self.speedups.describe()])
 
     # -- compilation and distribution ----------------------------------------------------------
     def _compile(self, replica_step):
