@@ -1,0 +1,117 @@
+"""Compare step variants in separate processes launched alternately (A B C A B C ...).
+
+Each round runs ``upsampler benchmark --skip inference,fid,pipeline,pretrain`` once per
+variant; the summary gives, per variant, the median step time over all timed steps of all
+rounds, images/s, the ratio to the first variant, and the yardstick (best same-precision
+matmul, measured inside every run). Separate processes because op determinism, XLA and the
+dtype policy are process-wide; alternating because a shared machine's load drifts.
+
+    .venv/bin/python benchmarks/alternate.py --rounds 3 --steps 3 --batch-size 8 \
+        --output benchmarks/results/cpu-<date>-alternate.json
+
+Variants (``--variants``, comma-separated; the first is the reference):
+    default          the trainer as it trains (train.precision=auto)
+    fp32             the default step in float32
+    bf16             the default step in mixed_bfloat16
+    baseline         the straightforward step in float32 (stock layers and Adam, two D calls, no HR cache)
+    flatten          the default step with the study's Flatten head and conv biases before BN
+    plain-study      the straightforward step on the study's networks (Flatten head, biases) in
+                     float32: what a plain Keras SRGAN step (krasserm/super-resolution's) computes
+    op-determinism   the default step with TensorFlow's op determinism switched on
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+VARIANTS = {
+    "default": [],
+    "fp32": ["--precision", "float32"],
+    "bf16": ["--precision", "mixed_bfloat16"],
+    "baseline": ["--precision", "float32", "--baseline"],
+    "flatten": ["--set", "model.disc_head=flatten", "--set", "model.bias_before_bn=true"],
+    "plain-study": ["--precision", "float32", "--baseline", "--set", "model.disc_head=flatten",
+                    "--set", "model.bias_before_bn=true"],
+    "op-determinism": [],
+}
+# Op determinism is process-wide and the trainer leaves it off on CPUs; this prefix switches it on first.
+DETERMINISM_PREFIX = "import tensorflow as tf; tf.config.experimental.enable_op_determinism(); "
+
+
+def command(variant: str, args) -> list[str]:
+    bench_args = ["benchmark", "--profile", args.profile, "--batch-size", str(args.batch_size), "--steps",
+                  str(args.steps), "--warmup", "1", "--skip", "inference,fid,pipeline,pretrain", "--json",
+                  *VARIANTS[variant]]
+    code = "import sys; from upsampler.cli import main; sys.exit(main(sys.argv[1:]))"
+    if variant == "op-determinism":
+        code = DETERMINISM_PREFIX + code
+    return [sys.executable, "-c", code, *bench_args]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variants", default="default,baseline")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--profile", default="paper")
+    p.add_argument("--output")
+    args = p.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for r in range(args.rounds):
+        for variant in variants:
+            done = subprocess.run(command(variant, args), capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                raise SystemExit(f"{variant}: benchmark failed: {done.stderr[-2000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            runs[variant].append(result)
+            print(f"round {r + 1}/{args.rounds} {variant:>15}: {result['train_step_seconds']:.3f} s/step, "
+                  f"{result['precision']}, yardstick {result['matmul_yardstick']} {result['matmul_gflops']:.0f} GFLOP/s",
+                  file=sys.stderr, flush=True)
+
+    summary = {}
+    for variant in variants:
+        steps = [t for result in runs[variant] for t in result["train_step_seconds_all"]]
+        median = statistics.median(steps)
+        matmul = statistics.median([result["matmul_gflops"] for result in runs[variant]])
+        useful = runs[variant][0]["flops"]["adversarial_gflop_per_step"] / median
+        summary[variant] = {
+            "step_seconds": median, "images_per_s": args.batch_size / median, "precision": runs[variant][0]["precision"],
+            "useful_gflops": useful, "matmul_gflops": matmul, "ratio_to_matmul": useful / matmul,
+            "matmul_yardstick": sorted({result["matmul_yardstick"] for result in runs[variant]}),
+            "matmul_dtype": runs[variant][0]["matmul_dtype"],
+        }
+    reference = summary[variants[0]]["images_per_s"]
+    lines = [f"{runs[variants[0]][0]['device']}; {args.rounds} rounds x {args.steps} timed steps, batch "
+             f"{args.batch_size}, {args.profile} profile; medians",
+             f"{'variant':<16} {'precision':<15} {'s/step':>7} {'img/s':>6} {'vs ' + variants[0]:>12} "
+             f"{'useful GF/s':>11} {'matmul GF/s':>11} {'ratio':>6}  yardstick"]
+    for variant, row in summary.items():
+        lines.append(f"{variant:<16} {row['precision']:<15} {row['step_seconds']:>7.3f} {row['images_per_s']:>6.2f} "
+                     f"{row['images_per_s'] / reference:>11.2f}x {row['useful_gflops']:>11.0f} "
+                     f"{row['matmul_gflops']:>11.0f} {row['ratio_to_matmul']:>6.2f}  "
+                     f"{'/'.join(row['matmul_yardstick'])} {row['matmul_dtype']}")
+    table = "\n".join(lines)
+    print(table)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=2) + "\n")
+        out.with_suffix(".txt").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
