@@ -35,12 +35,7 @@ TOLERANCE = 1e-5
 STEPS = 2  # steps per epoch
 # --epochs is the total of adversarial epochs; both runs first do one MSE pre-training epoch.
 TRAIN = ["train", "--profile", "smoke", "--batch-size", "4", "--steps-per-epoch", str(STEPS),
-         "--pretrain-epochs", "1", "--set", "train.epsilon=1e-3"]
-# Adam epsilon 1e-3 (the study: 1e-8), as in test_distribute.py: Adam's first step is
-# lr * g / (|g| + eps), which turns float rounding in near-zero gradients (the conv biases in
-# front of BatchNorm, zero in exact arithmetic) into weight differences up to lr between any
-# two runs that sum in a different order (with 1e-8 the largest difference here was 2.8e-4, in
-# D's conv_1 bias in front of bn_1). Use 1e-8 once those biases are gone.
+         "--pretrain-epochs", "1"]  # at the study's Adam epsilon 1e-8 (see test_distribute.py)
 ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 

@@ -69,8 +69,9 @@ Several machines (``multiworker``), what is the same and what changes:
   save too, each into a private temporary folder (``upsampler-worker-<index>-*`` in the
   system's temporary directory) removed straight after. On resume every worker restores
   the chief's newest checkpoint, so the run directory must be on storage that all machines
-  see (NFS, a shared disk); when the workers resumed from different points, every one of
-  them stops with the same error (:func:`check_workers_agree`). The other workers read the
+  see (NFS, a shared disk); when the workers resumed from different points (or resolved
+  ``train.precision=auto`` differently), every one of them stops with the same error
+  (:func:`check_workers_agree`). The other workers read the
   chief's HR feature cache when it is there and otherwise compute the features in memory.
   Epoch hooks run on the chief.
 * ``tests/test_multiworker.py`` runs two worker processes on 127.0.0.1 (CPU) and checks that
@@ -176,9 +177,10 @@ def task_name(strategy) -> str:
     return f"{resolver.task_type}-{resolver.task_id}"
 
 
-def check_workers_agree(strategy, values: list[int], what: str) -> None:
+def check_workers_agree(strategy, values: list[int], what: str, fix: str) -> None:
     """Raise the same RuntimeError on every worker of a multi-worker strategy whose workers hold
-    different ``values`` (e.g. the step each resumed from); nothing elsewhere."""
+    different ``values`` (e.g. the step each resumed from), saying ``what`` they are and how to
+    ``fix`` it; nothing elsewhere."""
     if not task_name(strategy):
         return
     import tensorflow as tf
@@ -187,8 +189,7 @@ def check_workers_agree(strategy, values: list[int], what: str) -> None:
     gathered = strategy.run(tf.function(lambda: tf.distribute.get_replica_context().all_gather(mine, axis=0)))
     seen = sorted({tuple(row) for row in strategy.experimental_local_results(gathered)[0].numpy().tolist()})
     if len(seen) > 1:
-        raise RuntimeError(f"the workers disagree on {what}: {seen}; the run directory must be on storage that "
-                           "every machine sees, at the path each is given")
+        raise RuntimeError(f"the workers disagree on {what}: {seen}; {fix}")
 
 
 def num_replicas(strategy) -> int:

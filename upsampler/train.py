@@ -303,6 +303,7 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
                   snapshot_pretrained: bool, strategy) -> TrainResult:
     from . import distribute
     from .models import parameter_counts
+    from .precision import POLICIES
     from .provenance import provenance
     from .rundir import data_source
 
@@ -318,8 +319,10 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
     resumed = trainer.restore()
     t = config.train
     pre_done, adv_done = int(trainer.pretrain_epochs_done.numpy()), int(trainer.epochs_done.numpy())
-    distribute.check_workers_agree(strategy, [pre_done, adv_done, int(trainer.global_step.numpy())],
-                                   "the (pretrain epochs, epochs, step) they resumed from")
+    distribute.check_workers_agree(  # the same checkpoint and the same precision (auto differs by hardware)
+        strategy, [pre_done, adv_done, int(trainer.global_step.numpy()), POLICIES.index(trainer.steps.precision)],
+        f"(pretrain epochs, epochs, step, index of the precision in {POLICIES})", "all must resume from the same checkpoint "
+        "(the run directory on storage every machine sees) and train in one precision (set train.precision)")
     if adv_done > 0 and t.pretrain_epochs > pre_done:
         raise ValueError(
             f"{run.path}: adversarial training has started ({adv_done} epochs); pretrain_epochs cannot grow "
