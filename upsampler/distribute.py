@@ -71,9 +71,8 @@ Several machines (``multiworker``), what is the same and what changes:
   the chief's newest checkpoint, so the run directory must be on storage that all machines
   see (NFS, a shared disk); when the workers resumed from different points (or resolved
   ``train.precision=auto`` differently), every one of them stops with the same error
-  (:func:`check_workers_agree`). The other workers read the
-  chief's HR feature cache when it is there and otherwise compute the features in memory.
-  Epoch hooks run on the chief.
+  (:func:`check_workers_agree`). The other workers read the chief's HR feature cache when
+  it is there and otherwise compute the features in memory. Epoch hooks run on the chief.
 * ``tests/test_multiworker.py`` runs two worker processes on 127.0.0.1 (CPU) and checks that
   they train exactly as one device with the same global batch, and that their run directory
   resumes on one device.
@@ -202,8 +201,8 @@ def is_default(strategy) -> bool:
 
 
 def describe(strategy) -> str:
-    """``MirroredStrategy x2 (CPU:0, CPU:1)``, ``MultiWorkerMirroredStrategy x4 (worker-1: GPU:0, GPU:1)``
-    (this process's devices) or ``default (one device)``."""
+    """``MirroredStrategy x2 (device:CPU:0, device:CPU:1)``, ``MultiWorkerMirroredStrategy x4
+    (worker-1: device:GPU:0, device:GPU:1)`` (this process's devices) or ``default (one device)``."""
     if is_default(strategy):
         return "default (one device)"
     devices = getattr(strategy.extended, "worker_devices", ())
