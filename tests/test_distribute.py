@@ -60,7 +60,8 @@ SCRIPT = textwrap.dedent(
     lr1, hr1 = next(iter(one.feed.dataset(1)))
     lr2, hr2 = next(iter(two.feed.dataset(1)))
     hr1_images = hr1[0] if isinstance(hr1, tuple) else hr1
-    parts = [p[0] if isinstance(p, tuple) else p for p in mirrored.experimental_local_results(hr2)]
+    hr2_images = hr2[0] if isinstance(hr2, tuple) else hr2  # (hr, features) per replica, or a tuple of them
+    parts = [p[0] if isinstance(p, tuple) else p for p in mirrored.experimental_local_results(hr2_images)]
     out["split_is_consecutive"] = bool(np.array_equal(np.concatenate([np.array(p) for p in parts]), np.array(hr1_images)))
     out["feature_cache"] = [one.feed.use_hr_feature_cache, two.feed.use_hr_feature_cache]
 

@@ -1,5 +1,5 @@
 """The run directory's invariants without TensorFlow: torn loss.csv tails, the lock, the data
-set's identity, the config check on resume, the export records."""
+set's identity, the config check on resume, the export records, a non-chief worker's view."""
 
 from __future__ import annotations
 
@@ -128,3 +128,30 @@ def test_export_records_say_which_step_a_file_holds(tmp_path):
     assert not list(run.path.glob("*.tmp*"))
     run.generator_path.unlink()
     assert not run.is_current(run.generator_path, 5)
+
+
+def test_a_non_chief_worker_reads_the_run_directory_and_writes_nothing(tmp_path):
+    class Model:
+        def save(self, path):
+            Path(path).write_text("weights")
+
+    chief = RunDirectory(tmp_path / "run")
+    chief.lock()
+    chief.write_config(get_profile("smoke"), {"line": "test"})
+    chief.append_row_once({"phase": "pretrain", "epoch": 1, "step": 2})
+    chief.log("written by the chief", echo=False)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in chief.path.iterdir())
+
+    worker = RunDirectory(tmp_path / "run", worker="worker-1")
+    assert chief.writer and not worker.writer
+    worker.lock()  # a no-op (a second flock on the folder would raise RunDirectoryBusy)
+    assert worker.start_fresh() == [] and worker.repair_loss_log() is None
+    worker.write_config(get_profile("demo"), {"line": "other"})
+    assert worker.append_row_once({"phase": "adversarial", "epoch": 1, "step": 4}) is False
+    assert worker.export_generator(Model(), 4) is None
+    assert worker.save_samples("adversarial", 1, None) is None
+    worker.log("only echoed", echo=False)
+    assert worker.has_row("pretrain", 1)  # it reads the chief's files
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in chief.path.iterdir()) == before
+    chief.unlock()
+    assert not RunDirectory(tmp_path / "elsewhere", worker="worker-1").path.exists()  # not even created

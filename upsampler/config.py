@@ -114,7 +114,7 @@ class TrainConfig:
     deterministic: bool = True  # seeds + op determinism on GPU/XLA (CPU kernels need none); makes resume bit-exact
     jit_compile: str = "auto"  # "auto" (XLA on GPU), "on", "off"
     precision: str = "auto"  # auto (by hardware, upsampler.precision), float32, mixed_bfloat16, mixed_float16
-    strategy: str = "default"  # tf.distribute: "default" (one device), "mirrored" (all GPUs), "auto"
+    strategy: str = "default"  # tf.distribute: "default" (one device), "mirrored" (all GPUs), "auto", "multiworker" (TF_CONFIG)
     cache_hr_features: str = "auto"  # HR VGG features computed once per dataset: "auto" (when flips are off), "on", "off"
     checkpoint_every: int = 1  # epochs
     keep_checkpoints: int = 3
@@ -240,8 +240,8 @@ class Config:
                                  f"multiple of data.scale and of 16 (the discriminator's four stride-2 blocks)")
         if self.train.jit_compile not in ("auto", "on", "off"):
             raise ValueError(f"train.jit_compile must be auto/on/off, got {self.train.jit_compile!r}")
-        if self.train.strategy not in ("default", "mirrored", "auto"):
-            raise ValueError(f"train.strategy must be default/mirrored/auto, got {self.train.strategy!r}")
+        if self.train.strategy not in ("default", "mirrored", "auto", "multiworker"):
+            raise ValueError(f"train.strategy must be default/mirrored/auto/multiworker, got {self.train.strategy!r}")
         if self.train.cache_hr_features not in ("auto", "on", "off"):
             raise ValueError(f"train.cache_hr_features must be auto/on/off, got {self.train.cache_hr_features!r}")
         if self.train.batch_size < 1 or self.train.epochs < 0 or self.train.pretrain_epochs < 0:

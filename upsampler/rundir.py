@@ -19,16 +19,21 @@ last row of loss.csv (a kill or a full disk mid-write) is moved aside into ``los
 with a note in train.log; config.json records the data set (its folder and the SHA-256 of its
 manifest), and a resume on other data is refused; a folder without a checkpoint is a new run;
 one writer at a time (an advisory lock, released by the kernel when its process dies).
+In a multi-worker run only the chief writes these files; the other workers read them
+(``RunDirectory(path, worker=...)``, see :mod:`upsampler.distribute`).
 :class:`RunDirectory` knows nothing of models or steps.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -163,12 +168,33 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class RunDirectory:
-    """The files of one run (see the module docstring); ``path`` is created when missing."""
+def writes(returns=lambda: None):
+    """For a :class:`RunDirectory` method that writes: on a non-writing worker it does nothing
+    and returns ``returns()``."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run_if_writer(self, *args, **kwargs):
+            return method(self, *args, **kwargs) if self.writer else returns()
+        return run_if_writer
+    return wrap
 
-    def __init__(self, path: str | Path):
+
+class RunDirectory:
+    """The files of one run (see the module docstring); ``path`` is created when missing.
+
+    ``worker``: None for the process that writes the run (a single process, or the chief of a
+    multi-worker run); else the name of another worker of a multi-worker run (``worker-1``,
+    :func:`upsampler.distribute.task_name`). Such a worker reads the run's files (the config to
+    check, the checkpoints to restore) and writes none: the methods marked :func:`writes` do
+    nothing, and its part of each collective checkpoint save goes to a temporary folder.
+    """
+
+    def __init__(self, path: str | Path, *, worker: str | None = None):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.worker = worker
+        self.writer = worker is None
+        if self.writer:
+            self.path.mkdir(parents=True, exist_ok=True)
         self.config_path = self.path / "config.json"
         self.loss_path = self.path / "loss.csv"
         self.log_path = self.path / "train.log"
@@ -183,6 +209,7 @@ class RunDirectory:
         self._lock_file = None
 
     # -- one writer ----------------------------------------------------------------------------
+    @writes()
     def lock(self) -> None:
         """Take the advisory lock or raise :class:`RunDirectoryBusy` naming its holder.
 
@@ -241,12 +268,14 @@ class RunDirectory:
             return [f"the data folder moved from {saved.get('path')} to {now['path']} (same manifest)"]
         return []
 
+    @writes()
     def write_config(self, config: Config, provenance: dict[str, Any], data: dict[str, str] | None = None) -> None:
         payload = {**config.to_dict(), "provenance": provenance}
         if data:
             payload["data_source"] = data
         write_atomically(self.config_path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
+    @writes(list)
     def start_fresh(self) -> list[str]:
         """For a folder without a checkpoint: move a previous attempt's loss.csv aside; notes."""
         if self.has_checkpoint() or not self.loss_path.exists():
@@ -257,12 +286,14 @@ class RunDirectory:
 
     def log(self, message: str, echo: bool = True) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with self.log_path.open("a") as f:
-            f.write(f"[{stamp}] {message}\n")
+        if self.writer:
+            with self.log_path.open("a") as f:
+                f.write(f"[{stamp}] {message}\n")
         if echo:
             print(message, flush=True)
 
     # -- loss.csv ------------------------------------------------------------------------------
+    @writes()
     def repair_loss_log(self) -> str | None:
         """Move a torn tail of loss.csv aside (``loss.csv.torn-<time>``); a note, or None if whole."""
         if not self.loss_path.exists():
@@ -286,6 +317,7 @@ class RunDirectory:
     def has_row(self, phase: str, epoch: int) -> bool:
         return any(r["phase"] == phase and int(r["epoch"]) == epoch for r in self.loss_rows())
 
+    @writes(bool)
     def append_row_once(self, row: dict) -> bool:
         """Append ``row`` unless loss.csv has its (phase, epoch) already; True when written.
 
@@ -308,8 +340,22 @@ class RunDirectory:
     def latest_checkpoint(self) -> str | None:
         return self._manager.latest_checkpoint if self._manager is not None else None
 
-    def save_checkpoint(self, step: int) -> str:
-        return self._manager.save(checkpoint_number=step)
+    def save_checkpoint(self, step: int) -> str | None:
+        """Save a checkpoint numbered ``step``; its path, or None on a non-writing worker.
+
+        Under a multi-worker strategy saving is collective, so every worker saves: a non-writing
+        one into a temporary folder of its own, removed straight after (as TensorFlow's
+        multi-worker guide does)."""
+        if self.writer:
+            return self._manager.save(checkpoint_number=step)
+        import tensorflow as tf
+
+        scratch = tempfile.mkdtemp(prefix=f"upsampler-{self.worker}-")
+        try:
+            tf.train.CheckpointManager(self._manager.checkpoint, scratch, max_to_keep=1).save(checkpoint_number=step)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return None
 
     def restore_latest(self) -> tuple[str | None, list[str]]:
         """Restore the newest readable checkpoint into the attached objects.
@@ -339,7 +385,8 @@ class RunDirectory:
         except (OSError, ValueError, AttributeError):
             return {}
 
-    def export_generator(self, model, step: int, path: Path | None = None) -> Path:
+    @writes()
+    def export_generator(self, model, step: int, path: Path | None = None) -> Path | None:
         """Save ``model`` as ``generator.keras`` (or ``path``) holding checkpoint step ``step``.
 
         Temporary name, rename, then the step in exports.json: a kill at any point leaves a
@@ -358,7 +405,8 @@ class RunDirectory:
         """Whether the exported ``path`` exists and holds checkpoint step ``step``."""
         return Path(path).is_file() and self.exports().get(Path(path).name) == int(step)
 
-    def save_samples(self, phase: str, epoch: int, image: np.ndarray) -> Path:
+    @writes()
+    def save_samples(self, phase: str, epoch: int, image: np.ndarray) -> Path | None:
         """Save one uint8 image as ``samples/<phase>_epoch_<epoch>.png``."""
         from PIL import Image
 

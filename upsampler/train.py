@@ -66,7 +66,8 @@ class SRGANTrainer:
     Args:
         config: the run's :class:`Config`.
         data_dir: a processed data folder (``upsampler preprocess``); or None with ``arrays``.
-        run_dir: the run directory; None for a trainer that never saves (benchmarks, tests).
+        run_dir: the run directory (a path or a :class:`RunDirectory`); None for a trainer that
+            never saves (benchmarks, tests).
         arrays: ``(train_lr, train_hr)`` uint8 arrays instead of ``data_dir``; the sample batch
             is then their first images.
         strategy, precision, speedups: passed to :class:`upsampler.steps.SRGANSteps`.
@@ -90,10 +91,10 @@ class SRGANTrainer:
             raise ValueError("SRGANTrainer needs data_dir or arrays")
         else:
             train_lr, train_hr, self.sample_lr, self.sample_hr = load_training_arrays(config, self.data_dir)
-        self.run = RunDirectory(run_dir) if run_dir is not None else None
+        self.run = run_dir if isinstance(run_dir, RunDirectory) or run_dir is None else RunDirectory(run_dir)
         self.steps = SRGANSteps(config, strategy=strategy, precision=precision, speedups=speedups)
-        self.feed = TrainingFeed(config, self.steps, train_lr, train_hr,
-                                 cache_dir=self.run.cache_dir if self.run else None)
+        self.feed = TrainingFeed(config, self.steps, train_lr, train_hr, cache_dir=self.run.cache_dir if self.run else None,
+                                 write_cache=self.run.writer if self.run else False)
         with self.steps.strategy.scope():
             self.pretrain_epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="pretrain_epochs_done")
             self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
@@ -278,24 +279,31 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path, *, hooks: S
 
     ``hooks`` run after the default :class:`DiscriminatorHealth`; ``speedups`` go to the steps;
     ``snapshot_pretrained`` keeps the generator at the end of MSE pre-training as
-    ``generator_pretrained.keras``. One process at a time per run directory (a lock).
+    ``generator_pretrained.keras``. One process at a time per run directory (a lock); under
+    ``train.strategy=multiworker`` every worker runs this, the chief writes the run directory
+    and runs the hooks (:mod:`upsampler.distribute`).
     """
+    from . import distribute
+
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise FileNotFoundError(f"{data_dir}: no such processed data folder (run `upsampler preprocess` first)")
     config.validate()
-    run = RunDirectory(run_dir)
+    strategy = distribute.make_strategy(config.train.strategy)  # first: multiworker needs a fresh TensorFlow
+    run = RunDirectory(run_dir, worker=None if distribute.is_chief(strategy) else distribute.task_name(strategy))
     run.lock()
     try:
         return _train_locked(config, data_dir, run, hooks=hooks, speedups=speedups,
-                             snapshot_pretrained=snapshot_pretrained)
+                             snapshot_pretrained=snapshot_pretrained, strategy=strategy)
     finally:
         run.unlock()
 
 
 def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, speedups,
-                  snapshot_pretrained: bool) -> TrainResult:
+                  snapshot_pretrained: bool, strategy) -> TrainResult:
+    from . import distribute
     from .models import parameter_counts
+    from .precision import POLICIES
     from .provenance import provenance
     from .rundir import data_source
 
@@ -307,10 +315,14 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
     stamp = provenance()
     run.write_config(config, stamp, data_source(data_dir))
 
-    trainer = SRGANTrainer(config, data_dir, run.path, speedups=speedups)
+    trainer = SRGANTrainer(config, data_dir, run, strategy=strategy, speedups=speedups)
     resumed = trainer.restore()
     t = config.train
     pre_done, adv_done = int(trainer.pretrain_epochs_done.numpy()), int(trainer.epochs_done.numpy())
+    distribute.check_workers_agree(  # the same checkpoint and the same precision (auto differs by hardware)
+        strategy, [pre_done, adv_done, int(trainer.global_step.numpy()), POLICIES.index(trainer.steps.precision)],
+        f"(pretrain epochs, epochs, step, index of the precision in {POLICIES})", "all must resume from the same checkpoint "
+        "(the run directory on storage every machine sees) and train in one precision (set train.precision)")
     if adv_done > 0 and t.pretrain_epochs > pre_done:
         raise ValueError(
             f"{run.path}: adversarial training has started ({adv_done} epochs); pretrain_epochs cannot grow "
@@ -326,7 +338,7 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
         run.log(line)
 
     health = DiscriminatorHealth(t.saturation_patience, t.saturation_threshold)
-    all_hooks: list[EpochHook] = [health, *hooks]
+    all_hooks: list[EpochHook] = [health, *hooks] if run.writer else []
     fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
     on_step = kill_at_step(fault_at) if fault_at else None
     warnings: list[str] = []
@@ -389,9 +401,10 @@ def configure_train_parser(p) -> None:
     p.add_argument("--content-network", choices=["vgg19", "vgg16-hed", "untrained"],
                    help="network of the content loss (default: the profile's): vgg19 = ImageNet VGG19 (downloaded "
                         "once), vgg16-hed = pretrained VGG16-HED (offline), untrained = tests only, labelled")
-    p.add_argument("--strategy", choices=["default", "mirrored", "auto"],
+    p.add_argument("--strategy", choices=["default", "mirrored", "auto", "multiworker"],
                    help="tf.distribute: default = one device, mirrored = all local GPUs (global batch "
-                        "--batch-size split between them), auto = mirrored when there are several GPUs")
+                        "--batch-size split between them), auto = mirrored when there are several GPUs, "
+                        "multiworker = several machines, each running this command with its TF_CONFIG")
     p.add_argument("--xla", choices=["auto", "on", "off"], help="XLA-compile the steps (auto: on GPU only)")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                    help="train.precision (default auto: mixed_bfloat16 on GPUs from Ampere on and on CPUs with "
@@ -434,9 +447,8 @@ def run_train(args) -> int:
               file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - TensorFlow's own I/O errors (tf.errors.OpError) on a full disk
-        import tensorflow as tf
-
-        if not isinstance(exc, tf.errors.OpError):
+        tf = sys.modules.get("tensorflow")  # not imported yet: not a TensorFlow error (and no import to wait for)
+        if tf is None or not isinstance(exc, tf.errors.OpError):
             raise
         print(f"upsampler train: error: {args.run_dir}: {first_line(exc, limit=None)}; the last checkpoint is intact: fix "
               "this and run the same command to resume", file=sys.stderr)
