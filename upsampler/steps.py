@@ -115,6 +115,16 @@ def fused_adam_class():
     return FusedAdam
 
 
+def needs_op_determinism(deterministic: bool, *, on_gpu: bool, xla: bool) -> bool:
+    """Whether a deterministic run needs TensorFlow's op determinism: where kernels would
+    otherwise vary from run to run, on GPUs (atomics, autotuned algorithms) and under XLA. The
+    CPU kernels of these steps (oneDNN convolutions and matmuls, Eigen reductions over fixed
+    shards) give the same bits every run for a given machine and thread count without it, and
+    it costs time there; the exact-resume tests (tests/test_train.py, the chaos test) run on
+    the CPU without it."""
+    return bool(deterministic and (on_gpu or xla))
+
+
 class SRGANSteps:
     """G, D, the content loss, the optimisers, and the compiled steps of one run.
 
@@ -148,12 +158,7 @@ class SRGANSteps:
         t = config.train
         on_gpu = bool(tf.config.list_logical_devices("GPU"))
         jit = {"on": True, "off": False}.get(t.jit_compile, on_gpu)
-        # Op determinism only where kernels would otherwise vary from run to run: GPU kernels
-        # (atomics, autotuned algorithms) and XLA. The CPU kernels of these steps (oneDNN
-        # convolutions and matmuls, Eigen reductions over fixed shards) give the same bits every
-        # run for a given machine and thread count without it, and it costs time there. The exact
-        # resume tests (tests/test_train.py, the chaos test) run on the CPU without it.
-        self.op_determinism = bool(t.deterministic and (on_gpu or jit))
+        self.op_determinism = needs_op_determinism(t.deterministic, on_gpu=on_gpu, xla=jit)
         if self.op_determinism:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(t.seed)
