@@ -33,6 +33,20 @@ def test_every_shipped_generator_has_a_small_file_and_a_model_card():
         pretrained.path_of("model_z")
 
 
+def test_the_study_cpu_profile_builds_the_generators_it_shipped():
+    """A rerun of the study trains the networks that are shipped (biases in front of BN included)."""
+    from upsampler import load_generator
+    from upsampler.config import get_profile
+    from upsampler.models import build_models_from_config, generator_settings
+
+    built, _ = build_models_from_config(get_profile("study-cpu"))
+    for name in SHIPPED:
+        shipped = load_generator(name)
+        assert generator_settings(shipped) == generator_settings(built), name
+        assert [w.shape for w in shipped.weights if "shuffle" not in w.path] == \
+            [w.shape for w in built.weights], name
+
+
 def test_shipped_generators_load_by_name_and_upscale_x4():
     from upsampler import load_generator, upscale_image
 

@@ -346,6 +346,7 @@ def study_cpu() -> Config:
     cfg.train = TrainConfig(
         epochs=3, pretrain_epochs=10, batch_size=16, steps_per_epoch=20, learning_rate=1e-4,
         pretrain_learning_rate=2e-4, jit_compile="off", sample_every=1, num_samples=4,
+        precision="float32",  # as the shipped generators were trained, whatever the CPU
     )
     return cfg
 
