@@ -38,6 +38,18 @@ def require_module(name: str):
     return pytest.importorskip(name)
 
 
+def processed_demo_set(root: Path, *, count: int, size: int, hr_size: int) -> Path:
+    """``count`` crops of the built-in demo photos (:mod:`upsampler.demo`), ``size`` px, processed
+    to ``hr_size`` px HR / ``hr_size // 4`` px LR under ``root/processed`` (a quarter held out)."""
+    from upsampler.data import preprocess
+    from upsampler.demo import write_demo_datasets
+
+    images = write_demo_datasets(root / "images", broad_count=count, narrow_count=3, size=size)["broad"]
+    out = root / "processed"
+    preprocess(images, out, hr_size=hr_size, scale=4, test_fraction=0.25, seed=0, progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only ``../shared/data`` folder (faces/, general/, sr-benchmarks/, seed-logs/)."""

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import require_module
+from conftest import processed_demo_set, require_module
 
 tf = require_module("tensorflow")
 
@@ -126,14 +126,7 @@ def assert_same_losses(got, expected, what: str) -> float:
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory) -> Path:
     """18 training images of the built-in demo set, 32 px HR / 8 px LR."""
-    from upsampler.data import preprocess
-    from upsampler.demo import write_demo_datasets
-
-    root = tmp_path_factory.mktemp("multiworker-data")
-    images = write_demo_datasets(root / "images", broad_count=24, narrow_count=3, size=40)["broad"]
-    out = root / "processed"
-    preprocess(images, out, hr_size=32, scale=4, test_fraction=0.25, seed=0, progress=False)
-    return out
+    return processed_demo_set(tmp_path_factory.mktemp("multiworker-data"), count=24, size=40, hr_size=32)
 
 
 def test_tf_config_is_checked_with_a_one_line_message():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import require_module
+from conftest import processed_demo_set, require_module
 
 tf = require_module("tensorflow")
 
@@ -71,14 +71,7 @@ GUARD_SETTINGS = [
 @pytest.fixture(scope="module")
 def photo_data(tmp_path_factory) -> Path:
     """Crops of the built-in demo photos (upsampler.demo), processed to 48 px HR / 12 px LR."""
-    from upsampler.data import preprocess
-    from upsampler.demo import write_demo_datasets
-
-    root = tmp_path_factory.mktemp("precision")
-    images = write_demo_datasets(root / "images", broad_count=48, narrow_count=3, size=48)["broad"]
-    out = root / "processed"
-    preprocess(images, out, hr_size=48, scale=4, test_fraction=0.25, seed=0, progress=False)
-    return out
+    return processed_demo_set(tmp_path_factory.mktemp("precision"), count=48, size=48, hr_size=48)
 
 
 def _guard_config(policy: str, *extra: str):
