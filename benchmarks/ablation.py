@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     print(f"matmul (NumPy f32 4096, between the steps): median {mm:.0f}, max {max(matmul):.0f} GFLOP/s; "
           f"useful GFLOP per step {flops:.1f}")
     if args.output:
-        out = {"device": bench.cpu_model(), "batch_size": args.batch_size, "rounds": args.rounds,
+        out = {"device": bench.hardware.cpu_model(), "batch_size": args.batch_size, "rounds": args.rounds,
                "useful_gflop_per_step": flops, "matmul_gflops_all": matmul, "matmul_gflops": mm,
                "tensorflow_version": tf.__version__, "variants": rows}
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         result = {"trainer": trainer.describe(), "precision": trainer.steps.precision, "batch_size": args.batch_size,
-                  "rounds": args.rounds, "seconds": times, "median_seconds": medians, "cpu": bench.cpu_model()}
+                  "rounds": args.rounds, "seconds": times, "median_seconds": medians, "cpu": bench.hardware.cpu_model()}
         out.write_text(json.dumps(result, indent=2) + "\n")
         out.with_suffix(".txt").write_text(table + "\n")
     return 0

@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
+
+from upsampler import hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "upsampler" / "pretrained"
@@ -128,7 +131,7 @@ def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str
     lines += [
         f"| compared with the original | the original trained {ORIGINAL_IMAGE_STEPS[name]:,} adversarial image-steps "
         f"(2,500 epochs); this run {total:,} in all ({100 * total / ORIGINAL_IMAGE_STEPS[name]:.2f}%) |",
-        f"| machine | {prov.get('machine', 'unknown')}, {cpu_model()}; TensorFlow {prov.get('tensorflow', '?')}, "
+        f"| machine | {prov.get('machine', 'unknown')}, {hardware.cpu_model()} ({os.cpu_count()} cores); TensorFlow {prov.get('tensorflow', '?')}, "
         f"Keras {prov.get('keras', '?')}, float32 |",
         f"| code | upsampler {prov.get('upsampler', '?')}, commit {prov.get('commit', '?')} |",
     ]
@@ -174,17 +177,6 @@ def findings_table(docs: Path) -> str:
             cells.append(f"{mark.strip()}{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark.strip()}")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cores = sum(1 for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("processor"))
-                return f"{line.split(':', 1)[1].strip()} ({cores} cores)"
-    except OSError:
-        pass
-    return "CPU unknown"
 
 
 def main() -> int:

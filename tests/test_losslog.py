@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from upsampler import losslog, plots
+from upsampler import plots
 from upsampler.losslog import (
     detect_saturation,
     find_copied_records,

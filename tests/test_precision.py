@@ -12,24 +12,14 @@ from conftest import processed_demo_set, require_module
 
 tf = require_module("tensorflow")
 
-from upsampler import precision  # noqa: E402
+from upsampler import hardware, precision  # noqa: E402
 from upsampler.config import Config, get_profile  # noqa: E402
-from upsampler.precision import cpu_flags, gpu_policy, hardware_policy, resolve_precision  # noqa: E402
+from upsampler.precision import gpu_policy, hardware_policy, resolve_precision  # noqa: E402
 
 # The quality guard's tolerance: the same short training in float32 and in mixed_bfloat16 ends
 # within these on the held-out images (means over the test split).
 PSNR_TOLERANCE_DB = 0.3
 LPIPS_TOLERANCE = 0.02
-
-
-def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n\n"
-                    "processor\t: 1\nflags\t\t: fpu\n")
-    assert {"avx2", "avx512_bf16"} <= cpu_flags(info) and "fpu" in cpu_flags(info)
-    assert cpu_flags(tmp_path / "missing") == set()
-    assert precision.cpu_has_native_bf16({"avx512_bf16"}) and precision.cpu_has_native_bf16({"amx_bf16", "avx2"})
-    assert not precision.cpu_has_native_bf16({"avx2", "avx512f"})  # AVX-512 alone emulates bf16
 
 
 def test_auto_is_bf16_where_the_hardware_has_it_else_float32_or_float16():
@@ -140,13 +130,13 @@ def test_auto_precision_is_recorded_and_a_resume_in_bf16_is_exact(photo_data, tm
     from upsampler.train import train
 
     short = ["train.pretrain_epochs=1", "train.steps_per_epoch=3"]
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda flags=None: True)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda flags=None: True)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(_guard_config("auto", *short), photo_data, straight)
     train(_guard_config("auto", *short, "train.epochs=1"), photo_data, resumed)
     for run_dir in (straight, resumed):
         assert json.loads((run_dir / "config.json").read_text())["train"]["precision"] == "mixed_bfloat16"
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda flags=None: False)  # "another machine"
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda flags=None: False)  # "another machine"
     result = train(_guard_config("auto", *short), photo_data, resumed)
     assert json.loads((resumed / "config.json").read_text())["train"]["precision"] == "mixed_bfloat16"
     assert "precision mixed_bfloat16" in str(result)

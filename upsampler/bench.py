@@ -53,6 +53,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import hardware
+
 SECTIONS = ("train", "matmul", "pretrain", "inference", "pipeline", "fid")
 UNTRAINED_NOTE = ("content network: untrained VGG19 (benchmark default; the weights change the values, not the speed "
                   "- use --content-network vgg19 or vgg16-hed to load real ones)")
@@ -279,16 +281,6 @@ def choose_yardstick(samples: dict[str, list[float]]) -> tuple[str, float]:
 
 # ---- environment -----------------------------------------------------------------------------
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def blas_info() -> str:
     try:
         config = np.show_config(mode="dicts")
@@ -301,22 +293,16 @@ def blas_info() -> str:
 def device_info() -> dict[str, Any]:
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
     info: dict[str, Any] = {
-        "cpu": cpu_model(),
+        "cpu": hardware.cpu_model(),
         "cpu_cores": os.cpu_count(),
-        "gpus": [],
+        "gpus": [gpu["name"] for gpu in hardware.gpus()],
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
     }
-    for gpu in gpus:
-        try:
-            details = tf.config.experimental.get_device_details(gpu)
-            info["gpus"].append(details.get("device_name", gpu.name))
-        except Exception:
-            info["gpus"].append(gpu.name)
-    info["device"] = f"GPU: {', '.join(info['gpus'])}" if gpus else f"CPU: {info['cpu']} ({info['cpu_cores']} cores)"
+    info["device"] = (f"GPU: {', '.join(info['gpus'])}" if info["gpus"]
+                      else f"CPU: {info['cpu']} ({info['cpu_cores']} cores)")
     return info
 
 

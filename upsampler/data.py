@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from upsampler.config import DataConfig
+from upsampler.files import replaced_atomically, write_atomically
 from upsampler.images import (  # noqa: F401 - IMAGE_EXTENSIONS is also this module's public name
     IMAGE_EXTENSIONS,
     MAX_FILE_BYTES,
@@ -466,18 +467,14 @@ class _Accepted:
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with replaced_atomically(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def _crop_origin(shape: tuple[int, ...], hr_size: int, crop: str, rng: np.random.Generator | None) -> tuple[int, int]:

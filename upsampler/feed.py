@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .config import Config
+from .files import replaced_atomically
 
 # The HR VGG feature cache is used in "auto" mode only below this size (bytes, in host memory).
 HR_FEATURE_CACHE_LIMIT = 4 * 2**30
@@ -149,9 +149,8 @@ class TrainingFeed:
                 features[first: first + batch_size] = extract(tf.constant(chunk)).numpy()
         if path is not None and self.write_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, features)
-            os.replace(tmp, path)
+            with replaced_atomically(path) as tmp:
+                np.save(tmp, features)
         self.hr_features = features
         return features
 

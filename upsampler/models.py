@@ -11,7 +11,6 @@ reloads a saved generator after ``import upsampler.models`` without ``safe_mode=
 from __future__ import annotations
 
 import math
-import os
 
 import keras
 from keras import layers

@@ -577,7 +577,7 @@ def evaluate(
                                      input_size=input_size, n_boot=n_boot, grid_images=0, save_sr=True)
         except ExtractorUnavailableError as exc:
             raise RuntimeError(str(exc)) from exc
-        from .rundir import write_atomically
+        from .files import write_atomically
 
         write_atomically(paths.evaluation / EVALUATION_KEY_FILE, json.dumps(key, indent=2, sort_keys=True) + "\n")
     note = join_notes([

@@ -20,29 +20,9 @@ A run resolves ``auto`` once, when it starts, and writes the result into ``confi
 
 from __future__ import annotations
 
-from pathlib import Path
+from . import hardware
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The feature flags of the first CPU in ``cpuinfo`` (empty where there is no such file)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
-
-
-def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
-    """True where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX)."""
-    flags = cpu_flags() if flags is None else flags
-    return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 
 def gpu_policy(compute_capability: tuple[int, int] | None) -> str:
@@ -55,19 +35,7 @@ def hardware_policy(*, gpu_capability: tuple[int, int] | None = None, on_gpu: bo
     """The policy ``auto`` means on this hardware (see the module docstring)."""
     if on_gpu:
         return gpu_policy(gpu_capability)
-    return "mixed_bfloat16" if (cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16) else "float32"
-
-
-def local_hardware() -> dict:
-    """``on_gpu`` and the first GPU's ``gpu_capability`` as TensorFlow sees them."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    capability = None
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        capability = details.get("compute_capability")
-    return {"on_gpu": bool(gpus), "gpu_capability": tuple(capability) if capability else None}
+    return "mixed_bfloat16" if (hardware.cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16) else "float32"
 
 
 def resolve_precision(setting: str, *, on_gpu: bool | None = None, gpu_capability: tuple[int, int] | None = None,
@@ -76,8 +44,8 @@ def resolve_precision(setting: str, *, on_gpu: bool | None = None, gpu_capabilit
     if setting in POLICIES:
         return setting
     if on_gpu is None:
-        hardware = local_hardware()
-        on_gpu, gpu_capability = hardware["on_gpu"], hardware["gpu_capability"]
+        gpus = hardware.gpus()
+        on_gpu, gpu_capability = bool(gpus), gpus[0]["compute_capability"] if gpus else None
     if setting == "mixed":  # configs written with `mixed_precision: true`
         return "mixed_float16" if on_gpu else "mixed_bfloat16"
     if setting == "auto":

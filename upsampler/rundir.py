@@ -41,18 +41,20 @@ from typing import Any
 import numpy as np
 
 from .config import Config
+from .files import replaced_atomically, write_atomically
 
 LOSS_COLUMNS = [
     "phase", "epoch", "step", "d_loss", "g_loss", "content_loss", "adversarial_loss", "d_real", "d_fake", "seconds",
 ]
-# Fields that may change between invocations on the same run directory.
-RESUMABLE_FIELDS = {
+# Fields a resume may change: the schedule (no effect on any step's numbers) ...
+SCHEDULE_FIELDS = {
     "train": {"epochs", "pretrain_epochs", "progress", "sample_every", "checkpoint_every", "keep_checkpoints",
-              "saturation_patience", "saturation_threshold", "jit_compile", "strategy", "cache_hr_features",
-              "precision"},
+              "saturation_patience", "saturation_threshold"},
 }
-# Of those, the ones that change float rounding: a resume that changes them is not bit-exact.
+# ... and how the steps execute, which changes float rounding: a resume that changes them is not bit-exact.
 INEXACT_FIELDS = {"train": {"jit_compile", "strategy", "cache_hr_features", "precision"}}
+RESUMABLE_FIELDS = {section: SCHEDULE_FIELDS.get(section, set()) | INEXACT_FIELDS.get(section, set())
+                    for section in SCHEDULE_FIELDS.keys() | INEXACT_FIELDS.keys()}
 PRETRAINED_SNAPSHOT = "generator_pretrained.keras"
 
 
@@ -155,17 +157,6 @@ def append_loss_row(path: Path, row: dict) -> None:
         writer.writerow({k: row.get(k, "") for k in LOSS_COLUMNS})
         f.flush()
         os.fsync(f.fileno())
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half a file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def writes(returns=lambda: None):
@@ -393,9 +384,8 @@ class RunDirectory:
         file whose recorded step is either right or older, and :meth:`stale_exports` finds it.
         """
         path = Path(path or self.generator_path)
-        tmp = path.with_name(path.stem + ".tmp.keras")
-        model.save(tmp)
-        os.replace(tmp, path)
+        with replaced_atomically(path) as tmp:
+            model.save(tmp)
         record = self.exports()
         record[path.name] = int(step)
         write_atomically(self.exports_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -412,7 +402,6 @@ class RunDirectory:
 
         path = self.samples_dir / f"{phase}_epoch_{epoch:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.png")
-        Image.fromarray(image).save(tmp)
-        os.replace(tmp, path)
+        with replaced_atomically(path) as tmp:
+            Image.fromarray(image).save(tmp)
         return path

@@ -163,14 +163,16 @@ class SRGANTrainer:
     def save(self, phase: str, epoch: int, metrics: dict[str, float], *, snapshot: bool = False) -> None:
         """The MSE snapshot (``snapshot``: the end of pre-training), the checkpoint, generator.keras,
         then the loss row. The snapshot goes first so the checkpoint that ends pre-training
-        never exists without it; generator.keras is checked against the checkpoint on resume."""
+        never exists without it; generator.keras is checked against the checkpoint on resume.
+        Every worker of a multi-worker run takes part in the checkpoint; only the writer exports."""
         step = int(self.global_step.numpy())
         self.last_metrics.assign([metrics[n] for n in EPOCH_METRICS])
-        portable = self.export_generator()
-        if snapshot:
+        portable = self.export_generator() if self.run.writer else None
+        if snapshot and portable is not None:
             self.run.export_generator(portable, step, self.run.snapshot_path)
         self.run.save_checkpoint(step)
-        self.run.export_generator(portable, step)
+        if portable is not None:
+            self.run.export_generator(portable, step)
         self.append_row_once(phase, epoch, metrics)
 
     def export_generator(self):
@@ -195,6 +197,8 @@ class SRGANTrainer:
             self.run.log(note)
         if path is None:
             return False
+        if not self.run.writer:  # the rest brings the run directory's files in line: the writer's job
+            return True
         pre, adv = int(self.pretrain_epochs_done.numpy()), int(self.epochs_done.numpy())
         step = int(self.global_step.numpy())
         phase, epoch = ("adversarial", adv) if adv > 0 else ("pretrain", pre)
@@ -359,7 +363,7 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
                 trainer.save(phase, epoch, metrics, snapshot=snapshot_pretrained and phase == "pretrain" and last)
             else:
                 trainer.append_row_once(phase, epoch, metrics)
-            if epoch % t.sample_every == 0 or last:
+            if run.writer and (epoch % t.sample_every == 0 or last):
                 trainer.save_samples(phase, epoch)
             run.log(f"{phase} epoch {epoch}/{target}: " + ", ".join(
                 f"{n}={metrics[n]:.4g}" for n in EPOCH_METRICS if not math.isnan(metrics[n])), echo=t.progress)

@@ -17,7 +17,7 @@ that bias. The paired differences are what answer the study's question.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
