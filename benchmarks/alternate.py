@@ -18,6 +18,10 @@ Variants (``--variants``, comma-separated; the first is the reference):
     plain-study      the straightforward step on the study's networks (Flatten head, biases) in
                      float32: what a plain Keras SRGAN step (krasserm/super-resolution's) computes
     op-determinism   the default step with TensorFlow's op determinism switched on
+    krasserm         krasserm/super-resolution's SRGAN train_step (benchmarks/peer_krasserm.py; needs
+                     --peer-dir, a checkout of it, and tf_keras importable, e.g. on PYTHONPATH); its
+                     useful GFLOP/s uses the FLOP count of the study's networks (the same layers) from
+                     a flatten/plain-study variant of the same run, if there is one
 """
 
 from __future__ import annotations
@@ -39,12 +43,17 @@ VARIANTS = {
     "plain-study": ["--precision", "float32", "--baseline", "--set", "model.disc_head=flatten",
                     "--set", "model.bias_before_bn=true"],
     "op-determinism": [],
+    "krasserm": [],
 }
+PEER_SCRIPT = Path(__file__).with_name("peer_krasserm.py")
 # Op determinism is process-wide and the trainer leaves it off on CPUs; this prefix switches it on first.
 DETERMINISM_PREFIX = "import tensorflow as tf; tf.config.experimental.enable_op_determinism(); "
 
 
 def command(variant: str, args) -> list[str]:
+    if variant == "krasserm":
+        return [sys.executable, str(PEER_SCRIPT), "--peer-dir", str(args.peer_dir), "--batch-size",
+                str(args.batch_size), "--steps", str(args.steps), "--warmup", "1"]
     bench_args = ["benchmark", "--profile", args.profile, "--batch-size", str(args.batch_size), "--steps",
                   str(args.steps), "--warmup", "1", "--skip", "inference,fid,pipeline,pretrain", "--json",
                   *VARIANTS[variant]]
@@ -52,6 +61,10 @@ def command(variant: str, args) -> list[str]:
     if variant == "op-determinism":
         code = DETERMINISM_PREFIX + code
     return [sys.executable, "-c", code, *bench_args]
+
+
+def _fmt(value: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
 def main(argv=None) -> int:
@@ -62,11 +75,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--profile", default="paper")
     p.add_argument("--output")
+    p.add_argument("--peer-dir", type=Path, help="checkout of krasserm/super-resolution (variant krasserm)")
     args = p.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if "krasserm" in variants and args.peer_dir is None:
+        p.error("variant krasserm needs --peer-dir")
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     runs: dict[str, list[dict]] = {v: [] for v in variants}
@@ -81,15 +97,19 @@ def main(argv=None) -> int:
                   f"{result['precision']}, yardstick {result['matmul_yardstick']} {result['matmul_gflops']:.0f} GFLOP/s",
                   file=sys.stderr, flush=True)
 
+    # The peer runs the study's networks (Flatten head, biases); their FLOP count comes from ours.
+    study_flops = next((runs[v][0]["flops"] for v in ("plain-study", "flatten") if v in runs), None)
     summary = {}
     for variant in variants:
         steps = [t for result in runs[variant] for t in result["train_step_seconds_all"]]
         median = statistics.median(steps)
         matmul = statistics.median([result["matmul_gflops"] for result in runs[variant]])
-        useful = runs[variant][0]["flops"]["adversarial_gflop_per_step"] / median
+        flops = runs[variant][0].get("flops", study_flops)
+        useful = flops["adversarial_gflop_per_step"] / median if flops else None
         summary[variant] = {
             "step_seconds": median, "images_per_s": args.batch_size / median, "precision": runs[variant][0]["precision"],
-            "useful_gflops": useful, "matmul_gflops": matmul, "ratio_to_matmul": useful / matmul,
+            "useful_gflops": useful, "matmul_gflops": matmul,
+            "ratio_to_matmul": None if useful is None else useful / matmul,
             "matmul_yardstick": sorted({result["matmul_yardstick"] for result in runs[variant]}),
             "matmul_dtype": runs[variant][0]["matmul_dtype"],
         }
@@ -100,8 +120,8 @@ def main(argv=None) -> int:
              f"{'useful GF/s':>11} {'matmul GF/s':>11} {'ratio':>6}  yardstick"]
     for variant, row in summary.items():
         lines.append(f"{variant:<16} {row['precision']:<15} {row['step_seconds']:>7.3f} {row['images_per_s']:>6.2f} "
-                     f"{row['images_per_s'] / reference:>11.2f}x {row['useful_gflops']:>11.0f} "
-                     f"{row['matmul_gflops']:>11.0f} {row['ratio_to_matmul']:>6.2f}  "
+                     f"{row['images_per_s'] / reference:>11.2f}x {_fmt(row['useful_gflops'], 11, 0)} "
+                     f"{row['matmul_gflops']:>11.0f} {_fmt(row['ratio_to_matmul'], 6, 2)}  "
                      f"{'/'.join(row['matmul_yardstick'])} {row['matmul_dtype']}")
     table = "\n".join(lines)
     print(table)

@@ -71,18 +71,16 @@ def _guard_config(policy: str, *extra: str):
 def _held_out_scores(generator_file: Path, data_dir: Path) -> dict[str, float]:
     from upsampler.metrics.evaluate import read_split_folder, run_generator
     from upsampler.metrics.perceptual import HedFeatures, lpips_style
-    from upsampler.metrics.sr import imresize, psnr, round_to_uint8
+    from upsampler.metrics.sr import psnr
     from upsampler.models import load_generator
 
-    _names, hr, lr, scale = read_split_folder(data_dir / "test")
+    _names, hr, lr, _scale = read_split_folder(data_dir / "test")
     sr = run_generator(load_generator(generator_file), lr)
-    bicubic = np.stack([round_to_uint8(imresize(im.astype(np.float64), scale)) for im in lr])
     hed = HedFeatures()
     reference = hed(hr)
     return {
         "psnr": float(np.mean([psnr(a, b) for a, b in zip(sr, hr)])),
         "lpips": float(np.mean(lpips_style(hed(sr), reference))),
-        "bicubic_psnr": float(np.mean([psnr(a, b) for a, b in zip(bicubic, hr)])),
     }
 
 
