@@ -126,10 +126,9 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=2) + "\n")
-        out.with_suffix(".txt").write_text(table + "\n")
+        from upsampler.bench import write_result
+
+        write_result(args.output, {"summary": summary, "runs": runs}, table)
     return 0
 
 

@@ -24,11 +24,9 @@ inside the full step, so the sum can exceed it.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 
 def build_parts(trainer):
@@ -158,12 +156,9 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
         result = {"trainer": trainer.describe(), "precision": trainer.steps.precision, "batch_size": args.batch_size,
                   "rounds": args.rounds, "seconds": times, "median_seconds": medians, "cpu": bench.hardware.cpu_model()}
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        out.with_suffix(".txt").write_text(table + "\n")
+        bench.write_result(args.output, result, table)
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import tempfile
 import time
@@ -101,12 +100,9 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"cpu": hardware.cpu_model(), "trainer": trainer.describe(), "batch": args.batch_size,
-                                   "wall_seconds_per_step": wall, "busy_seconds_per_step": busy, **per_step},
-                                  indent=2) + "\n")
-        out.with_suffix(".txt").write_text(table + "\n")
+        bench.write_result(args.output, {"cpu": hardware.cpu_model(), "trainer": trainer.describe(),
+                                         "batch": args.batch_size, "wall_seconds_per_step": wall,
+                                         "busy_seconds_per_step": busy, **per_step}, table)
     return 0
 
 

@@ -353,3 +353,11 @@ def test_fused_adam_takes_the_fused_update_and_checkpoints_like_keras_adam(monke
     tf.train.Checkpoint(opt=other).restore(path).assert_consumed()
     assert int(other.iterations.numpy()) == 1
     assert len(other.variables) == len(stock.variables)
+
+
+def test_write_result_puts_the_json_and_the_table_side_by_side(tmp_path):
+    target = tmp_path / "new" / "cpu-run.json"
+    bench.write_result(target, {"train_step_seconds": 1.5, "samples": [1, 2]}, "table line")
+    assert json.loads(target.read_text()) == {"train_step_seconds": 1.5, "samples": [1, 2]}
+    assert (tmp_path / "new" / "cpu-run.txt").read_text() == "table line\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["cpu-run.json", "cpu-run.txt"]

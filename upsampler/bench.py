@@ -681,6 +681,16 @@ def _json_ready(value):
     return value
 
 
+def write_result(path: str | Path, result: dict[str, Any], table: str) -> None:
+    """``result`` as JSON at ``path`` and ``table`` beside it (same name, ``.txt``); folders created."""
+    from .files import write_atomically
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(out, json.dumps(result, indent=2) + "\n")
+    write_atomically(out.with_suffix(".txt"), table + "\n")
+
+
 def run_benchmark(args) -> int:
     skip = _parse_skip(args.skip)
     if args.steps < 1 or args.warmup < 0:
@@ -708,10 +718,7 @@ def run_benchmark(args) -> int:
                              fast=not args.baseline, log=log))
     table = format_table(result)
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        out.with_suffix(".txt").write_text(table + "\n")
+        write_result(args.output, result, table)
     if args.json:
         print(json.dumps(result))
     else:
