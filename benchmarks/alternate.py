@@ -18,10 +18,16 @@ Variants (``--variants``, comma-separated; the first is the reference):
     plain-study      the straightforward step on the study's networks (Flatten head, biases) in
                      float32: what a plain Keras SRGAN step (krasserm/super-resolution's) computes
     op-determinism   the default step with TensorFlow's op determinism switched on
+    eigen            the default step on TensorFlow's Eigen CPU kernels (TF_ENABLE_ONEDNN_OPTS=0; upsampler
+                     asks for oneDNN on every x86 CPU, TensorFlow alone only on AVX-512 VNNI/BF16 and AMX)
     krasserm         krasserm/super-resolution's SRGAN train_step (benchmarks/peer_krasserm.py; needs
-                     --peer-dir, a checkout of it, and tf_keras importable, e.g. on PYTHONPATH); its
-                     useful GFLOP/s uses the FLOP count of the study's networks (the same layers) from
-                     a flatten/plain-study variant of the same run, if there is one
+                     --peer-dir, a checkout of it, and tf_keras importable, e.g. on PYTHONPATH) on
+                     TensorFlow's own choice of CPU kernels, as its users run it; its useful GFLOP/s
+                     uses the FLOP count of the study's networks (the same layers) from a
+                     flatten/plain-study variant of the same run, if there is one
+    krasserm-onednn  the same on oneDNN's kernels (TF_ENABLE_ONEDNN_OPTS=1), as upsampler's default
+
+Every variant but these three runs with the environment this script was started in.
 """
 
 from __future__ import annotations
@@ -43,15 +49,20 @@ VARIANTS = {
     "plain-study": ["--precision", "float32", "--baseline", "--set", "model.disc_head=flatten",
                     "--set", "model.bias_before_bn=true"],
     "op-determinism": [],
+    "eigen": [],
     "krasserm": [],
+    "krasserm-onednn": [],
 }
+# The CPU kernels are chosen when TensorFlow loads, by this variable; these variants fix it.
+VARIANT_ENV = {"eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "krasserm-onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"}}
+PEERS = ("krasserm", "krasserm-onednn")
 PEER_SCRIPT = Path(__file__).with_name("peer_krasserm.py")
 # Op determinism is process-wide and the trainer leaves it off on CPUs; this prefix switches it on first.
 DETERMINISM_PREFIX = "import tensorflow as tf; tf.config.experimental.enable_op_determinism(); "
 
 
 def command(variant: str, args) -> list[str]:
-    if variant == "krasserm":
+    if variant in PEERS:
         return [sys.executable, str(PEER_SCRIPT), "--peer-dir", str(args.peer_dir), "--batch-size",
                 str(args.batch_size), "--steps", str(args.steps), "--warmup", "1"]
     bench_args = ["benchmark", "--profile", args.profile, "--batch-size", str(args.batch_size), "--steps",
@@ -81,20 +92,21 @@ def main(argv=None) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    if "krasserm" in variants and args.peer_dir is None:
-        p.error("variant krasserm needs --peer-dir")
+    if any(v in PEERS for v in variants) and args.peer_dir is None:
+        p.error("variants krasserm and krasserm-onednn need --peer-dir")
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for r in range(args.rounds):
         for variant in variants:
-            done = subprocess.run(command(variant, args), capture_output=True, text=True, env=env)
+            done = subprocess.run(command(variant, args), capture_output=True, text=True,
+                                  env={**env, **VARIANT_ENV.get(variant, {})})
             if done.returncode != 0:
                 raise SystemExit(f"{variant}: benchmark failed: {done.stderr[-2000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
             runs[variant].append(result)
             print(f"round {r + 1}/{args.rounds} {variant:>15}: {result['train_step_seconds']:.3f} s/step, "
-                  f"{result['precision']}, yardstick {result['matmul_yardstick']} {result['matmul_gflops']:.0f} GFLOP/s",
+                  f"{result['precision']}, oneDNN {result.get('onednn')}, yardstick {result['matmul_yardstick']} {result['matmul_gflops']:.0f} GFLOP/s",
                   file=sys.stderr, flush=True)
 
     # The peer runs the study's networks (Flatten head, biases); their FLOP count comes from ours.
@@ -108,6 +120,7 @@ def main(argv=None) -> int:
         useful = flops["adversarial_gflop_per_step"] / median if flops else None
         summary[variant] = {
             "step_seconds": median, "images_per_s": args.batch_size / median, "precision": runs[variant][0]["precision"],
+            "onednn": runs[variant][0].get("onednn"),
             "useful_gflops": useful, "matmul_gflops": matmul,
             "ratio_to_matmul": None if useful is None else useful / matmul,
             "matmul_yardstick": sorted({result["matmul_yardstick"] for result in runs[variant]}),
@@ -116,10 +129,11 @@ def main(argv=None) -> int:
     reference = summary[variants[0]]["images_per_s"]
     lines = [f"{runs[variants[0]][0]['device']}; {args.rounds} rounds x {args.steps} timed steps, batch "
              f"{args.batch_size}, {args.profile} profile; medians",
-             f"{'variant':<16} {'precision':<15} {'s/step':>7} {'img/s':>6} {'vs ' + variants[0]:>12} "
+             f"{'variant':<16} {'precision':<15} {'oneDNN':<6} {'s/step':>7} {'img/s':>6} {'vs ' + variants[0]:>12} "
              f"{'useful GF/s':>11} {'matmul GF/s':>11} {'ratio':>6}  yardstick"]
     for variant, row in summary.items():
-        lines.append(f"{variant:<16} {row['precision']:<15} {row['step_seconds']:>7.3f} {row['images_per_s']:>6.2f} "
+        onednn = {True: "on", False: "off"}.get(row["onednn"], "?")
+        lines.append(f"{variant:<16} {row['precision']:<15} {onednn:<6} {row['step_seconds']:>7.3f} {row['images_per_s']:>6.2f} "
                      f"{row['images_per_s'] / reference:>11.2f}x {_fmt(row['useful_gflops'], 11, 0)} "
                      f"{row['matmul_gflops']:>11.0f} {_fmt(row['ratio_to_matmul'], 6, 2)}  "
                      f"{'/'.join(row['matmul_yardstick'])} {row['matmul_dtype']}")

@@ -12,6 +12,11 @@ with three adjustments made here, from outside, none in its files:
 * VGG19 without ImageNet weights (nothing is downloaded; weights change values, not speed),
   as ``upsampler benchmark --content-network untrained``.
 
+TensorFlow loads before anything of upsampler, so the peer runs on TensorFlow's own choice of CPU
+kernels (oneDNN only on AVX-512 VNNI/BF16 and AMX CPUs), as its users get it; with
+``TF_ENABLE_ONEDNN_OPTS=1`` in the environment (variant ``krasserm-onednn`` of ``alternate.py``)
+it runs on oneDNN like upsampler's default. The JSON records which (``onednn``).
+
 The step is timed on one fixed synthetic uint8 batch (``--batch-size``, default 8) after
 ``--warmup`` untimed calls, and a float32 4096x4096 matmul (TensorFlow's and NumPy's, the faster
 median is the yardstick) runs between the timed steps, as in ``upsampler benchmark``. It prints one
@@ -77,7 +82,7 @@ def main(argv=None) -> int:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     _alias_legacy_keras()
     import numpy as np
-    import tensorflow as tf
+    import tensorflow as tf  # before upsampler: its oneDNN preference must not reach the peer
 
     from upsampler.bench import (TensorFlowMatmul, choose_yardstick, device_info, matmul_gflops_once,
                                  matmul_operands)
@@ -123,7 +128,7 @@ def main(argv=None) -> int:
         "train_step_seconds": seconds, "train_step_seconds_all": times,
         "train_images_per_s": args.batch_size / seconds,
         "matmul_yardstick": yardstick, "matmul_gflops": gflops, "matmul_dtype": "float32",
-        "matmul_samples": samples, "tensorflow": tf.__version__,
+        "matmul_samples": samples, "tensorflow": tf.__version__, "onednn": info["onednn"],
         "generator_params": trainer.generator.count_params(),
         "discriminator_params": trainer.discriminator.count_params(),
     }))

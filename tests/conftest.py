@@ -12,6 +12,17 @@ from pathlib import Path
 
 import pytest
 
+# As in the CLI and the notebooks, upsampler is imported before TensorFlow: it asks for oneDNN's CPU
+# kernels (upsampler.hardware.prefer_onednn). Then the variable is taken back, so that the processes
+# the tests start see the environment a user's shell gives them and make that choice themselves.
+_SHELL_CHOSE_KERNELS = "TF_ENABLE_ONEDNN_OPTS" in os.environ
+from upsampler import hardware  # noqa: E402
+
+hardware.import_tensorflow_quietly()  # loads now, with those kernels
+
+if not _SHELL_CHOSE_KERNELS:
+    os.environ.pop(hardware.ONEDNN_ENV, None)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("UPSAMPLER_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

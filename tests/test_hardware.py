@@ -28,3 +28,31 @@ def test_arm_features_count_as_flags_and_a_missing_file_gives_nothing(tmp_path):
 def test_native_bf16_means_avx512_bf16_or_amx():
     assert hardware.cpu_has_native_bf16({"avx512_bf16"}) and hardware.cpu_has_native_bf16({"amx_bf16", "avx2"})
     assert not hardware.cpu_has_native_bf16({"avx2", "avx512f"})  # AVX-512 alone emulates bf16
+
+
+def test_onednn_is_asked_for_on_x86_only_and_a_user_s_choice_wins():
+    env: dict[str, str] = {}
+    assert hardware.prefer_onednn(env, "x86_64") and env == {hardware.ONEDNN_ENV: "1"}
+    env = {hardware.ONEDNN_ENV: "0"}
+    assert not hardware.prefer_onednn(env, "AMD64") and env == {hardware.ONEDNN_ENV: "0"}
+    env = {}
+    assert not hardware.prefer_onednn(env, "aarch64") and env == {}
+
+
+def test_importing_upsampler_first_gives_tensorflow_its_onednn_kernels_and_the_run_records_it():
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if platform.machine().lower() not in hardware.X86_MACHINES:
+        return  # elsewhere the package leaves TensorFlow's choice alone (tested above)
+    code = ("import json, upsampler, tensorflow; from upsampler import hardware, provenance; "
+            "print(json.dumps([hardware.onednn_enabled(), provenance.provenance().get('onednn')]))")
+    env = {k: v for k, v in os.environ.items() if k != hardware.ONEDNN_ENV}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert chosen.stdout.split()[-2:] == ["[true,", "true]"]
+    env[hardware.ONEDNN_ENV] = "0"  # the user's "off" is kept, and recorded
+    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert kept.stdout.split()[-2:] == ["[false,", "false]"]

@@ -14,7 +14,12 @@ figures), ``metrics`` (PSNR, SSIM, LPIPS-style, face identity, KID, FID, paired 
 ``pretrained`` (shipped generators), ``losslog`` and ``plots``, ``bench`` and ``cli``.
 """
 
+from .hardware import prefer_onednn
+
 __version__ = "0.2.0"
+
+# Before TensorFlow loads (it loads on first use, below): its fast CPU kernels on every x86 CPU.
+prefer_onednn()
 
 __all__ = ["__version__", "load_generator", "upscale_image"]
 

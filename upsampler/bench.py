@@ -299,7 +299,7 @@ def device_info() -> dict[str, Any]:
         "gpus": [gpu["name"] for gpu in hardware.gpus()],
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
+        "onednn": hardware.onednn_enabled(),
     }
     info["device"] = (f"GPU: {', '.join(info['gpus'])}" if info["gpus"]
                       else f"CPU: {info['cpu']} ({info['cpu_cores']} cores)")
@@ -580,6 +580,7 @@ def format_table(result: dict[str, Any]) -> str:
     rows = [
         ("device", result.get("device")),
         ("TensorFlow / Keras", f"{result.get('tensorflow_version')} / {result.get('keras_version')}"),
+        ("oneDNN CPU kernels", {True: "on", False: "off"}.get(result.get("onednn"), "unknown")),
         ("precision / XLA", f"{result.get('precision')} / {'on' if result.get('xla') else 'off'}"),
         ("strategy", f"{result.get('strategy')}"),
         ("threads intra / inter", f"{result.get('intra_op_threads') or 'auto'} / {result.get('inter_op_threads') or 'auto'}"),

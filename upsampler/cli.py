@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from upsampler.hardware import import_tensorflow_quietly
+
 # command -> (module, help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("upsampler.data", "Crop a folder or .zip of images into a processed train/test set."),
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in {n.replace("_", "-") for n in COMMANDS} else ""
     parser = build_parser(command)
     args = parser.parse_args(argv)
+    import_tensorflow_quietly()  # before the command: its errors stay one line
     module = importlib.import_module(args._module)
     try:
         return int(getattr(module, args._runner)(args) or 0)

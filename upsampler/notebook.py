@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .hardware import import_tensorflow_quietly  # noqa: F401 - the notebooks call it from here
 from .rundir import PRETRAINED_SNAPSHOT
 
 DATASETS = ("coco", "celeba")
@@ -87,28 +87,6 @@ def study_paths(output_root: str | os.PathLike, study: str) -> StudyPaths:
     if not study or "/" in study or study in (".", ".."):
         raise ValueError(f"study must be a plain folder name, got {study!r}")
     return StudyPaths(Path(output_root), study).make()
-
-
-def import_tensorflow_quietly():
-    """Import TensorFlow with its C++ start-up chatter (oneDNN, absl) kept out of the notebook.
-
-    Those lines go straight to file descriptor 2, below Python and ``TF_CPP_MIN_LOG_LEVEL``;
-    the descriptor is pointed at ``os.devnull`` for the import only. Errors still raise.
-    Returns the module.
-    """
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(null, 2)
-        import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(null)
-        os.close(saved)
-    return tf
 
 
 # ---- labels -----------------------------------------------------------------------------

@@ -57,12 +57,16 @@ def git_commit() -> str:
 
 def provenance() -> dict[str, Any]:
     """Versions, commit and machine; ``line`` is a one-line summary for logs and tables."""
-    from . import __version__
+    from . import __version__, hardware
 
     versions = {name: _version(name) for name in _PACKAGES}
     info = {"upsampler": __version__, "commit": git_commit(), "python": platform.python_version(),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             **{k: v for k, v in versions.items() if v}}
+    onednn = hardware.onednn_enabled()  # CPU kernels change float round-off: part of what produced a number
+    if onednn is not None:
+        info["onednn"] = onednn
     info["line"] = "produced by upsampler {upsampler} (commit {commit}), ".format(**info) + ", ".join(
-        f"{k} {v}" for k, v in versions.items() if v) + f", Python {info['python']}"
+        f"{k} {v}" for k, v in versions.items() if v) + f", Python {info['python']}" + (
+        "" if onednn is None else f", oneDNN {'on' if onednn else 'off'}")
     return info

@@ -50,11 +50,13 @@ def test_untrained_extractor_is_labelled_and_deterministic(untrained):
     feats = activations(x, untrained, batch_size=2)
     assert feats.shape == (3, 2048) and feats.dtype == np.float64 and np.all(np.isfinite(feats))
     assert np.std(feats) > 0
-    # a second, independently built network has the same seeded weights
+    # a second, independently built network has the same seeded weights; another batch size may
+    # change the round-off of the CPU kernels (oneDNN picks its algorithm by shape), nothing more
+    atol = 1e-4 * np.abs(feats).max()
     fresh = ext_mod._build_keras_inception(None, SIZE)
-    np.testing.assert_allclose(fresh(untrained.preprocess(x)).reshape(3, -1), feats, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(fresh(untrained.preprocess(x)).reshape(3, -1), feats, rtol=1e-5, atol=atol)
     # batching does not change features
-    np.testing.assert_allclose(activations(x, untrained, batch_size=3), feats, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(activations(x, untrained, batch_size=3), feats, rtol=1e-5, atol=atol)
 
 
 def test_channel_scrambling_reshape_changes_features_and_nchw_is_rejected(untrained):
