@@ -19,11 +19,9 @@ Variants (each adds one change to the previous):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 VARIANTS = ["baseline", "+hr-cache", "+fused-adam", "+fused-layers", "+d-head-concat"]
 
@@ -52,12 +50,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import numpy as np
+
+    from upsampler import bench  # before TensorFlow: it picks the CPU kernels
+
     import tensorflow as tf
 
-    from upsampler import bench
-
     variants = [v for v in args.variants.split(",") if v]
-    arrays = bench._synthetic_arrays(2 * args.batch_size, 44, 176)
+    arrays = bench.synthetic_arrays(2 * args.batch_size, 44, 176)
     runs = []
     flops = None
     for variant in variants:
@@ -91,21 +90,26 @@ def main(argv=None) -> int:
     mm = statistics.median(matmul)
     rows = []
     base = statistics.median(runs[0][2])
-    print(f"{'variant':<15} {'median s':>9} {'best s':>7} {'vs base':>8} {'useful GF/s':>12} {'ratio':>6}")
+    onednn = bench.hardware.onednn_enabled()
+    lines = [f"{bench.hardware.cpu_model()}; oneDNN {'on' if onednn else 'off'}; batch {args.batch_size}, "
+             f"{args.rounds} rounds, round-robin in one process",
+             f"{'variant':<15} {'median s':>9} {'best s':>7} {'vs base':>8} {'useful GF/s':>12} {'ratio':>6}"]
     for variant, _, times in runs:
         med = statistics.median(times)
         row = {"variant": variant, "median_s": med, "best_s": min(times), "times": times,
                "speedup_vs_baseline": base / med, "useful_gflops": flops / med, "ratio_to_matmul": flops / med / mm}
         rows.append(row)
-        print(f"{variant:<15} {med:9.3f} {min(times):7.3f} {base / med:7.2f}x {flops / med:12.0f} {flops / med / mm:6.3f}")
-    print(f"matmul (NumPy f32 4096, between the steps): median {mm:.0f}, max {max(matmul):.0f} GFLOP/s; "
-          f"useful GFLOP per step {flops:.1f}")
+        lines.append(f"{variant:<15} {med:9.3f} {min(times):7.3f} {base / med:7.2f}x {flops / med:12.0f} "
+                     f"{flops / med / mm:6.3f}")
+    lines.append(f"matmul (NumPy f32 4096, between the steps): median {mm:.0f}, max {max(matmul):.0f} GFLOP/s; "
+                 f"useful GFLOP per step {flops:.1f}")
+    table = "\n".join(lines)
+    print(table)
     if args.output:
-        out = {"device": bench.hardware.cpu_model(), "batch_size": args.batch_size, "rounds": args.rounds,
-               "useful_gflop_per_step": flops, "matmul_gflops_all": matmul, "matmul_gflops": mm,
-               "tensorflow_version": tf.__version__, "variants": rows}
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+        out = {"device": bench.hardware.cpu_model(), "onednn": onednn, "batch_size": args.batch_size,
+               "rounds": args.rounds, "useful_gflop_per_step": flops, "matmul_gflops_all": matmul,
+               "matmul_gflops": mm, "tensorflow_version": tf.__version__, "variants": rows}
+        bench.write_result(args.output, out, table)
     return 0
 
 

@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                                 content_network="untrained", hr_cache="auto", strategy="default", deterministic=None,
                                 overrides=args.set)
     d = config.data
-    trainer = SRGANTrainer(config, arrays=bench._synthetic_arrays(4 * args.batch_size, d.lr_size, d.hr_size))
+    trainer = SRGANTrainer(config, arrays=bench.synthetic_arrays(4 * args.batch_size, d.lr_size, d.hr_size))
     if trainer.feed.use_hr_feature_cache:
         trainer.feed.prepare_hr_features()
     parts = build_parts(trainer)
@@ -148,7 +148,9 @@ def main(argv=None) -> int:
     medians = {name: statistics.median(values) for name, values in times.items()}
     full = medians["full step"]
     parts_sum = sum(v for k, v in medians.items() if k != "full step")
-    lines = [f"{trainer.describe()}", f"batch {args.batch_size}, {args.rounds} rounds, medians",
+    onednn = bench.hardware.onednn_enabled()
+    lines = [f"{bench.hardware.cpu_model()}; oneDNN {'on' if onednn else 'off'}; {trainer.describe()}",
+             f"batch {args.batch_size}, {args.rounds} rounds, medians",
              f"{'part':<38} {'ms':>9} {'of full step':>13}"]
     for name, value in medians.items():
         lines.append(f"{name:<38} {1e3 * value:>9.1f} {100 * value / full:>12.1f}%")
@@ -157,7 +159,8 @@ def main(argv=None) -> int:
     print(table)
     if args.output:
         result = {"trainer": trainer.describe(), "precision": trainer.steps.precision, "batch_size": args.batch_size,
-                  "rounds": args.rounds, "seconds": times, "median_seconds": medians, "cpu": bench.hardware.cpu_model()}
+                  "rounds": args.rounds, "seconds": times, "median_seconds": medians, "cpu": bench.hardware.cpu_model(),
+                  "onednn": onednn}
         bench.write_result(args.output, result, table)
     return 0
 

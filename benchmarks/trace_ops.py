@@ -60,16 +60,16 @@ def main(argv=None) -> int:
     p.add_argument("--output")
     args = p.parse_args(argv)
 
-    import tensorflow as tf
-
-    from upsampler import bench, hardware
+    from upsampler import bench, hardware  # before TensorFlow: it picks the CPU kernels
     from upsampler.train import SRGANTrainer
+
+    import tensorflow as tf
 
     config = bench.build_config(args.profile, batch_size=args.batch_size, xla="auto", precision=args.precision,
                                 content_network="untrained", hr_cache="auto", strategy="default",
                                 deterministic=None, overrides=args.set)
     d = config.data
-    trainer = SRGANTrainer(config, arrays=bench._synthetic_arrays(2 * args.batch_size, d.lr_size, d.hr_size))
+    trainer = SRGANTrainer(config, arrays=bench.synthetic_arrays(2 * args.batch_size, d.lr_size, d.hr_size))
     if trainer.feed.use_hr_feature_cache:
         trainer.feed.prepare_hr_features()
     lr, hr = next(iter(trainer.feed.dataset(1)))
@@ -87,7 +87,8 @@ def main(argv=None) -> int:
 
     per_step = {kind: {k: v / args.steps for k, v in values.items()} for kind, values in trace.items()}
     busy = sum(per_step["by_type"].values())
-    lines = [f"{hardware.cpu_model()}; {trainer.describe()}",
+    onednn = hardware.onednn_enabled()
+    lines = [f"{hardware.cpu_model()}; oneDNN {'on' if onednn else 'off'}; {trainer.describe()}",
              f"batch {args.batch_size}, {args.steps} traced steps: wall {wall:.2f} s/step, "
              f"busy {busy:.2f} s/step summed over the executor threads",
              f"{'op type':<28} {'busy ms/step':>12} {'share':>6}"]
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.output:
-        bench.write_result(args.output, {"cpu": hardware.cpu_model(), "trainer": trainer.describe(),
+        bench.write_result(args.output, {"cpu": hardware.cpu_model(), "onednn": onednn, "trainer": trainer.describe(),
                                          "batch": args.batch_size, "wall_seconds_per_step": wall,
                                          "busy_seconds_per_step": busy, **per_step}, table)
     return 0

@@ -172,6 +172,22 @@ def test_benchmark_json_has_the_numeric_keys(capsys, monkeypatch):
         assert (isinstance(result.get(key), float) and result[key] > 0) or section in result["skipped"]
 
 
+def test_useful_flops_are_counted_at_the_training_crop(capsys):
+    from upsampler.cli import main
+
+    def flops(*extra: str) -> tuple[dict, float]:
+        assert main(["benchmark", "--profile", "smoke", "--json", "--steps", "1", "--warmup", "1", "--matmul-size", "256",
+                     "--skip", "inference,fid,pipeline,pretrain", *extra]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        return result, result["flops"]["adversarial_gflop_per_step"]
+
+    whole, whole_gflop = flops()
+    cropped, cropped_gflop = flops("--set", f"data.train_crop={whole['hr_size'] // 2}")
+    assert cropped["train_hr_size"] == whole["hr_size"] // 2 and whole["train_hr_size"] == whole["hr_size"]
+    # convolutions scale with the area (1/4); only the D head's Dense layers do not
+    assert 0.2 * whole_gflop < cropped_gflop < 0.3 * whole_gflop
+
+
 def test_skip_leaves_sections_out_and_unavailable_sections_are_reported(capsys, monkeypatch):
     from upsampler.cli import main
     from upsampler.metrics import extractors
@@ -196,7 +212,7 @@ def _smoke_trainer(**sets):
     from upsampler.train import SRGANTrainer
 
     config = get_profile("smoke").override([f"{k}={v}" for k, v in sets.items()])
-    lr, hr = bench._synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=5)
+    lr, hr = bench.synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=5)
     return SRGANTrainer(config, arrays=(lr, hr))
 
 
@@ -285,7 +301,7 @@ def test_mixed_float16_step_uses_loss_scaling_and_stays_finite():
     from upsampler.train import SRGANTrainer
 
     config = get_profile("smoke")
-    lr, hr = bench._synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=6)
+    lr, hr = bench.synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=6)
     trainer = SRGANTrainer(config, arrays=(lr, hr), precision="mixed_float16")
     assert trainer.steps.loss_scaling and isinstance(trainer.steps.g_optimizer, keras.optimizers.LossScaleOptimizer)
     assert trainer.generator.get_layer("res_block_0_conv_1").compute_dtype == "float16"

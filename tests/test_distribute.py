@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     from upsampler import distribute
-    from upsampler.bench import _synthetic_arrays
+    from upsampler.bench import synthetic_arrays
     from upsampler.config import get_profile
     from upsampler.train import SRGANTrainer
 
@@ -38,7 +38,7 @@ SCRIPT = textwrap.dedent(
     # biases (models.build_*: bias_before_bn=False), so nothing is amplified.
     config = get_profile("smoke").override(["train.batch_size=4", "train.steps_per_epoch=2"])
     assert config.train.epsilon == 1e-8 and not config.model.bias_before_bn
-    lr, hr = _synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=3)
+    lr, hr = synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=3)
 
     def weights(trainer):
         return [np.array(v) for v in trainer.generator.weights + trainer.discriminator.weights]

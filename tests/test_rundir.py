@@ -90,6 +90,17 @@ def test_resuming_on_other_data_is_refused_naming_both_folders(tmp_path):
     assert notes and "moved" in notes[0]
 
 
+def test_resuming_on_other_cpu_kernels_is_noted(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    run.write_config(get_profile("smoke"), {"line": "test", "onednn": True})
+    assert run.check_cpu_kernels({"onednn": False}) == []  # no checkpoint yet: nothing to continue
+    _fake_checkpoint(run)
+    assert run.check_cpu_kernels({"onednn": True}) == []
+    assert run.check_cpu_kernels({"onednn": None}) == []  # TensorFlow not loaded: nothing to compare
+    notes = run.check_cpu_kernels({"onednn": False})
+    assert len(notes) == 1 and "oneDNN's" in notes[0] and "Eigen's" in notes[0] and "TF_ENABLE_ONEDNN_OPTS=1" in notes[0]
+
+
 def test_config_changes_on_resume(tmp_path):
     run = RunDirectory(tmp_path / "run")
     config = get_profile("smoke")

@@ -308,7 +308,8 @@ def device_info() -> dict[str, Any]:
 
 # ---- the benchmark ---------------------------------------------------------------------------
 
-def _synthetic_arrays(n: int, lr_size: int, hr_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_arrays(n: int, lr_size: int, hr_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random uint8 HR images of ``hr_size`` and their box-downscaled LR images (benchmark input)."""
     rng = np.random.default_rng(seed)
     hr = rng.integers(0, 256, (n, hr_size, hr_size, 3), dtype=np.uint8)
     scale = hr_size // lr_size
@@ -338,7 +339,7 @@ def measure_pipeline(feed, n_images: int, min_seconds: float = 1.0) -> dict[str,
     d = feed.config.data
     saved = feed.train_lr, feed.train_hr, feed.hr_features
     try:
-        feed.train_lr, feed.train_hr = _synthetic_arrays(n_images, d.lr_size, d.hr_size, seed=1)
+        feed.train_lr, feed.train_hr = synthetic_arrays(n_images, d.lr_size, d.hr_size, seed=1)
         if feed.use_hr_feature_cache:  # the values do not matter here, only the bytes moved
             shape = feed.steps.content_loss.feature_shape(d.hr_size)
             feed.hr_features = np.zeros((n_images, *shape), np.float32)
@@ -378,6 +379,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
         "warmup": warmup,
         "lr_size": d.lr_size,
         "hr_size": d.hr_size,
+        "train_hr_size": d.train_hr_size,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "numpy_version": np.__version__,
@@ -392,7 +394,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
         result["notes"].append(UNTRAINED_NOTE)
 
     n_images = max(2 * batch, 32)
-    lr_arr, hr_arr = _synthetic_arrays(n_images, d.lr_size, d.hr_size)
+    lr_arr, hr_arr = synthetic_arrays(n_images, d.lr_size, d.hr_size)
     log(f"building the trainer ({config.profile}, batch {batch}) ...")
     trainer = SRGANTrainer(config, arrays=(lr_arr, hr_arr), speedups=Speedups() if fast else Speedups.none())
     steps_, feed = trainer.steps, trainer.feed
@@ -407,8 +409,9 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
         "trainer": trainer.describe(),
     })
     vgg = steps_.content_loss.vgg
-    flops = step_flops(trainer.generator, trainer.discriminator, vgg, lr_size=d.lr_size, hr_size=d.hr_size,
-                       batch=batch)
+    # The step trains on data.train_crop-px crops where the profile draws them (study-cpu), not on whole images.
+    flops = step_flops(trainer.generator, trainer.discriminator, vgg, lr_size=d.train_hr_size // d.scale,
+                       hr_size=d.train_hr_size, batch=batch)
     result["flops"] = flops
 
     # The yardstick candidates, all in the step's compute precision on the step's device.
@@ -518,7 +521,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
             result["skipped"]["inference"] = f"upsampler.inference.upscale_image unavailable ({exc})"
         else:
             try:
-                image = _synthetic_arrays(1, inference_size, inference_size * d.scale)[0][0]  # the LR image
+                image = synthetic_arrays(1, inference_size, inference_size * d.scale)[0][0]  # the LR image
                 log(f"tiled inference ({inference_size}x{inference_size} LR, tile {tile}) ...")
                 shapes = []
                 times = time_calls(lambda: shapes.append(
@@ -552,7 +555,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
         except Exception as exc:
             result["skipped"]["fid"] = f"inception-untrained extractor unavailable ({type(exc).__name__}: {exc})"
         else:
-            images = _synthetic_arrays(fid_batch, d.lr_size, d.hr_size)[1]
+            images = synthetic_arrays(fid_batch, d.lr_size, d.hr_size)[1]
             log(f"FID features ({fid_batch} images of {d.hr_size} px -> {extractor.input_size} px) ...")
             times = time_calls(lambda: extractor(images), max(3, min(steps, 5)), 1)
             result["fid_extractor"] = extractor.name

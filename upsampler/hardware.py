@@ -22,8 +22,8 @@ def prefer_onednn(environ: MutableMapping[str, str] | None = None, machine: str 
     """Ask TensorFlow for its oneDNN CPU kernels on every x86 CPU; returns whether it asked.
 
     TensorFlow switches oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX. On an
-    AVX2 CPU its fallback (Eigen) ran this project's training step ~1.35x slower, its float32
-    matmul 2.2x slower (``benchmarks/README.md``). The variable is read once, when TensorFlow
+    AVX2 CPU its fallback (Eigen) ran this project's training step 1.4x slower and its float32
+    matmul 2x slower (``benchmarks/README.md``). The variable is read once, when TensorFlow
     loads, so this runs at ``import upsampler``; a value the user set (``0`` included) wins.
     """
     environ = os.environ if environ is None else environ

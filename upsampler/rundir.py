@@ -259,6 +259,18 @@ class RunDirectory:
             return [f"the data folder moved from {saved.get('path')} to {now['path']} (same manifest)"]
         return []
 
+    def check_cpu_kernels(self, provenance: dict[str, Any]) -> list[str]:
+        """A note when a run resumes on other CPU kernels (oneDNN's or Eigen's) than its last start."""
+        if not self.has_checkpoint() or not self.config_path.is_file() or provenance.get("onednn") is None:
+            return []
+        saved = json.loads(self.config_path.read_text()).get("provenance", {}).get("onednn")
+        if saved is None or saved == provenance["onednn"]:
+            return []
+        name = {True: "oneDNN's", False: "Eigen's"}
+        return [f"this run last started on {name[saved]} CPU kernels and resumes on {name[provenance['onednn']]}: "
+                f"they round differently, so it continues correctly but not bit-identically to an uninterrupted "
+                f"run (TF_ENABLE_ONEDNN_OPTS={int(saved)} before Python starts restores them)"]
+
     @writes()
     def write_config(self, config: Config, provenance: dict[str, Any], data: dict[str, str] | None = None) -> None:
         payload = {**config.to_dict(), "provenance": provenance}

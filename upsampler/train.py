@@ -317,6 +317,7 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
     config, inexact = run.resolve_config(config)
     notes += run.check_data(data_dir)
     stamp = provenance()
+    notes += run.check_cpu_kernels(stamp)
     run.write_config(config, stamp, data_source(data_dir))
 
     trainer = SRGANTrainer(config, data_dir, run, strategy=strategy, speedups=speedups)
