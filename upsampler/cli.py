@@ -14,6 +14,9 @@ import sys
 
 from upsampler.hardware import import_tensorflow_quietly
 
+# Modules whose commands never load TensorFlow (the study runs it in the notebooks' kernels).
+WITHOUT_TENSORFLOW = ("upsampler.plots", "upsampler.demo", "upsampler.runner")
+
 # command -> (module, help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("upsampler.data", "Crop a folder or .zip of images into a processed train/test set."),
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in {n.replace("_", "-") for n in COMMANDS} else ""
     parser = build_parser(command)
     args = parser.parse_args(argv)
-    import_tensorflow_quietly()  # before the command: its errors stay one line
+    if args._module not in WITHOUT_TENSORFLOW:
+        import_tensorflow_quietly()  # before the command: its errors stay one line
     module = importlib.import_module(args._module)
     try:
         return int(getattr(module, args._runner)(args) or 0)
