@@ -147,6 +147,7 @@ def test_pixel_shuffle_kernel_is_depth_to_space():
 
 
 def test_portable_generator_has_stock_layers_and_the_same_outputs(tmp_path):
+    from upsampler import hardware
     from upsampler.models import build_generator, generator_settings, portable_generator
 
     keras.utils.set_random_seed(1)
@@ -172,7 +173,10 @@ def test_portable_generator_has_stock_layers_and_the_same_outputs(tmp_path):
         "np.testing.assert_array_equal(y, np.load(sys.argv[3]))\n"
         "print('ok')\n"
     )
+    # Bit for bit needs the CPU kernels this process runs (oneDNN's and Eigen's round differently),
+    # chosen here by the variable, since the loading process must not import upsampler.
+    kernels = {hardware.ONEDNN_ENV: "1" if hardware.onednn_enabled() else "0"}
     result = subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **kernels})
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
