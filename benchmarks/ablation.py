@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     rows = []
     base = statistics.median(runs[0][2])
     onednn = bench.hardware.onednn_enabled()
-    lines = [f"{bench.hardware.cpu_model()}; oneDNN {'on' if onednn else 'off'}; batch {args.batch_size}, "
+    lines = [f"{bench.hardware.cpu_model()}; oneDNN {bench.hardware.onednn_word(onednn)}; batch {args.batch_size}, "
              f"{args.rounds} rounds, round-robin in one process",
              f"{'variant':<15} {'median s':>9} {'best s':>7} {'vs base':>8} {'useful GF/s':>12} {'ratio':>6}"]
     for variant, _, times in runs:

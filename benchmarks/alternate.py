@@ -126,13 +126,17 @@ def main(argv=None) -> int:
             "matmul_yardstick": sorted({result["matmul_yardstick"] for result in runs[variant]}),
             "matmul_dtype": runs[variant][0]["matmul_dtype"],
         }
+    # Only now: importing upsampler asks for oneDNN in this process's environment, which the
+    # variants above must not inherit (krasserm runs on TensorFlow's own choice).
+    from upsampler.hardware import onednn_word
+
     reference = summary[variants[0]]["images_per_s"]
     lines = [f"{runs[variants[0]][0]['device']}; {args.rounds} rounds x {args.steps} timed steps, batch "
              f"{args.batch_size}, {args.profile} profile; medians",
              f"{'variant':<16} {'precision':<15} {'oneDNN':<6} {'s/step':>7} {'img/s':>6} {'vs ' + variants[0]:>12} "
              f"{'useful GF/s':>11} {'matmul GF/s':>11} {'ratio':>6}  yardstick"]
     for variant, row in summary.items():
-        onednn = {True: "on", False: "off"}.get(row["onednn"], "?")
+        onednn = onednn_word(row["onednn"])
         lines.append(f"{variant:<16} {row['precision']:<15} {onednn:<6} {row['step_seconds']:>7.3f} {row['images_per_s']:>6.2f} "
                      f"{row['images_per_s'] / reference:>11.2f}x {_fmt(row['useful_gflops'], 11, 0)} "
                      f"{row['matmul_gflops']:>11.0f} {_fmt(row['ratio_to_matmul'], 6, 2)}  "

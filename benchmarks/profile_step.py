@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     full = medians["full step"]
     parts_sum = sum(v for k, v in medians.items() if k != "full step")
     onednn = bench.hardware.onednn_enabled()
-    lines = [f"{bench.hardware.cpu_model()}; oneDNN {'on' if onednn else 'off'}; {trainer.describe()}",
+    lines = [f"{bench.hardware.cpu_model()}; oneDNN {bench.hardware.onednn_word(onednn)}; {trainer.describe()}",
              f"batch {args.batch_size}, {args.rounds} rounds, medians",
              f"{'part':<38} {'ms':>9} {'of full step':>13}"]
     for name, value in medians.items():

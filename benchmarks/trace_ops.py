@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     per_step = {kind: {k: v / args.steps for k, v in values.items()} for kind, values in trace.items()}
     busy = sum(per_step["by_type"].values())
     onednn = hardware.onednn_enabled()
-    lines = [f"{hardware.cpu_model()}; oneDNN {'on' if onednn else 'off'}; {trainer.describe()}",
+    lines = [f"{hardware.cpu_model()}; oneDNN {hardware.onednn_word(onednn)}; {trainer.describe()}",
              f"batch {args.batch_size}, {args.steps} traced steps: wall {wall:.2f} s/step, "
              f"busy {busy:.2f} s/step summed over the executor threads",
              f"{'op type':<28} {'busy ms/step':>12} {'share':>6}"]

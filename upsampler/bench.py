@@ -583,7 +583,7 @@ def format_table(result: dict[str, Any]) -> str:
     rows = [
         ("device", result.get("device")),
         ("TensorFlow / Keras", f"{result.get('tensorflow_version')} / {result.get('keras_version')}"),
-        ("oneDNN CPU kernels", {True: "on", False: "off"}.get(result.get("onednn"), "unknown")),
+        ("oneDNN CPU kernels", hardware.onednn_word(result.get("onednn"))),
         ("precision / XLA", f"{result.get('precision')} / {'on' if result.get('xla') else 'off'}"),
         ("strategy", f"{result.get('strategy')}"),
         ("threads intra / inter", f"{result.get('intra_op_threads') or 'auto'} / {result.get('inter_op_threads') or 'auto'}"),

@@ -69,6 +69,11 @@ def onednn_enabled() -> bool | None:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def onednn_word(state: bool | None) -> str:
+    """``on``, ``off`` or ``unknown``: how tables and logs print an :func:`onednn_enabled` value."""
+    return {True: "on", False: "off"}.get(state, "unknown")
+
+
 def cpuinfo_fields(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
     """``key: value`` lines of the first processor in ``cpuinfo`` (empty where there is no such file)."""
     try:

@@ -68,5 +68,5 @@ def provenance() -> dict[str, Any]:
         info["onednn"] = onednn
     info["line"] = "produced by upsampler {upsampler} (commit {commit}), ".format(**info) + ", ".join(
         f"{k} {v}" for k, v in versions.items() if v) + f", Python {info['python']}" + (
-        "" if onednn is None else f", oneDNN {'on' if onednn else 'off'}")
+        "" if onednn is None else f", oneDNN {hardware.onednn_word(onednn)}")
     return info
