@@ -14,12 +14,14 @@ figures), ``metrics`` (PSNR, SSIM, LPIPS-style, face identity, KID, FID, paired 
 ``pretrained`` (shipped generators), ``losslog`` and ``plots``, ``bench`` and ``cli``.
 """
 
-from .hardware import prefer_onednn
+from .hardware import choose_keras_backend, prefer_onednn
 
 __version__ = "0.2.0"
 
 # Before TensorFlow loads (it loads on first use, below): its fast CPU kernels on every x86 CPU.
 prefer_onednn()
+# On a machine with JAX and no TensorFlow, Keras runs on JAX without being told (KERAS_BACKEND wins).
+choose_keras_backend()
 
 __all__ = ["__version__", "load_generator", "upscale_image"]
 

@@ -145,11 +145,12 @@ def conv_layer_names(vgg) -> list[str]:
 
 
 def preprocess(images, network: str):
-    """[-1, 1] RGB (NHWC, a TF tensor) -> the network's caffe-style input (BGR, 0..255, minus means)."""
-    import tensorflow as tf
+    """[-1, 1] RGB (NHWC, a backend tensor) -> the network's caffe-style input (BGR, 0..255, minus means)."""
+    from keras import ops
 
-    pixels = (tf.cast(images, tf.float32) + 1.0) * 127.5
-    return pixels[..., ::-1] - tf.constant(BGR_MEANS[check_network(network)], tf.float32)
+    pixels = (ops.cast(images, "float32") + 1.0) * 127.5
+    bgr = ops.flip(pixels, axis=-1)
+    return bgr - ops.convert_to_tensor(np.asarray(BGR_MEANS[check_network(network)], np.float32))
 
 
 def multi_layer_model(network: str, layers: tuple[str, ...], seed: int = 0):

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from upsampler.hardware import import_tensorflow_quietly
+from upsampler.hardware import import_tensorflow_quietly, keras_backend_name
 
 # Modules whose commands never load TensorFlow (the study runs it in the notebooks' kernels).
 WITHOUT_TENSORFLOW = ("upsampler.plots", "upsampler.demo", "upsampler.runner")
@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                           "KID, paired 95%% intervals (FID where the Inception loads)."),
     "losses": ("upsampler.plots", "Plot a run's loss.csv or an original-format loss log; flag a saturated D."),
     "benchmark": ("upsampler.bench", "Throughput and useful GFLOP/s of training, inference and the pipeline."),
+    "gpu_study": ("upsampler.study_gpu", "Train Model A and B (MSE and adversarial stages, several seeds) on one GPU "
+                                         "against a wall-clock budget, then pack generators and logs."),
     "study": ("upsampler.runner", "Run the whole study through its notebooks (what ./run_all.sh runs)."),
     "demo_data": ("upsampler.demo", "Write the built-in demo datasets (photos shipped inside installed packages)."),
 }
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in {n.replace("_", "-") for n in COMMANDS} else ""
     parser = build_parser(command)
     args = parser.parse_args(argv)
-    if args._module not in WITHOUT_TENSORFLOW:
+    if args._module not in WITHOUT_TENSORFLOW and keras_backend_name() == "tensorflow":
         import_tensorflow_quietly()  # before the command: its errors stay one line
     module = importlib.import_module(args._module)
     try:

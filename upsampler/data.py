@@ -908,7 +908,7 @@ def crop_origins(n_images: int, lr_size: int, lr_crop: int, *, seed: int, epoch:
     return np.random.default_rng([seed, epoch, 2]).integers(0, lr_size - lr_crop + 1, size=(n_images, 2))
 
 
-def make_train_dataset(
+def train_batches(
     lr: np.ndarray,
     hr: np.ndarray,
     *,
@@ -917,39 +917,32 @@ def make_train_dataset(
     epoch: int,
     flips: bool = False,
     crop: int | None = None,
-    shuffle_buffer: int = 4096,
     skip_batches: int = 0,
-) -> "tf.data.Dataset":
-    """One epoch of ``(lr, hr)`` batches, float32 in [-1, 1], fully determined by (seed, epoch).
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of uint8 ``(lr, hr)`` NumPy batches, fully determined by (seed, epoch).
 
     Args:
         lr, hr: uint8 arrays ``(N, h, w, 3)`` and ``(N, H, W, 3)`` (from :func:`load_split`).
         batch_size: images per batch; the last partial batch is dropped, so every batch
             has this static size.
-        seed, epoch: the shuffle key (see :func:`epoch_order`). Same key, same batches;
-            nothing depends on thread timing.
+        seed, epoch: the shuffle key (see :func:`epoch_order`). Same key, same batches.
         flips: mirror left-right the same images in LR and HR, decided per (seed, epoch,
             position).
         crop: HR side of a random crop per image (its LR crop is ``crop / scale`` at the
             matching origin; see :func:`crop_origins`); None: whole images.
-        shuffle_buffer: kept for configuration compatibility; unused, because the order is
-            a full permutation of the epoch (what an unbounded shuffle buffer would give).
         skip_batches: start at this batch of the epoch (a run resumed mid-epoch);
             ``0 <= skip_batches <= steps_per_epoch``.
 
-    The uint8 -> float conversion (``x / 127.5 - 1``) happens on the fly; batches are
-    prefetched. Raises ValueError when there are fewer images than ``batch_size``.
+    Knows nothing of the model or the backend: every engine (TensorFlow's ``tf.data`` wrapper
+    :func:`make_train_dataset`, the JAX step) eats these arrays. Raises ValueError when there are
+    fewer images than ``batch_size``.
     """
-    import tensorflow as tf
-
     lr = np.asarray(lr)
     hr = np.asarray(hr)
     if lr.ndim != 4 or hr.ndim != 4 or len(lr) != len(hr):
         raise ValueError(f"lr and hr must be (N, h, w, C) arrays of equal N, got {lr.shape} and {hr.shape}")
     if lr.dtype != np.uint8 or hr.dtype != np.uint8:
         raise ValueError(f"lr and hr must be uint8, got {lr.dtype} and {hr.dtype}")
-    if shuffle_buffer < 1:
-        raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
     n_batches = steps_per_epoch(len(lr), batch_size)
     if not 0 <= skip_batches <= n_batches:
         raise ValueError(f"skip_batches must be in [0, {n_batches}] for this epoch, got {skip_batches}")
@@ -979,8 +972,38 @@ def make_train_dataset(
                 hr_batch[mirrored] = hr_batch[mirrored, :, ::-1]
             yield lr_batch, hr_batch
 
-    lr_shape = lr.shape[1:] if lr_crop is None else (lr_crop, lr_crop, lr.shape[3])
-    hr_shape = hr.shape[1:] if lr_crop is None else (crop, crop, hr.shape[3])
+    return batches()
+
+
+def make_train_dataset(
+    lr: np.ndarray,
+    hr: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    flips: bool = False,
+    crop: int | None = None,
+    shuffle_buffer: int = 4096,
+    skip_batches: int = 0,
+) -> "tf.data.Dataset":
+    """TensorFlow only: :func:`train_batches` as a ``tf.data.Dataset`` of float32 batches in [-1, 1].
+
+    ``shuffle_buffer`` is kept for configuration compatibility; unused, because the order is a
+    full permutation of the epoch (what an unbounded shuffle buffer would give). The uint8 ->
+    float conversion (``x / 127.5 - 1``) happens on the fly; batches are prefetched.
+    """
+    import tensorflow as tf
+
+    if shuffle_buffer < 1:
+        raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
+    train_batches(lr, hr, batch_size=batch_size, seed=seed, epoch=epoch, flips=flips, crop=crop,
+                  skip_batches=skip_batches)  # validates eagerly, before any tf.data
+    lr, hr = np.asarray(lr), np.asarray(hr)
+    scale = hr.shape[1] // lr.shape[1]
+    cropped = crop is not None and crop < hr.shape[1]
+    lr_shape = lr.shape[1:] if not cropped else (crop // scale, crop // scale, lr.shape[3])
+    hr_shape = hr.shape[1:] if not cropped else (crop, crop, hr.shape[3])
     signature = (
         tf.TensorSpec((batch_size, *lr_shape), tf.uint8),
         tf.TensorSpec((batch_size, *hr_shape), tf.uint8),
@@ -992,7 +1015,10 @@ def make_train_dataset(
             tf.cast(hr_batch, tf.float32) / 127.5 - 1.0,
         )
 
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: train_batches(lr, hr, batch_size=batch_size, seed=seed, epoch=epoch, flips=flips, crop=crop,
+                              skip_batches=skip_batches),
+        output_signature=signature)
     dataset = dataset.map(to_unit_range, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 

@@ -85,6 +85,11 @@ class TrainingFeed:
         """Whether the HR VGG features are precomputed once (fixed crops: flips and random crops off)."""
         mode = self.config.train.cache_hr_features
         content_loss = self.steps.content_loss
+        if getattr(self.steps, "backend", "tensorflow") != "tensorflow":
+            if mode == "on":
+                raise ValueError("train.cache_hr_features=on is implemented for the TensorFlow step only")
+            self.hr_feature_cache_reason = "TensorFlow step only"
+            return False
         if content_loss.kind != "vgg":
             self.hr_feature_cache_reason = "pixel content loss"
             return False
@@ -162,6 +167,8 @@ class TrainingFeed:
         per-replica values: replica r gets rows ``[r b, (r + 1) b)`` of every global batch
         (``b`` = the per-replica batch), on one machine or several (:meth:`replica_batches`).
         """
+        if getattr(self.steps, "backend", "tensorflow") != "tensorflow":
+            return self.array_batches(epoch, skip_batches)
         import tensorflow as tf
 
         ds = self.global_batches(epoch, skip_batches, phase=phase)
@@ -170,6 +177,29 @@ class TrainingFeed:
         if tf.config.list_logical_devices("GPU"):
             ds = ds.apply(tf.data.experimental.prefetch_to_device(tf.config.list_logical_devices("GPU")[0].name))
         return ds
+
+    def array_batches(self, epoch: int, skip_batches: int = 0):
+        """The epoch's uint8 NumPy batches (:func:`upsampler.data.train_batches`), repeated to
+        ``train.steps_per_epoch`` when that is set: what the JAX step eats."""
+        from . import data as data_lib
+
+        d, t = self.config.data, self.config.train
+
+        def one_pass(skip):
+            return data_lib.train_batches(self.train_lr, self.train_hr, batch_size=t.batch_size, seed=t.seed,
+                                          epoch=epoch, flips=d.flips, crop=d.train_crop, skip_batches=skip)
+
+        if not t.steps_per_epoch:
+            yield from one_pass(skip_batches)
+            return
+        per_pass = data_lib.steps_per_epoch(len(self.train_hr), t.batch_size)
+        position = skip_batches
+        while position < t.steps_per_epoch:
+            for batch in one_pass(position % per_pass):
+                yield batch
+                position += 1
+                if position >= t.steps_per_epoch:
+                    return
 
     def replica_batches(self, ds):
         """The global batches of ``ds`` as per-replica values, one replica's rows each.

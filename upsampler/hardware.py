@@ -110,7 +110,21 @@ def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
 
 
 def gpus() -> list[dict[str, Any]]:
-    """``name`` and ``compute_capability`` (tuple or None) of each GPU TensorFlow sees."""
+    """``name`` and ``compute_capability`` (tuple or None) of each GPU the Keras backend sees
+    (TensorFlow's devices, or JAX's on the JAX backend)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        found = []
+        for device in jax.devices():
+            if device.platform != "gpu":
+                continue
+            capability = getattr(device, "compute_capability", None)
+            found.append({"name": getattr(device, "device_kind", str(device)),
+                          "compute_capability": tuple(int(p) for p in str(capability).split(".")) if capability else None})
+        return found
     import tensorflow as tf
 
     out = []
@@ -123,3 +137,24 @@ def gpus() -> list[dict[str, Any]]:
         out.append({"name": details.get("device_name", gpu.name),
                     "compute_capability": tuple(capability) if capability else None})
     return out
+
+
+def choose_keras_backend() -> str | None:
+    """Where ``KERAS_BACKEND`` is unset and TensorFlow is not installed but JAX is (a GPU machine with
+    JAX only), choose JAX before Keras loads. The user's setting always wins. Returns the choice made."""
+    import importlib.util
+
+    if os.environ.get("KERAS_BACKEND"):
+        return None
+    if importlib.util.find_spec("tensorflow") is None and importlib.util.find_spec("jax") is not None:
+        os.environ["KERAS_BACKEND"] = "jax"
+        return "jax"
+    return None
+
+
+def keras_backend_name() -> str:
+    """The Keras backend that will load (or has loaded), without importing Keras."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    choose_keras_backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")

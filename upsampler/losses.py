@@ -1,7 +1,8 @@
 """SRGAN losses: VGG19 content loss, pixel MSE, adversarial BCE on logits with noisy labels.
 
-Images are NHWC float32 in [-1, 1]. The discriminator returns logits; every BCE here is
-computed from logits (``tf.nn.sigmoid_cross_entropy_with_logits``), which never saturates
+Images are NHWC float32 in [-1, 1]. Everything here is ``keras.ops``, so it runs on every Keras
+backend (TensorFlow, JAX). The discriminator returns logits; every BCE here is computed from
+logits (``max(x, 0) - x z + log(1 + exp(-|x|))``, as ``tf.nn.sigmoid_cross_entropy_with_logits``), which never saturates
 numerically — the original study computed it from clipped sigmoid probabilities, and its
 discriminator sat at D = 1.0 for 2500 epochs with no gradient.
 
@@ -10,13 +11,16 @@ Every loss exists in two forms: a batch mean (``bce_with_logits``, ``pixel_mse``
 per-example forms with :func:`global_batch_mean` so that, under a ``tf.distribute`` strategy,
 each replica's loss is ``sum(per-example) / global_batch``: summing the replicas' gradients
 (what the optimisers do) then gives exactly the gradient of the mean over the global batch.
+
+The noisy labels of a step are drawn on the host by :func:`noisy_labels_numpy` from
+``(seed, step)``; the TensorFlow step's own stateless draw is :func:`noisy_labels` (TensorFlow only).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 import keras
+from keras import ops
 
 from . import backbones
 from .config import LossConfig
@@ -36,14 +40,14 @@ class WindowMaxPool2D(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        shape = tf.shape(inputs)
+        shape = ops.shape(inputs)
         h, w = shape[1] // 2, shape[2] // 2
         x = inputs
         static_h, static_w = inputs.shape[1], inputs.shape[2]
         if static_h is None or static_w is None or static_h % 2 or static_w % 2:
             x = inputs[:, : 2 * h, : 2 * w, :]  # "valid" pooling drops an odd last row/column
-        x = tf.reshape(x, tf.stack([shape[0], h, 2, w, 2, inputs.shape[-1]]))
-        return tf.reduce_max(x, axis=[2, 4])
+        x = ops.reshape(x, (shape[0], h, 2, w, 2, inputs.shape[-1]))
+        return ops.max(x, axis=(2, 4))
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
@@ -94,7 +98,7 @@ def build_vgg_feature_extractor(
     return features
 
 
-def vgg_preprocess(images: tf.Tensor, mode: str = "paper", network: str = backbones.VGG19) -> tf.Tensor:
+def vgg_preprocess(images, mode: str = "paper", network: str = backbones.VGG19):
     """Map [-1, 1] RGB images to VGG input. ``paper``: caffe BGR, mean-subtracted, 0..255 (the
     network's own means); ``raw``: unchanged (the original study's)."""
     if mode == "raw":
@@ -121,25 +125,23 @@ class ContentLoss:
             if self.kind == "vgg" else None
         )
 
-    def features(self, images: tf.Tensor) -> tf.Tensor:
-        x = vgg_preprocess(tf.cast(images, tf.float32), self.config.vgg_preprocessing, self.config.content_network)
-        feats = self.vgg(x, training=False)
-        return tf.cast(feats, tf.float32) * self.scale
+    def features(self, images, vgg_call=None):
+        """Scaled VGG features of [-1, 1] images. ``vgg_call(x)`` replaces ``self.vgg(x)`` (the JAX
+        step passes the VGG's stateless call with its weights as arguments)."""
+        x = vgg_preprocess(ops.cast(images, "float32"), self.config.vgg_preprocessing, self.config.content_network)
+        feats = vgg_call(x) if vgg_call is not None else self.vgg(x, training=False)
+        return ops.cast(feats, "float32") * self.scale
 
-    def __call__(self, hr: tf.Tensor, sr: tf.Tensor, hr_features: tf.Tensor | None = None) -> tf.Tensor:
-        if self.kind == "mse":
-            return pixel_mse(hr, sr)
-        if hr_features is None:
-            hr_features = tf.stop_gradient(self.features(hr))
-        return tf.reduce_mean(tf.square(hr_features - self.features(sr)))
+    def __call__(self, hr, sr, hr_features=None, vgg_call=None):
+        return ops.mean(self.per_example(hr, sr, hr_features=hr_features, vgg_call=vgg_call))
 
-    def per_example(self, hr: tf.Tensor, sr: tf.Tensor, hr_features: tf.Tensor | None = None) -> tf.Tensor:
+    def per_example(self, hr, sr, hr_features=None, vgg_call=None):
         """The content loss of each image, shape (batch,); its mean is ``__call__``'s value."""
         if self.kind == "mse":
             return pixel_mse_per_example(hr, sr)
         if hr_features is None:
-            hr_features = tf.stop_gradient(self.features(hr))
-        return _mean_per_example(tf.square(hr_features - self.features(sr)))
+            hr_features = ops.stop_gradient(self.features(hr, vgg_call))
+        return _mean_per_example(ops.square(hr_features - self.features(sr, vgg_call)))
 
     def feature_shape(self, hr_size: int) -> tuple[int, ...]:
         """Shape of ``features`` of one ``hr_size`` x ``hr_size`` image (for the HR feature cache)."""
@@ -147,66 +149,76 @@ class ContentLoss:
         return tuple(int(d) for d in spec[1:])
 
 
-def pixel_mse(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
+def pixel_mse(hr, sr):
     """Mean squared error in the [-1, 1] pixel scale."""
-    return tf.reduce_mean(tf.square(tf.cast(hr, tf.float32) - tf.cast(sr, tf.float32)))
+    return ops.mean(ops.square(ops.cast(hr, "float32") - ops.cast(sr, "float32")))
 
 
-def _mean_per_example(values: tf.Tensor) -> tf.Tensor:
+def _mean_per_example(values):
     """Mean over every axis but the first: (batch, ...) -> (batch,)."""
-    return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
+    return ops.mean(ops.reshape(values, (ops.shape(values)[0], -1)), axis=1)
 
 
-def pixel_mse_per_example(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
+def pixel_mse_per_example(hr, sr):
     """Pixel MSE of each image, shape (batch,)."""
-    return _mean_per_example(tf.square(tf.cast(hr, tf.float32) - tf.cast(sr, tf.float32)))
+    return _mean_per_example(ops.square(ops.cast(hr, "float32") - ops.cast(sr, "float32")))
 
 
-def global_batch_mean(per_example: tf.Tensor, global_batch_size: int | tf.Tensor) -> tf.Tensor:
+def global_batch_mean(per_example, global_batch_size):
     """``sum(per_example) / global_batch_size`` (``tf.nn.compute_average_loss``).
 
     On one device with the whole batch this is the plain mean; on each of N replicas holding
     1/N of the batch, the N values (and their gradients) add up to the global-batch mean.
     """
-    per_example = tf.cast(per_example, tf.float32)
-    return tf.reduce_sum(per_example) / tf.cast(global_batch_size, tf.float32)
+    per_example = ops.cast(per_example, "float32")
+    return ops.sum(per_example) / ops.cast(global_batch_size, "float32")
 
 
-def noisy_labels(
-    batch_size: int | tf.Tensor, mean: float, std: float, seed: tf.Tensor
-) -> tf.Tensor:
-    """Per-sample soft labels ~ N(mean, std) clipped to [0, 1], shape (batch, 1).
+def noisy_labels(batch_size, mean: float, std: float, seed):
+    """TensorFlow only: per-sample soft labels ~ N(mean, std) clipped to [0, 1], shape (batch, 1).
 
     ``seed`` is a shape-(2,) int tensor (e.g. ``[run_seed, step]``): the labels of a step are a
     pure function of it, so a resumed run draws exactly the labels an uninterrupted run would.
     """
+    import tensorflow as tf
+
     labels = mean + std * tf.random.stateless_normal(tf.stack([batch_size, 1]), seed=seed)
     return tf.clip_by_value(labels, 0.0, 1.0)
 
 
-def bce_with_logits(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+def noisy_labels_numpy(batch_size: int, mean: float, std: float, seed: int, step: int, stream: int) -> np.ndarray:
+    """Soft labels ~ N(mean, std) clipped to [0, 1], shape (batch, 1), float32, drawn on the host
+    from ``np.random.default_rng([seed, step, stream])`` (stream 0: real, 1: fake): the same labels
+    on every backend and device count, a pure function of the run seed and the step."""
+    draws = np.random.default_rng([int(seed), int(step), int(stream)]).standard_normal((int(batch_size), 1))
+    return np.clip(mean + std * draws, 0.0, 1.0).astype(np.float32)
+
+
+def sigmoid_cross_entropy_with_logits(labels, logits):
+    """Elementwise BCE from logits, ``max(x, 0) - x z + log1p(exp(-|x|))`` (TensorFlow's formula)."""
+    logits = ops.cast(logits, "float32")
+    labels = ops.cast(labels, "float32")
+    return ops.relu(logits) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
+
+
+def bce_with_logits(labels, logits):
     """Mean binary cross-entropy (nats) from logits; exact for soft labels in [0, 1]."""
-    logits = tf.cast(logits, tf.float32)
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(labels, tf.float32), logits=logits))
+    return ops.mean(sigmoid_cross_entropy_with_logits(labels, logits))
 
 
-def bce_with_logits_per_example(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+def bce_with_logits_per_example(labels, logits):
     """Binary cross-entropy of each example, shape (batch,); its mean is ``bce_with_logits``."""
-    logits = tf.cast(logits, tf.float32)
-    values = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(labels, tf.float32), logits=logits)
-    return _mean_per_example(values)
+    return _mean_per_example(sigmoid_cross_entropy_with_logits(labels, logits))
 
 
-def discriminator_loss(
-    real_logits: tf.Tensor, fake_logits: tf.Tensor, real_labels: tf.Tensor, fake_labels: tf.Tensor
-) -> tf.Tensor:
+def discriminator_loss(real_logits, fake_logits, real_labels, fake_labels):
     """BCE(real labels, D(HR)) + BCE(fake labels, D(SR)), as the original summed the two batches."""
     return bce_with_logits(real_labels, real_logits) + bce_with_logits(fake_labels, fake_logits)
 
 
-def generator_adversarial_loss(fake_logits: tf.Tensor) -> tf.Tensor:
+def generator_adversarial_loss(fake_logits):
     """BCE(1, D(SR)): the generator is rewarded when D calls its output real."""
-    return bce_with_logits(tf.ones_like(fake_logits, dtype=tf.float32), fake_logits)
+    return bce_with_logits(ops.ones_like(ops.cast(fake_logits, "float32")), fake_logits)
 
 
 def calibrate_feature_scale(
@@ -226,12 +238,12 @@ def calibrate_feature_scale(
     up = np.stack([bicubic_upscale(bicubic_downscale(h, scale), scale) for h in hr])
     ratios = []
     for first in range(0, len(hr), batch_size):
-        a = tf.constant(hr[first:first + batch_size], tf.float32) / 127.5 - 1.0
-        b = tf.constant(up[first:first + batch_size], tf.float32) / 127.5 - 1.0
-        fa = extractor(vgg_preprocess(a, "paper", network), training=False)
-        fb = extractor(vgg_preprocess(b, "paper", network), training=False)
-        feature_mse = tf.reduce_mean(tf.square(fa - fb), axis=[1, 2, 3]).numpy()
-        pixel_mse = tf.reduce_mean(tf.square(a - b), axis=[1, 2, 3]).numpy()
+        a = hr[first:first + batch_size].astype(np.float32) / 127.5 - 1.0
+        b = up[first:first + batch_size].astype(np.float32) / 127.5 - 1.0
+        fa = ops.convert_to_numpy(extractor(vgg_preprocess(ops.convert_to_tensor(a), "paper", network), training=False))
+        fb = ops.convert_to_numpy(extractor(vgg_preprocess(ops.convert_to_tensor(b), "paper", network), training=False))
+        feature_mse = np.mean(np.square(fa.astype(np.float64) - fb), axis=(1, 2, 3))
+        pixel_mse = np.mean(np.square(a.astype(np.float64) - b), axis=(1, 2, 3))
         ratios.extend((pixel_mse / np.maximum(feature_mse, 1e-30)).tolist())
     ratios = np.asarray(ratios)
     return {"scale": float(np.sqrt(np.median(ratios))), "n": int(len(ratios)),

@@ -18,6 +18,22 @@ from keras import layers
 PACKAGE = "upsampler"
 
 
+def depth_to_space(x, factor: int):
+    """``tf.nn.depth_to_space`` (NHWC, DCR order) through ``keras.ops``, on every backend:
+    channel ``(i * r + j) * C + c`` goes to sub-pixel ``(i, j)`` of output channel ``c``."""
+    from keras import ops
+
+    r = int(factor)
+    _, h, w, c = x.shape
+    c_out = c // (r * r)
+    n = ops.shape(x)[0]
+    h = ops.shape(x)[1] if h is None else h
+    w = ops.shape(x)[2] if w is None else w
+    x = ops.reshape(x, (n, h, w, r, r, c_out))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (n, h * r, w * r, c_out))
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PixelShuffle(layers.Layer):
     """Sub-pixel convolution's rearrangement: (H, W, C * r^2) -> (H * r, W * r, C)."""
@@ -27,9 +43,7 @@ class PixelShuffle(layers.Layer):
         self.factor = int(factor)
 
     def call(self, inputs):
-        import tensorflow as tf
-
-        return tf.nn.depth_to_space(inputs, self.factor)
+        return depth_to_space(inputs, self.factor)
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape

@@ -5,7 +5,8 @@
     config.json      the full resolved config and the provenance (read back on resume)
     loss.csv         one row per epoch and phase, appended exactly once each
     train.log        human-readable log (appended, never truncated)
-    checkpoints/     tf.train.Checkpoint: G, D, all optimisers, epochs done, step, last metrics
+    checkpoints/     G, D, all optimisers, epochs done, step, last metrics: a tf.train.Checkpoint on
+                     TensorFlow, ckpt-<step>.npz on other backends (:mod:`upsampler.checkpoints`)
     generator.keras  the generator of the latest checkpoint (stock Keras layers), for inference
     generator_pretrained.keras   the generator at the end of MSE pre-training
     exports.json     which checkpoint step each exported generator holds
@@ -49,7 +50,8 @@ LOSS_COLUMNS = [
 # Fields a resume may change: the schedule (no effect on any step's numbers) ...
 SCHEDULE_FIELDS = {
     "train": {"epochs", "pretrain_epochs", "progress", "sample_every", "checkpoint_every", "keep_checkpoints",
-              "saturation_patience", "saturation_threshold"},
+              "saturation_patience", "saturation_threshold", "precise_bn_batches", "pretrain_budget_minutes",
+              "budget_minutes"},
 }
 # ... and how the steps execute, which changes float rounding: a resume that changes them is not bit-exact.
 INEXACT_FIELDS = {"train": {"jit_compile", "strategy", "cache_hr_features", "precision"}}
@@ -233,7 +235,10 @@ class RunDirectory:
 
     # -- config and log ------------------------------------------------------------------------
     def has_checkpoint(self) -> bool:
-        return (self.checkpoint_dir / "checkpoint").is_file()
+        """A TensorFlow checkpoint index or an array checkpoint (:mod:`upsampler.checkpoints`) exists."""
+        from .checkpoints import array_checkpoint_files
+
+        return (self.checkpoint_dir / "checkpoint").is_file() or bool(array_checkpoint_files(self.checkpoint_dir))
 
     def resolve_config(self, requested: Config) -> tuple[Config, list[str]]:
         """:func:`resolve_run_config`, for a folder with a checkpoint; a folder without one is a new run."""
@@ -334,7 +339,13 @@ class RunDirectory:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def attach(self, checkpoint, keep: int) -> None:
-        """Manage ``checkpoint`` (a ``tf.train.Checkpoint``) in ``checkpoints/``, keeping ``keep``."""
+        """Manage ``checkpoint`` (a ``tf.train.Checkpoint``, or an
+        :class:`upsampler.checkpoints.ArrayCheckpoint`) in ``checkpoints/``, keeping ``keep``."""
+        from .checkpoints import ArrayCheckpoint, ArrayCheckpointManager
+
+        if isinstance(checkpoint, ArrayCheckpoint):
+            self._manager = ArrayCheckpointManager(checkpoint, self.checkpoint_dir, max_to_keep=keep)
+            return
         import tensorflow as tf
 
         self._manager = tf.train.CheckpointManager(checkpoint, str(self.checkpoint_dir), max_to_keep=keep)

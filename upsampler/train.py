@@ -30,7 +30,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .config import Config, get_profile
+from .config import PROFILES, Config, get_profile
 from .rundir import RunDirectory
 from .steps import STEP_VALUES, Speedups
 
@@ -39,6 +39,7 @@ from .steps import STEP_VALUES, Speedups
 # between saving the checkpoint and appending the row.
 EPOCH_METRICS = [*STEP_VALUES, "seconds"]
 PRETRAIN_EPOCH_KEY_OFFSET = 1_000_000
+PRECISE_BN_EPOCH_KEY = 3_000_000  # the data key of the batches precise BN statistics are computed on
 # Test hook: SIGKILL this process when the global step reaches this value (exact-resume test).
 FAULT_ENV = "UPSAMPLER_FAULT_AT_STEP"
 
@@ -55,6 +56,7 @@ class TrainResult:
     step: int
     saturation_warning: str | None = None
     summary: list[str] = field(default_factory=list)
+    budget_used: bool = False  # the adversarial phase ended because its wall-clock budget was used
 
     def __str__(self) -> str:
         return "\n".join(self.summary)
@@ -75,10 +77,9 @@ class SRGANTrainer:
 
     def __init__(self, config: Config, data_dir: str | Path | None = None, run_dir: str | Path | None = None, *,
                  arrays=None, strategy=None, precision: str | None = None, speedups: Speedups | None = None):
-        import tensorflow as tf
+        import keras
 
         from .feed import TrainingFeed, check_sizes, load_training_arrays
-        from .steps import SRGANSteps
 
         self.config = config
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -92,9 +93,26 @@ class SRGANTrainer:
         else:
             train_lr, train_hr, self.sample_lr, self.sample_hr = load_training_arrays(config, self.data_dir)
         self.run = run_dir if isinstance(run_dir, RunDirectory) or run_dir is None else RunDirectory(run_dir)
-        self.steps = SRGANSteps(config, strategy=strategy, precision=precision, speedups=speedups)
+        self.backend = keras.backend.backend()
+        if self.backend == "tensorflow":
+            from .steps import SRGANSteps
+
+            self.steps = SRGANSteps(config, strategy=strategy, precision=precision, speedups=speedups)
+        elif self.backend == "jax":
+            from .steps_jax import JaxSRGANSteps
+
+            self.steps = JaxSRGANSteps(config, strategy=strategy, precision=precision, speedups=speedups)
+        else:
+            raise RuntimeError(f"Keras backend {self.backend!r}: upsampler trains on tensorflow or jax "
+                               "(set KERAS_BACKEND)")
         self.feed = TrainingFeed(config, self.steps, train_lr, train_hr, cache_dir=self.run.cache_dir if self.run else None,
                                  write_cache=self.run.writer if self.run else False)
+        self._portable = None
+        if self.backend != "tensorflow":
+            self._array_counters()
+            return
+        import tensorflow as tf
+
         with self.steps.strategy.scope():
             self.pretrain_epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="pretrain_epochs_done")
             self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
@@ -107,7 +125,27 @@ class SRGANTrainer:
         )
         if self.run is not None:
             self.run.attach(self.checkpoint, keep=config.train.keep_checkpoints)
-        self._portable = None
+
+    def _array_counters(self) -> None:
+        """Host counters and an array checkpoint (:mod:`upsampler.checkpoints`) for non-TensorFlow engines."""
+        from .checkpoints import ArrayCheckpoint, HostCounter
+
+        self.pretrain_epochs_done, self.epochs_done, self.global_step = HostCounter(), HostCounter(), HostCounter()
+        self.last_metrics = HostCounter(np.zeros(len(EPOCH_METRICS)), np.float64)
+        counters = {"pretrain_epochs_done": self.pretrain_epochs_done, "epochs_done": self.epochs_done,
+                    "global_step": self.global_step, "last_epoch_metrics": self.last_metrics}
+
+        def get_state():
+            return {**self.steps.state_arrays(), **{f"counters/{k}": c.numpy() for k, c in counters.items()}}
+
+        def set_state(arrays):
+            self.steps.load_state_arrays(arrays)
+            for k, c in counters.items():
+                c.assign(arrays[f"counters/{k}"])
+
+        self.checkpoint = ArrayCheckpoint(get_state, set_state)
+        if self.run is not None:
+            self.run.attach(self.checkpoint, keep=self.config.train.keep_checkpoints)
 
     @property
     def generator(self):
@@ -122,7 +160,6 @@ class SRGANTrainer:
 
     def run_epoch(self, phase: str, epoch: int, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
         """One epoch of ``phase`` ("pretrain" or "adversarial"); returns the mean :data:`EPOCH_METRICS`."""
-        import tensorflow as tf
         from tqdm.auto import tqdm
 
         step_fn = self.steps.pretrain_step if phase == "pretrain" else self.steps.adversarial_step
@@ -134,30 +171,55 @@ class SRGANTrainer:
         total = self.feed.steps_per_epoch
         bar = tqdm(self.feed.dataset(data_epoch, phase=phase), total=total, desc=f"{phase} epoch {epoch}",
                    disable=not self.config.train.progress, leave=False, file=sys.stdout)
+        start_step = int(self.global_step.numpy())
         step = int(self.global_step.numpy())  # kept on the host: no device read per step
+        # TensorFlow's step returns its values synchronously; JAX's are read every few steps so the
+        # host keeps dispatching while the device works.
+        sync_every = 1 if self.backend == "tensorflow" else 16
+        pending: list = []
+
+        def drain() -> None:
+            nonlocal sums, count
+            for at, device_values in pending:
+                values = np.asarray(device_values, np.float64)
+                if not np.all(np.isfinite(values[[1, 2]])) or (phase == "adversarial" and not np.all(np.isfinite(values))):
+                    where = self.run.checkpoint_dir if self.run else "memory"
+                    raise TrainingDiverged(
+                        f"{phase} epoch {epoch}, step {at}: non-finite loss "
+                        + ", ".join(f"{n}={v:.4g}" for n, v in zip(STEP_VALUES, values))
+                        + f". Training stopped; the last good checkpoint in {where} is kept."
+                    )
+                sums += values
+                count += 1
+            pending.clear()
+
         for lr, hr in bar:
             step += 1
-            values = step_fn(lr, hr, tf.constant(step, tf.int64)).numpy().astype(np.float64)
-            if not np.all(np.isfinite(values[[1, 2]])) or (phase == "adversarial" and not np.all(np.isfinite(values))):
-                where = self.run.checkpoint_dir if self.run else "memory"
-                raise TrainingDiverged(
-                    f"{phase} epoch {epoch}, step {step}: non-finite loss "
-                    + ", ".join(f"{n}={v:.4g}" for n, v in zip(STEP_VALUES, values))
-                    + f". Training stopped; the last good checkpoint in {where} is kept."
-                )
-            self.global_step.assign(step)
-            sums += values
-            count += 1
-            if count % 5 == 0 or count == total:
-                m = sums / count
-                bar.set_postfix({"g": f"{m[1]:.4f}"} if phase == "pretrain" else
-                                {"d": f"{m[0]:.3f}", "g": f"{m[1]:.4f}", "D(hr)": f"{m[4]:.2f}", "D(sr)": f"{m[5]:.2f}"})
+            pending.append((step, step_fn(lr, hr, self._step_number(step))))
+            if len(pending) >= sync_every or step - start_step == total:
+                drain()
+                self.global_step.assign(step)
+                if count and (count % 5 == 0 or count == total or sync_every > 1):
+                    m = sums / count
+                    bar.set_postfix({"g": f"{m[1]:.4f}"} if phase == "pretrain" else
+                                    {"d": f"{m[0]:.3f}", "g": f"{m[1]:.4f}", "D(hr)": f"{m[4]:.2f}", "D(sr)": f"{m[5]:.2f}"})
             if on_step is not None:
+                drain()
+                self.global_step.assign(step)
                 on_step(step)
+        drain()
+        self.global_step.assign(step)
         bar.close()
         if count == 0:
             raise ValueError(f"{self.data_dir}: the training split yields no batch of {self.config.train.batch_size}")
         return dict(zip(EPOCH_METRICS, [*(sums / count), time.perf_counter() - start]))
+
+    def _step_number(self, step: int):
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.constant(step, tf.int64)
+        return step
 
     # -- the run directory ---------------------------------------------------------------------
     def save(self, phase: str, epoch: int, metrics: dict[str, float], *, snapshot: bool = False) -> None:
@@ -173,14 +235,48 @@ class SRGANTrainer:
         self.run.save_checkpoint(step)
         if portable is not None:
             self.run.export_generator(portable, step)
+            report = getattr(self, "precise_bn_report", None)
+            if report:
+                self.run.log(f"exported generator at step {step} with population BatchNorm statistics of "
+                             f"{report['layers']} layers over {report['images']} training crops (stored averages were "
+                             f"off by up to {report['max_variance_ratio']:.2f}x in variance)", echo=False)
         self.append_row_once(phase, epoch, metrics)
 
     def export_generator(self):
-        """The generator as a plain-Keras model (stock layers), refreshed with the current weights."""
+        """The generator as a plain-Keras model (stock layers), refreshed with the current weights,
+        with population BatchNorm statistics when ``train.precise_bn_batches`` is set (the training
+        state keeps its moving averages: resume is unchanged)."""
         from .models import portable_generator
 
+        self.sync_models()
         self._portable = portable_generator(self.generator, self._portable)
+        n = self.config.train.precise_bn_batches
+        if n:
+            from .bn import recompute_batchnorm_statistics
+
+            report = recompute_batchnorm_statistics(self._portable, self.precise_bn_inputs(n))
+            self.precise_bn_report = report
         return self._portable
+
+    def precise_bn_inputs(self, n_batches: int) -> list[np.ndarray]:
+        """A fixed set of ``n_batches`` training LR batches in [-1, 1] (data epoch key
+        :data:`PRECISE_BN_EPOCH_KEY`, the training crops and flips): the same for every export of a run."""
+        from . import data as data_lib
+
+        d, t = self.config.data, self.config.train
+        batches = data_lib.train_batches(self.feed.train_lr, self.feed.train_hr, batch_size=t.batch_size, seed=t.seed,
+                                         epoch=PRECISE_BN_EPOCH_KEY, flips=d.flips, crop=d.train_crop)
+        out = []
+        for lr, _ in batches:
+            out.append(lr.astype(np.float32) / 127.5 - 1.0)
+            if len(out) == n_batches:
+                break
+        return out
+
+    def sync_models(self) -> None:
+        """Bring the Keras models up to date with the engine's state (a no-op on TensorFlow)."""
+        if hasattr(self.steps, "sync_to_models"):
+            self.steps.sync_to_models()
 
     def append_row_once(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:
         def fmt(v: float) -> str:
@@ -210,16 +306,20 @@ class SRGANTrainer:
             self.run.log(f"generator.keras re-exported from the checkpoint at step {step} (it was missing or older)",
                          echo=False)
         target = self.config.train.pretrain_epochs
-        if target and pre == target and adv == 0 and not self.run.is_current(self.run.snapshot_path, step):
+        pretraining_over = pre == target or phase_budget_used(self.run, self.config.train, "pretrain", pre)
+        if target and pre and pretraining_over and adv == 0 and not self.run.is_current(self.run.snapshot_path, step):
             self.run.export_generator(self.export_generator(), step, self.run.snapshot_path)
             self.run.log(f"{self.run.snapshot_path.name} re-exported from the checkpoint at step {step}", echo=False)
         return True
 
     def save_samples(self, phase: str, epoch: int) -> Path:
         """Render the sample batch as rows of bicubic | SR | HR into ``samples/``."""
+        from keras import ops
+
         from .images import bicubic_upscale, to_float, to_uint8
 
-        sr = to_uint8(self.generator(to_float(self.sample_lr), training=False).numpy())
+        self.sync_models()
+        sr = to_uint8(ops.convert_to_numpy(self.generator(to_float(self.sample_lr), training=False)))
         scale = self.config.data.scale
         rows = [np.concatenate([bicubic_upscale(lr, scale), s, h], axis=1)
                 for lr, s, h in zip(self.sample_lr, sr, self.sample_hr)]
@@ -287,14 +387,19 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path, *, hooks: S
     ``train.strategy=multiworker`` every worker runs this, the chief writes the run directory
     and runs the hooks (:mod:`upsampler.distribute`).
     """
-    from . import distribute
+    import keras
 
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise FileNotFoundError(f"{data_dir}: no such processed data folder (run `upsampler preprocess` first)")
     config.validate()
-    strategy = distribute.make_strategy(config.train.strategy)  # first: multiworker needs a fresh TensorFlow
-    run = RunDirectory(run_dir, worker=None if distribute.is_chief(strategy) else distribute.task_name(strategy))
+    if keras.backend.backend() == "tensorflow":
+        from . import distribute
+
+        strategy = distribute.make_strategy(config.train.strategy)  # first: multiworker needs a fresh TensorFlow
+        run = RunDirectory(run_dir, worker=None if distribute.is_chief(strategy) else distribute.task_name(strategy))
+    else:
+        strategy, run = None, RunDirectory(run_dir)
     run.lock()
     try:
         return _train_locked(config, data_dir, run, hooks=hooks, speedups=speedups,
@@ -324,11 +429,14 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
     resumed = trainer.restore()
     t = config.train
     pre_done, adv_done = int(trainer.pretrain_epochs_done.numpy()), int(trainer.epochs_done.numpy())
-    distribute.check_workers_agree(  # the same checkpoint and the same precision (auto differs by hardware)
-        strategy, [pre_done, adv_done, int(trainer.global_step.numpy()), POLICIES.index(trainer.steps.precision)],
-        f"(pretrain epochs, epochs, step, index of the precision in {POLICIES})", "all must resume from the same checkpoint "
-        "(the run directory on storage every machine sees) and train in one precision (set train.precision)")
-    if adv_done > 0 and t.pretrain_epochs > pre_done:
+    if strategy is not None:
+        from . import distribute
+
+        distribute.check_workers_agree(  # the same checkpoint and the same precision (auto differs by hardware)
+            strategy, [pre_done, adv_done, int(trainer.global_step.numpy()), POLICIES.index(trainer.steps.precision)],
+            f"(pretrain epochs, epochs, step, index of the precision in {POLICIES})", "all must resume from the same "
+            "checkpoint (the run directory on storage every machine sees) and train in one precision (set train.precision)")
+    if adv_done > 0 and t.pretrain_epochs > pre_done and not phase_budget_used(run, t, "pretrain", pre_done):
         raise ValueError(
             f"{run.path}: adversarial training has started ({adv_done} epochs); pretrain_epochs cannot grow "
             f"from {pre_done} to {t.pretrain_epochs}"
@@ -347,11 +455,12 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
     fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
     on_step = kill_at_step(fault_at) if fault_at else None
     warnings: list[str] = []
+    budget_used = False
     for phase, done_var, target in (
         ("pretrain", trainer.pretrain_epochs_done, t.pretrain_epochs),
         ("adversarial", trainer.epochs_done, t.epochs),
     ):
-        while int(done_var.numpy()) < target:
+        while int(done_var.numpy()) < target and not phase_budget_used(run, t, phase, int(done_var.numpy())):
             epoch = int(done_var.numpy()) + 1
             try:
                 metrics = trainer.run_epoch(phase, epoch, on_step=on_step)
@@ -359,7 +468,8 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
                 run.log(f"ERROR: {exc}")
                 raise
             done_var.assign(epoch)
-            last = epoch == target
+            out_of_time = phase_budget_used(run, t, phase, epoch - 1, metrics["seconds"])
+            last = epoch == target or out_of_time
             if epoch % t.checkpoint_every == 0 or last:
                 trainer.save(phase, epoch, metrics, snapshot=snapshot_pretrained and phase == "pretrain" and last)
             else:
@@ -368,10 +478,15 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
                 trainer.save_samples(phase, epoch)
             run.log(f"{phase} epoch {epoch}/{target}: " + ", ".join(
                 f"{n}={metrics[n]:.4g}" for n in EPOCH_METRICS if not math.isnan(metrics[n])), echo=t.progress)
+            if out_of_time and epoch < target:
+                run.log(f"{phase}: wall-clock budget of {phase_budget(t, phase):g} min used after epoch {epoch}; "
+                        "the phase ends here", echo=t.progress)
             for hook in all_hooks:
                 for line in hook.after_epoch(trainer, phase, epoch, metrics):
                     run.log(line)
                     warnings.append(line)
+        if phase == "adversarial":
+            budget_used = int(done_var.numpy()) < target
 
     summary = [
         f"finished: {int(trainer.pretrain_epochs_done.numpy())} pre-training + {int(trainer.epochs_done.numpy())} "
@@ -387,8 +502,26 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
     return TrainResult(
         run_dir=run.path, pretrain_epochs_done=int(trainer.pretrain_epochs_done.numpy()),
         epochs_done=int(trainer.epochs_done.numpy()), step=int(trainer.global_step.numpy()),
-        saturation_warning=health.saturation, summary=header + summary,
+        saturation_warning=health.saturation, summary=header + summary, budget_used=budget_used,
     )
+
+
+def phase_budget(t, phase: str) -> float | None:
+    return t.pretrain_budget_minutes if phase == "pretrain" else t.budget_minutes
+
+
+def phase_budget_used(run: RunDirectory, t, phase: str, done: int, extra_seconds: float = 0.0) -> bool:
+    """Whether ``phase``'s wall-clock budget is used up after its first ``done`` epochs (their
+    ``seconds`` in loss.csv) plus ``extra_seconds``. Read from loss.csv, so a resumed run takes the
+    same decision at the same epoch as the run it continues."""
+    budget = phase_budget(t, phase)
+    if budget is None:
+        return False
+    seconds = extra_seconds
+    for row in run.loss_rows():
+        if row["phase"] == phase and int(row["epoch"]) <= done and row.get("seconds"):
+            seconds += float(row["seconds"])
+    return seconds >= 60.0 * budget
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -396,9 +529,12 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
 def configure_train_parser(p) -> None:
     p.add_argument("--data", required=True, help="processed data folder (the output of `upsampler preprocess`)")
     p.add_argument("--run-dir", required=True, help="run directory; an existing one is resumed")
-    p.add_argument("--profile", default="paper", choices=["paper", "original", "study-cpu", "demo", "smoke"],
+    p.add_argument("--profile", default="paper", choices=list(PROFILES),
                    help="paper (the study, SRGAN-paper style), original (the 2019 study's choices), study-cpu (the "
-                        "CPU-scale study), demo (CPU minutes) or smoke (seconds); default %(default)s")
+                        "CPU-scale study), study-gpu (the study on one GPU against a time budget), demo (CPU minutes) "
+                        "or smoke (seconds); default %(default)s")
+    p.add_argument("--pretrain-minutes", type=float, help="wall-clock budget of MSE pre-training (train.pretrain_budget_minutes)")
+    p.add_argument("--minutes", type=float, help="wall-clock budget of the adversarial phase (train.budget_minutes)")
     p.add_argument("--epochs", type=int, help="total adversarial epochs to reach")
     p.add_argument("--pretrain-epochs", type=int, help="generator-only MSE epochs before the adversarial phase")
     p.add_argument("--batch-size", type=int)
@@ -426,7 +562,8 @@ def config_from_args(args) -> Config:
     for flag, key in (("epochs", "train.epochs"), ("pretrain_epochs", "train.pretrain_epochs"),
                       ("batch_size", "train.batch_size"), ("steps_per_epoch", "train.steps_per_epoch"),
                       ("content_network", "loss.content_network"), ("strategy", "train.strategy"),
-                      ("xla", "train.jit_compile"), ("precision", "train.precision")):
+                      ("xla", "train.jit_compile"), ("precision", "train.precision"),
+                      ("pretrain_minutes", "train.pretrain_budget_minutes"), ("minutes", "train.budget_minutes")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
@@ -458,5 +595,5 @@ def run_train(args) -> int:
         print(f"upsampler train: error: {args.run_dir}: {first_line(exc, limit=None)}; the last checkpoint is intact: fix "
               "this and run the same command to resume", file=sys.stderr)
         return 2
-    return 0 if result.epochs_done >= config.train.epochs else 1
+    return 0 if result.epochs_done >= config.train.epochs or result.budget_used else 1
 
