@@ -460,7 +460,10 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
         ("pretrain", trainer.pretrain_epochs_done, t.pretrain_epochs),
         ("adversarial", trainer.epochs_done, t.epochs),
     ):
-        while int(done_var.numpy()) < target and not phase_budget_used(run, t, phase, int(done_var.numpy())):
+        # A budget used up before this start (a resumed run) skips the phase; within it, the epoch that
+        # uses it up is the last, checkpointed and exported like the final epoch.
+        over_budget = phase_budget_used(run, t, phase, int(done_var.numpy()))
+        while int(done_var.numpy()) < target and not over_budget:
             epoch = int(done_var.numpy()) + 1
             try:
                 metrics = trainer.run_epoch(phase, epoch, on_step=on_step)
@@ -481,6 +484,7 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
             if out_of_time and epoch < target:
                 run.log(f"{phase}: wall-clock budget of {phase_budget(t, phase):g} min used after epoch {epoch}; "
                         "the phase ends here", echo=t.progress)
+                over_budget = True
             for hook in all_hooks:
                 for line in hook.after_epoch(trainer, phase, epoch, metrics):
                     run.log(line)

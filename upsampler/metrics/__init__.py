@@ -11,7 +11,8 @@ NumPy-level API, importable without TensorFlow (the extractors import it when th
 
 Modules: :mod:`.fid` (FID, KID, bootstrap, cached statistics), :mod:`.extractors`,
 :mod:`.sr` (PSNR, SSIM, MATLAB imresize), :mod:`.srbench` (``upsampler sr-bench``),
-:mod:`.evaluate` (the study's Bicubic vs Model A vs Model B evaluation), :mod:`.cli`.
+:mod:`.evaluate` (the study's Bicubic vs Model A vs Model B evaluation), :mod:`.paired` (paired and
+identity-level bootstrap intervals), :mod:`.faces` (dlib identity metrics), :mod:`.cli`.
 """
 
 from .extractors import (

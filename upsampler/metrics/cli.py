@@ -23,12 +23,23 @@ _EXTRACTOR_HELP = (
 )
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (argparse turns the ValueError into a one-line usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _add_extractor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extractor", choices=sorted(EXTRACTORS), default=DEFAULT_EXTRACTOR, help=_EXTRACTOR_HELP)
     parser.add_argument("--input-size", type=int, default=None,
                         help="extractor input size in px (default 299). Testing only: other sizes are not FID")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default %(default)s)")
-    parser.add_argument("--n-boot", type=int, default=200,
+    parser.add_argument("--n-boot", type=_non_negative_int, default=200,
                         help="bootstrap resamples for the FID interval; 0 = none (default %(default)s)")
     parser.add_argument("--kid-subsets", type=int, default=100, help="KID subsets; 0 = no KID (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and KID subsets")
@@ -172,7 +183,9 @@ def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-faces", action="store_true", help="not faces: skip identity_distance and kid_face")
     parser.add_argument("--no-perceptual", action="store_true", help="skip lpips_hed, kid_hed and fd_hed")
     parser.add_argument("--no-piqe", action="store_true", help="skip the no-reference PIQE score")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default %(default)s)")
+    parser.add_argument("--n-boot", type=_non_negative_int, default=1000,
+                        help="bootstrap resamples; 0 = no intervals (default %(default)s). With identities recorded "
+                             "for the test split, identities are resampled, then faces within them")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default %(default)s)")
     parser.add_argument("--grid-images", type=int, default=4, help="rows of the comparison figure (default %(default)s)")

@@ -6,11 +6,14 @@ and scores each against the HR images with instruments that are pretrained and w
 
 * per image: PSNR and SSIM on Y (as SR papers), ``lpips_hed`` (LPIPS-style distance on the
   VGG16-HED trunk, :mod:`.perceptual`), ``identity_distance`` (dlib face embedding, HR vs
-  output, :mod:`.faces`) and ``piqe`` (no-reference);
+  output, :mod:`.faces`), ``identity_top1`` (is the output recognised among the test identities;
+  split by identity only) and ``piqe`` (no-reference);
 * per set: ``kid_face`` (KID on face embeddings), ``kid_hed`` / ``fd_hed`` (on pooled HED
   features) and, where the reference Inception loads, ``fid`` / ``kid``;
 * paired differences between every pair of methods with 95% paired bootstrap intervals
-  (:mod:`.paired`): the answer to "is B better than A on these faces?".
+  (:mod:`.paired`): the answer to "is B better than A on these faces?". When the processed set
+  records groups (identities) for the test images, every interval resamples identities, then
+  faces within them (:func:`.paired.grouped_bootstrap_indices`); otherwise images.
 
 "Bicubic" is Pillow's bicubic upscaling of the LR image, the same resampling that made the
 LR images (:func:`upsampler.images.bicubic_upscale`).
@@ -27,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .fid import format_value
+from .paired import GROUPED_NOTE, PAIRED_COLUMNS
 from .sr import sr_metrics
 from .srbench import list_images, read_image
 
@@ -34,6 +38,7 @@ __all__ = [
     "StudyResults",
     "evaluate_study",
     "read_split_folder",
+    "read_split_groups",
     "run_generator",
     "mean_interval",
     "paired_figure",
@@ -74,6 +79,7 @@ METRIC_LABELS = {
     "ssim": "SSIM, Y channel, Gaussian 11x11",
     "lpips_hed": "LPIPS-style (VGG16-HED), not LPIPS",
     "identity_distance": "identity distance: dlib face embedding, HR vs output",
+    "identity_top1": "identity top-1: output matched to the nearest other HR photo of the test identities",
     "piqe": "PIQE (no-reference; lower is better)",
     "kid_face": "KID on dlib face embeddings (128-d)",
     "kid_hed": "KID on VGG16-HED pooled block5_conv3 (512-d, RMS-normalised)",
@@ -81,11 +87,10 @@ METRIC_LABELS = {
     "fid": "FID (reference Inception)",
     "kid": "KID (reference Inception)",
 }
-PER_IMAGE_METRICS = ("psnr", "ssim", "lpips_hed", "identity_distance", "piqe")
+PER_IMAGE_METRICS = ("psnr", "ssim", "lpips_hed", "identity_distance", "identity_top1", "piqe")
 SET_METRICS = ("kid_face", "kid_hed", "fd_hed", "fid", "kid")
 TABLE_COLUMNS = ["method", "n", *[c for m in (*PER_IMAGE_METRICS, *SET_METRICS) for c in (m, f"{m}_low", f"{m}_high")],
-                 "split", "test_set"]
-PAIRED_COLUMNS = ["metric", "method_a", "method_b", "difference", "ci_low", "ci_high", "n", "better"]
+                 "split", "test_set", "resampling_unit", "n_units"]
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -116,6 +121,24 @@ def read_split_folder(test_dir: str | Path) -> tuple[list[str], np.ndarray, np.n
     if scale < 1 or hr.shape[1] != lr.shape[1] * scale or hr.shape[2] != lr.shape[2] * scale:
         raise ValueError(f"{test_dir}: HR {hr.shape[1:3]} is not an integer multiple of LR {lr.shape[1:3]}")
     return names, hr, lr, scale
+
+
+def read_split_groups(test_dir: str | Path, names: Sequence[str]) -> list[str] | None:
+    """The group (identity) of each image in ``names``, from the processed set's ``manifest.csv``
+    beside ``test_dir``; None when there is no manifest or any image has no recorded group."""
+    import csv
+
+    from ..data import MANIFEST_FILE
+
+    test_dir = Path(test_dir)
+    try:
+        with (test_dir.parent / MANIFEST_FILE).open(newline="", encoding="utf-8") as handle:
+            found = {f"{r['name']}.png": r.get("group") or "" for r in csv.DictReader(handle)
+                     if r.get("split") == test_dir.name}
+    except (OSError, KeyError, csv.Error):
+        return None
+    groups = [found.get(name, "") for name in names]
+    return groups if all(groups) else None
 
 
 def split_description(test_dir: str | Path) -> str:
@@ -203,6 +226,7 @@ def evaluate_study(
     save_sr: bool = False,
     ci: float = 0.95,
     progress: bool = False,
+    groups: Sequence[str] | None = None,
 ) -> StudyResults:
     """Evaluate Bicubic and each model on ``test_dir`` and write the results into ``out_dir``.
 
@@ -212,20 +236,33 @@ def evaluate_study(
     and ``fd_hed`` (``perceptual``), and ``fid``/``kid`` only when ``extractor`` names a
     pretrained Inception (``fid-inception``, ``inception-imagenet``). Numbers from untrained
     features never enter the table: ``inception-untrained`` goes to ``untrained_features.csv``,
-    labelled. Per-method intervals: 95% bootstrap percentile intervals over images (for set
-    metrics a *bootstrap spread at N*); ``paired.csv``: every pair's paired differences
-    (:mod:`upsampler.metrics.paired`). Writes ``metrics.csv``, ``per_image_metrics.csv``,
-    ``paired.csv``, ``metrics.md`` and figures into ``out_dir``.
+    labelled. Per-method intervals: 95% bootstrap percentile intervals (for set metrics a
+    *bootstrap spread at N*); ``paired.csv``: every pair's paired differences
+    (:mod:`upsampler.metrics.paired`). ``n_boot=0``: no intervals (NaN bounds).
+
+    ``groups``: each test image's identity, in file-name order (default: read from the processed
+    set's ``manifest.csv``, :func:`read_split_groups`). With at least two identities every
+    interval resamples identities, then faces within them, and with ``faces`` the table gains
+    ``identity_top1``; without, intervals resample images. Writes ``metrics.csv``,
+    ``per_image_metrics.csv``, ``paired.csv``, ``metrics.md`` and figures into ``out_dir``.
     """
     import pandas as pd
 
     from ..images import bicubic_upscale
     from . import paired as paired_lib
 
+    if n_boot < 0 or n_boot_fd < 0:
+        raise ValueError(f"bootstrap resamples must be >= 0, got n_boot={n_boot}, n_boot_fd={n_boot_fd}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names, hr, lr, scale = read_split_folder(test_dir)
     n = len(names)
+    if groups is None:
+        groups = read_split_groups(test_dir, names)
+    elif len(groups) != n:
+        raise ValueError(f"groups lists {len(groups)} images, the test split holds {n}")
+    if groups is not None and len(set(map(str, groups))) < 2:
+        groups = None  # one identity: nothing to resample between, the images are the units
 
     outputs: dict[str, np.ndarray] = {BICUBIC: bicubic_upscale(lr, scale)}
     for method, model in models.items():
@@ -256,6 +293,7 @@ def evaluate_study(
         rms = float(np.sqrt(np.mean(np.square(pooled["HR"])))) or 1.0
         set_metrics.append(paired_lib.SetMetric("kid_hed", pooled["HR"] / rms, {m: pooled[m] / rms for m in methods}, "kid"))
         set_metrics.append(paired_lib.SetMetric("fd_hed", pooled["HR"], {m: pooled[m] for m in methods}, "fd"))
+    face_reference: dict[str, Any] = {}
     if faces:
         from .faces import FaceEmbedder, identity_distance
 
@@ -264,6 +302,10 @@ def evaluate_study(
         embeddings = {m: embedder.embed(outputs[m], progress=progress) for m in methods}
         per_image["identity_distance"] = {m: identity_distance(reference, embeddings[m]) for m in methods}
         set_metrics.append(paired_lib.SetMetric("kid_face", reference, embeddings, "kid"))
+        if groups is not None:
+            face_reference, note = _identity_metrics(per_image, reference, embeddings, groups, seed)
+            if note:
+                notes.append(note)
     if no_reference:
         scores, note = _optional("PIQE", lambda: {m: piqe_scores(outputs[m], progress) for m in methods})
         if scores is not None:
@@ -290,15 +332,23 @@ def evaluate_study(
             set_metrics.append(paired_lib.SetMetric("fid", hr_feats, feats, "fd"))
             set_metrics.append(paired_lib.SetMetric("kid", hr_feats, feats, "kid"))
 
-    indices = paired_lib.bootstrap_indices(n, n_boot, seed)
+    if groups is not None:
+        indices = paired_lib.grouped_bootstrap_indices(groups, n_boot, seed)
+        unit, n_units = "identity", len(set(map(str, groups)))
+    else:
+        indices = paired_lib.bootstrap_indices(n, n_boot, seed)
+        unit, n_units = "image", n
     pairs = paired_lib.default_pairs(methods)
     fd_indices = indices[:n_boot_fd]
     kid_metrics = [m for m in set_metrics if m.kind == "kid"]
     fd_metrics = [m for m in set_metrics if m.kind == "fd"]
-    rows_kid, spreads = paired_lib.paired_rows(per_image, kid_metrics, pairs, indices, ci)
-    rows_fd, spreads_fd = paired_lib.paired_rows({}, fd_metrics, pairs, indices, ci, set_indices=fd_indices)
+    labels = {"resampling_unit": unit, "n_units": n_units}
+    rows_kid, spreads = paired_lib.paired_rows(per_image, kid_metrics, pairs, indices, ci, **labels)
+    rows_fd, spreads_fd = paired_lib.paired_rows({}, fd_metrics, pairs, indices, ci, set_indices=fd_indices, **labels)
     spreads.update(spreads_fd)
     paired = pd.DataFrame(rows_kid + rows_fd, columns=PAIRED_COLUMNS)
+    if "hr_top1" in face_reference:
+        face_reference["hr_top1_interval"] = paired_lib.mean_with_interval(face_reference["hr_top1"], indices, ci)
 
     split = split_description(test_dir)
     rows = []
@@ -311,10 +361,12 @@ def evaluate_study(
                                 else (math.nan,) * 3)))
         for metric in SET_METRICS:
             row.update(dict(zip((metric, f"{metric}_low", f"{metric}_high"), spreads.get(metric, {}).get(method, (math.nan,) * 3))))
-        row.update({"split": split, "test_set": "/".join(Path(test_dir).resolve().parts[-3:])})
+        row.update({"split": split, "test_set": "/".join(Path(test_dir).resolve().parts[-3:]), **labels})
         rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    table = table.dropna(axis=1, how="all")
+    # A metric not computed leaves with its bounds; a metric without intervals (n_boot=0) keeps NaN bounds.
+    absent = [m for m in (*PER_IMAGE_METRICS, *SET_METRICS) if table[m].isna().all()]
+    table = table.drop(columns=[c for m in absent for c in (m, f"{m}_low", f"{m}_high")])
     long_rows = [{"method": m, "image": name, **{k: float(per_image[k][m][i]) for k in per_image}}
                  for m in methods for i, name in enumerate(names)]
     per_image_frame = pd.DataFrame(long_rows)
@@ -326,10 +378,9 @@ def evaluate_study(
     paired.to_csv(paired_csv, index=False, float_format="%.6g")
     notes = [f"Test set: {table['test_set'][0]} ({n} images, x{scale}: {lr.shape[2]}x{lr.shape[1]} -> "
              f"{hr.shape[2]}x{hr.shape[1]}), {split}. Bicubic: Pillow bicubic upscaling of the LR images.",
-             f"Intervals: {ci:.0%} bootstrap percentile intervals over images ({n_boot} resamples; {n_boot_fd} for "
-             f"Fréchet distances). For set metrics (KID, FD) a method's interval is the bootstrap spread at N={n}, "
-             "not a confidence interval; paired differences use the same resamples for both methods.", *notes]
-    markdown.write_text(metrics_markdown(table, paired, notes=notes))
+             _intervals_note(ci, n, n_boot, min(n_boot, n_boot_fd), n_units if groups is not None else None),
+             *_face_reference_notes(face_reference), *notes]
+    markdown.write_text(metrics_markdown(table, paired, notes=notes, grouped=groups is not None))
 
     figures: dict[str, Path] = {}
     if len(paired):
@@ -348,6 +399,61 @@ def evaluate_study(
         comparison_grid(panels, columns, figures["comparison_grid"], row_labels=[names[i] for i in chosen])
     return StudyResults(table, per_image_frame, out_dir, metrics_csv, per_image_csv, markdown, paired, paired_csv,
                         figures, sr_dirs, extractor_name, extractor_label, untrained_features, notes)
+
+
+def _identity_metrics(
+    per_image: dict[str, dict[str, np.ndarray]],
+    reference: np.ndarray,
+    embeddings: Mapping[str, np.ndarray],
+    groups: Sequence[str],
+    seed: int,
+) -> tuple[dict[str, Any], str | None]:
+    """Add ``identity_top1`` to ``per_image``; return the HR references (HR top-1 per image, KID
+    between two halves of the HR faces) or, when some identity has one photo, a note instead."""
+    from .faces import identity_halves, identity_top1, mean_shift_term, split_half_kid
+
+    ids = np.asarray([str(g) for g in groups])
+    _, counts = np.unique(ids, return_counts=True)
+    if counts.min() < 2:
+        return {}, "identity_top1 not computed: some test identities have a single photo (no other photo to match)"
+    per_image["identity_top1"] = {m: identity_top1(e, reference, ids) for m, e in embeddings.items()}
+    first = identity_halves(ids, seed)
+    # Chance: the nearest other photo drawn at random is of the same person with probability (size - 1) / (n - 1).
+    chance = float(np.sum(counts * (counts - 1)) / (len(ids) * (len(ids) - 1)))
+    return {"hr_top1": identity_top1(reference, reference, ids), "n_identities": len(counts), "chance": chance,
+            "split_kid": split_half_kid(reference, ids, seed),
+            "split_shift": mean_shift_term(reference[first], reference[~first])}, None
+
+
+def _intervals_note(ci: float, n: int, n_boot: int, n_boot_fd: int, n_identities: int | None) -> str:
+    if n_boot == 0:
+        return "Intervals: none (0 bootstrap resamples)."
+    if n_identities is None:
+        how = f"{ci:.0%} bootstrap percentile intervals over images ("
+    else:
+        how = (f"{ci:.0%} two-stage bootstrap percentile intervals: {GROUPED_NOTE} "
+               f"({n_identities} identities, {n} faces; ")
+    return (f"Intervals: {how}{n_boot} resamples; {n_boot_fd} for Fréchet distances). For set metrics (KID, FD) a "
+            f"method's interval is the bootstrap spread at N={n}, not a confidence interval; paired differences use "
+            "the same resamples for both methods.")
+
+
+def _face_reference_notes(ref: Mapping[str, Any]) -> list[str]:
+    """The HR images' own identity top-1 and the split-half KID_face, as readable notes."""
+    if not ref:
+        return []
+    value, low, high = ref["hr_top1_interval"]
+    scale = _SCALED["kid_face"]
+    return [
+        f"identity_top1 reference, the HR images themselves (each HR photo matched against the other HR photos of "
+        f"the {ref['n_identities']} test identities): {_fmt_interval(value, low, high, 3)}; chance (a random other "
+        f"photo) is {ref['chance']:.3f}.",
+        f"KID_face reference: KID on face embeddings between two halves of the HR test faces (split by identity, "
+        f"seeded) is {format_value(ref['split_kid'] * scale, 3)} x10^3, beside each method's KID_face. On these "
+        f"128-d dlib embeddings the cubic kernel is nearly linear, so KID is close to a mean-embedding shift "
+        f"(3/d |mean difference|^2, unbiased: {format_value(ref['split_shift'] * scale, 3)} x10^3 for the same "
+        "halves): KID_face says how far the average face moved, not whether individual faces kept their identity.",
+    ]
 
 
 def _untrained_table(out_dir: Path, hr_feats: np.ndarray, feats: Mapping[str, np.ndarray], fe: Any, seed: int) -> None:
@@ -385,7 +491,7 @@ def _fmt_interval(value: float, low: float, high: float, digits: int) -> str:
 
 
 # Rounding per metric in the readable tables (the CSVs keep 6 significant digits).
-_DIGITS = {"psnr": 2, "ssim": 4, "lpips_hed": 4, "identity_distance": 4, "piqe": 2}
+_DIGITS = {"psnr": 2, "ssim": 4, "lpips_hed": 4, "identity_distance": 4, "identity_top1": 3, "piqe": 2}
 _SCALED = {"kid_face": 1e3, "kid_hed": 1e3, "kid": 1e3}  # shown x 1e3
 
 
@@ -400,19 +506,22 @@ def metric_title(metric: str) -> str:
     return f"{label} x10^3" if metric in _SCALED else label
 
 
-def metrics_markdown(table: Any, paired: Any = None, *, notes: Sequence[str] = ()) -> str:
-    """The readable evaluation: per-method values with intervals, then the paired differences."""
+def metrics_markdown(table: Any, paired: Any = None, *, notes: Sequence[str] = (), grouped: bool = False) -> str:
+    """The readable evaluation: per-method values with intervals, then the paired differences.
+    ``grouped``: the intervals came from the identity-level bootstrap (said in each heading)."""
     metrics = [m for m in (*PER_IMAGE_METRICS, *SET_METRICS) if m in table.columns]
+    how = f"; {GROUPED_NOTE}" if grouped else ""
+    nan = math.nan
     lines = ["# Evaluation: Bicubic vs models", ""]
     lines += [f"- {n}" for n in notes]
-    lines += ["", "## Per method (value [95% interval])", ""]
+    lines += ["", f"## Per method (value [95% interval]{how})", ""]
     lines.append("| Method | N | " + " | ".join(metric_title(m) for m in metrics) + " |")
     lines.append("|---|---|" + "---|" * len(metrics))
     for _, r in table.iterrows():
-        cells = [_cell(m, r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in metrics]
+        cells = [_cell(m, r[m], r.get(f"{m}_low", nan), r.get(f"{m}_high", nan)) for m in metrics]
         lines.append(f"| {r['method']} | {r['n']} | " + " | ".join(cells) + " |")
     if paired is not None and len(paired):
-        lines += ["", "## Paired differences (A - B [95% paired bootstrap interval])", ""]
+        lines += ["", f"## Paired differences (A - B [95% paired bootstrap interval]{how})", ""]
         lines.append("| Metric | A | B | A - B [95% CI] | favours |")
         lines.append("|---|---|---|---|---|")
         for _, r in paired.iterrows():
@@ -451,7 +560,9 @@ def paired_figure(paired: Any, path: str | Path | None = None):
         ax.set_title(metric_title(metric), fontsize=9)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle("Paired differences, 95% bootstrap intervals (green side: A better)", fontsize=10)
+    grouped = "resampling_unit" in paired.columns and (paired["resampling_unit"] == "identity").any()
+    fig.suptitle("Paired differences, 95% bootstrap intervals (green side: A better)"
+                 + (f"\n{GROUPED_NOTE}" if grouped else ""), fontsize=10)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig

@@ -7,6 +7,10 @@ to 176x176, so every face sits in nearly the same place: one fixed face box is u
 image (HR and every method's output alike), so a method is never judged through a different
 detection. :data:`FACE_BOX` is the median box of dlib's HOG detector on 116 such crops (it found
 a face in 116 of 120). Distances: same image 0; dlib's own same-person threshold is 0.6.
+
+With identities known (a split by identity), :func:`identity_top1` asks whether a method's output
+is still recognisable among the test identities, and :func:`split_half_kid` gives the KID two
+halves of the HR faces themselves show, a yardstick for ``kid_face``.
 """
 
 from __future__ import annotations
@@ -75,3 +79,66 @@ def retrieval_accuracy(embeddings: np.ndarray, identities: Sequence[Any]) -> flo
     np.fill_diagonal(d, np.inf)
     ids = np.asarray(identities)
     return float(np.mean(ids[np.argmin(d, axis=1)] == ids))
+
+
+def identity_top1(probes: np.ndarray, gallery: np.ndarray, identities: Sequence[Any]) -> np.ndarray:
+    """Per-probe top-1 identification, 1.0 or 0.0: is the nearest gallery embedding (Euclidean)
+    one of the probe's own identity?
+
+    ``probes[i]`` is the embedding of (a method's output of) test face i, ``gallery[j]`` the HR
+    embedding of test face j, ``identities[j]`` its person. Probe i is matched against every
+    gallery face except its own HR photo (j == i): the gallery holds only *other* photos, so the
+    question is "which person is this?", not "which image is this?". Every identity needs at
+    least two photos.
+    """
+    p, g = np.asarray(probes, np.float64), np.asarray(gallery, np.float64)
+    ids = np.asarray([str(i) for i in identities])
+    if p.shape != g.shape or p.ndim != 2 or ids.shape != (len(g),):
+        raise ValueError(f"probes {p.shape}, gallery {g.shape} and {ids.size} identities do not match")
+    _, counts = np.unique(ids, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError("identity_top1 needs at least two photos of every identity")
+    from scipy.spatial.distance import cdist
+
+    d = cdist(p, g)
+    np.fill_diagonal(d, np.inf)
+    return (ids[np.argmin(d, axis=1)] == ids).astype(np.float64)
+
+
+def identity_halves(identities: Sequence[Any], seed: int = 0) -> np.ndarray:
+    """A boolean mask splitting images into two halves by identity: the sorted identities are
+    permuted with ``default_rng(seed)`` and the first half of them (all their photos) is True."""
+    ids = np.asarray([str(i) for i in identities])
+    names = np.unique(ids)
+    if names.size < 2:
+        raise ValueError(f"a split by identity needs at least 2 identities, got {names.size}")
+    return np.isin(ids, np.random.default_rng(seed).permutation(names)[: names.size // 2])
+
+
+def split_half_kid(embeddings: np.ndarray, identities: Sequence[Any], seed: int = 0) -> float:
+    """KID (unbiased MMD^2, cubic kernel) between two disjoint halves of ``embeddings`` split by
+    identity (:func:`identity_halves`): what KID shows between two sets of real faces of
+    different people, beside which a method's ``kid_face`` can be read."""
+    from .fid import mmd2_unbiased
+
+    e = np.asarray(embeddings, np.float64)
+    if len(identities) != len(e):
+        raise ValueError(f"{len(e)} embeddings but {len(identities)} identities")
+    first = identity_halves(identities, seed)
+    return mmd2_unbiased(e[first], e[~first])
+
+
+def mean_shift_term(x: np.ndarray, y: np.ndarray) -> float:
+    """The linear part of KID's cubic kernel: 3/d times the unbiased MMD^2 of the linear kernel,
+    i.e. an unbiased 3 |mean(x) - mean(y)|^2 / d.
+
+    k(x, y) = (x.y/d + 1)^3 = 1 + 3 x.y/d + 3 (x.y/d)^2 + (x.y/d)^3. On dlib embeddings (norms
+    ~1.5, d = 128) x.y/d is ~0.015, so the higher terms are small and KID on them is close to
+    this mean-embedding shift.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    m, n, d = len(x), len(y), x.shape[1]
+    sx, sy = x.sum(axis=0), y.sum(axis=0)
+    within_x = (sx @ sx - np.sum(x * x)) / (m * (m - 1))
+    within_y = (sy @ sy - np.sum(y * y)) / (n * (n - 1))
+    return float(3.0 * (within_x + within_y - 2.0 * (sx @ sy) / (m * n)) / d)

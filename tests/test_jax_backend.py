@@ -1,0 +1,180 @@
+"""Keras on JAX: exact resume after SIGKILL, one step equal to TensorFlow's, wall-clock budgets,
+population BatchNorm statistics. The JAX runs are subprocesses (this process runs TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import require_module
+
+tf = require_module("tensorflow")
+require_module("jax")
+
+from upsampler.data import preprocess  # noqa: E402
+from upsampler.images import save_png  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _images(folder: Path, count: int, size: int = 40, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(count):
+        f, phase = rng.uniform(1, 4, 3), rng.uniform(0, 6.3, 3)
+        img = np.stack([np.sin(f[c] * 6.3 * (xx + yy * c / 2) + phase[c]) for c in range(3)], -1) * 0.4 + 0.5
+        save_png((np.clip(img, 0, 1) * 255).astype(np.uint8), folder / f"img_{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("jax")
+    out = root / "processed"
+    preprocess(_images(root / "images", 20), out, hr_size=32, scale=4, test_fraction=0.2, seed=0, progress=False)
+    return out
+
+
+def _jax_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "upsampler.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=REPO, timeout=600)
+
+
+def _final_checkpoint(run: Path) -> dict[str, np.ndarray]:
+    latest = sorted((run / "checkpoints").glob("ckpt-*.npz"), key=lambda p: int(p.stem.split("-")[1]))[-1]
+    with np.load(latest) as f:
+        return {k: f[k] for k in f.files if k != "__record__" and "last_epoch_metrics" not in k}
+
+
+@pytest.mark.slow
+def test_jax_run_killed_and_resumed_equals_an_uninterrupted_one(data, tmp_path):
+    args = ["train", "--data", str(data), "--profile", "smoke", "--pretrain-epochs", "2", "--epochs", "3"]
+    whole = _jax_cli(*args, "--run-dir", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = _jax_cli(*args, "--run-dir", str(tmp_path / "killed"), env={"UPSAMPLER_FAULT_AT_STEP": "10"})
+    assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL mid adversarial epoch 2
+    resumed = _jax_cli(*args, "--run-dir", str(tmp_path / "killed"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed at pretrain epoch 2/2, adversarial epoch 1/3" in resumed.stdout
+
+    a, b = _final_checkpoint(tmp_path / "whole"), _final_checkpoint(tmp_path / "killed")
+    assert a.keys() == b.keys() and len(a) > 50
+    assert max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a) == 0.0
+    columns = slice(0, 9)  # every loss column but the epoch's seconds
+    rows = [(tmp_path / r / "loss.csv").read_text().splitlines() for r in ("whole", "killed")]
+    assert [r.split(",")[columns] for r in rows[0]] == [r.split(",")[columns] for r in rows[1]]
+    assert len(rows[0]) == 1 + 2 + 3
+    config = json.loads((tmp_path / "killed" / "config.json").read_text())
+    assert config["provenance"]["backend"] == "jax" and config["provenance"].get("jax")
+    exports = json.loads((tmp_path / "killed" / "exports.json").read_text())
+    assert exports == {"generator.keras": 15, "generator_pretrained.keras": 6}
+
+
+def _one_step_script(weights: Path, out: Path, batch: Path) -> str:
+    return f"""
+import numpy as np, keras
+from upsampler.config import get_profile
+from upsampler.train import SRGANTrainer
+config = get_profile("smoke").override(["loss.label_std=0", "train.epsilon=1.0"])
+b = np.load("{batch}")
+trainer = SRGANTrainer(config, arrays=(b["lr"], b["hr"]))
+steps = trainer.steps
+w = np.load("{weights}")
+for m, key in ((steps.generator, "g"), (steps.discriminator, "d")):
+    m.set_weights([w[f"{{key}}{{i}}"] for i in range(len(m.get_weights()))])
+steps.state = steps._read_models()
+values = np.asarray(steps.adversarial_step(b["lr"], b["hr"], 1))
+steps.sync_to_models()
+np.savez("{out}", values=values, **{{f"g{{i}}": v for i, v in enumerate(steps.generator.get_weights())}},
+         **{{f"d{{i}}": v for i, v in enumerate(steps.discriminator.get_weights())}})
+"""
+
+
+@pytest.mark.slow
+def test_one_float32_step_agrees_on_tensorflow_and_jax(data, tmp_path):
+    """One adversarial step (D then G) from the same weights and batch, float32, labels without
+    noise (their random draws differ by backend). Adam's epsilon is 1.0 so the first update is
+    about ``lr * g`` rather than ``lr * sign(g)``: round-off in a near-zero gradient cannot flip
+    an update, and the weights may differ only by lr x the gradients' round-off."""
+    from upsampler.config import get_profile
+    from upsampler.data import load_split
+    from upsampler.train import SRGANTrainer
+
+    lr_u8, hr_u8, _ = load_split(data, "train")
+    lr_u8, hr_u8 = lr_u8[:4], hr_u8[:4]
+    np.savez(tmp_path / "batch.npz", lr=lr_u8, hr=hr_u8)
+    config = get_profile("smoke").override(["loss.label_std=0", "train.epsilon=1.0"])
+    from upsampler.steps import Speedups
+
+    trainer = SRGANTrainer(config, arrays=(lr_u8, hr_u8), speedups=Speedups.none())
+    g, d = trainer.generator, trainer.discriminator
+    before = {**{f"g{i}": v for i, v in enumerate(g.get_weights())}, **{f"d{i}": v for i, v in enumerate(d.get_weights())}}
+    np.savez(tmp_path / "weights.npz", **before)
+    to_float = lambda x: tf.constant(x.astype(np.float32) / 127.5 - 1.0)  # noqa: E731 - the TF pipeline's conversion
+    tf_values = trainer.steps.adversarial_step(to_float(lr_u8), to_float(hr_u8), tf.constant(1, tf.int64)).numpy()
+
+    script = _one_step_script(tmp_path / "weights.npz", tmp_path / "jax.npz", tmp_path / "batch.npz")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jax_out = np.load(tmp_path / "jax.npz")
+    np.testing.assert_allclose(jax_out["values"], tf_values, rtol=2e-5, atol=1e-6)
+    moved = 0.0
+    for key, model in (("g", g), ("d", d)):
+        for i, variable in enumerate(model.weights):
+            name, value = f"{key}{i}", np.asarray(variable)
+            if variable.trainable:  # Adam's update: lr x the gradients' round-off at most
+                np.testing.assert_allclose(jax_out[name], value, rtol=0, atol=2e-7, err_msg=variable.path)
+                moved = max(moved, float(np.max(np.abs(value - before[name]))))
+            else:  # BatchNorm's moving statistics: batch moments, with float32 round-off relative to the
+                # size of the summed activations (a channel whose mean cancels to ~0 keeps that absolute error)
+                np.testing.assert_allclose(jax_out[name], value, rtol=0, atol=1e-5 * float(np.abs(value).max()),
+                                           err_msg=variable.path)
+    assert moved > 1e-6  # the step did move the weights, so agreement is not trivial
+
+
+@pytest.mark.slow
+def test_wall_clock_budgets_end_each_phase_with_a_checkpoint_and_export(data, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--run-dir", str(run), "--profile", "smoke", "--pretrain-epochs", "50",
+            "--epochs", "50", "--pretrain-minutes", "0.0001", "--minutes", "0.0001"]
+    first = _jax_cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    log = (run / "train.log").read_text()
+    assert "pretrain: wall-clock budget of 0.0001 min used after epoch 1" in log
+    assert "adversarial: wall-clock budget of 0.0001 min used after epoch 1" in log
+    assert json.loads((run / "exports.json").read_text()) == {"generator.keras": 6, "generator_pretrained.keras": 3}
+    again = _jax_cli(*args)  # a rerun finds both budgets used: nothing more is trained
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "finished: 1 pre-training + 1 adversarial epochs, step 6" in again.stdout
+    assert len((run / "loss.csv").read_text().splitlines()) == 3
+
+
+def test_population_batchnorm_statistics_make_inference_match_training():
+    """A generator whose BN moving averages lag (momentum 0.99, a few training-mode calls) computes
+    something else in inference mode; after the recomputation over the batch itself, inference
+    equals training mode up to float round-off."""
+    import keras
+
+    from upsampler.bn import recompute_batchnorm_statistics
+    from upsampler.models import build_generator
+
+    keras.utils.set_random_seed(1)
+    g = build_generator(num_blocks=2, filters=16, bn_momentum=0.99)
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 12, 12, 3)).astype(np.float32)
+    for _ in range(3):
+        g(x, training=True)
+    trained = np.asarray(g(x, training=True))
+    before = np.abs(np.asarray(g(x, training=False)) - trained).max()
+    report = recompute_batchnorm_statistics(g, [x[:8], x[8:]])
+    after = np.abs(np.asarray(g(x, training=False)) - trained).max()
+    assert before > 0.05, before
+    assert after < 1e-4, after
+    assert report["layers"] == 5 and report["images"] == 16 and report["max_variance_ratio"] > 1.5
