@@ -123,3 +123,13 @@ class ArrayCheckpointManager:
         for old in self.checkpoints[:-self.max_to_keep]:
             Path(old).unlink(missing_ok=True)
         return str(path)
+
+
+def checkpoint_manager(checkpoint, directory: str | Path, keep: int):
+    """The manager of ``checkpoint``: an :class:`ArrayCheckpointManager` for an :class:`ArrayCheckpoint`,
+    else TensorFlow's ``CheckpointManager`` for a ``tf.train.Checkpoint``."""
+    if isinstance(checkpoint, ArrayCheckpoint):
+        return ArrayCheckpointManager(checkpoint, directory, max_to_keep=keep)
+    import tensorflow as tf
+
+    return tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=keep)

@@ -234,8 +234,7 @@ class RunDirectory:
             self._lock_file = None
 
     # -- config and log ------------------------------------------------------------------------
-    def has_checkpoint(self) -> bool:
-        """A TensorFlow checkpoint index or an array checkpoint (:mod:`upsampler.checkpoints`) exists."""
+    def has_checkpoint(self) -> bool:  # a TensorFlow checkpoint index or an array checkpoint
         from .checkpoints import array_checkpoint_files
 
         return (self.checkpoint_dir / "checkpoint").is_file() or bool(array_checkpoint_files(self.checkpoint_dir))
@@ -341,14 +340,9 @@ class RunDirectory:
     def attach(self, checkpoint, keep: int) -> None:
         """Manage ``checkpoint`` (a ``tf.train.Checkpoint``, or an
         :class:`upsampler.checkpoints.ArrayCheckpoint`) in ``checkpoints/``, keeping ``keep``."""
-        from .checkpoints import ArrayCheckpoint, ArrayCheckpointManager
+        from .checkpoints import checkpoint_manager
 
-        if isinstance(checkpoint, ArrayCheckpoint):
-            self._manager = ArrayCheckpointManager(checkpoint, self.checkpoint_dir, max_to_keep=keep)
-            return
-        import tensorflow as tf
-
-        self._manager = tf.train.CheckpointManager(checkpoint, str(self.checkpoint_dir), max_to_keep=keep)
+        self._manager = checkpoint_manager(checkpoint, self.checkpoint_dir, keep)
 
     @property
     def latest_checkpoint(self) -> str | None:

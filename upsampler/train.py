@@ -109,7 +109,7 @@ class SRGANTrainer:
                                  write_cache=self.run.writer if self.run else False)
         self._portable = None
         if self.backend != "tensorflow":
-            self._array_counters()
+            _attach_array_checkpoint(self)
             return
         import tensorflow as tf
 
@@ -125,27 +125,6 @@ class SRGANTrainer:
         )
         if self.run is not None:
             self.run.attach(self.checkpoint, keep=config.train.keep_checkpoints)
-
-    def _array_counters(self) -> None:
-        """Host counters and an array checkpoint (:mod:`upsampler.checkpoints`) for non-TensorFlow engines."""
-        from .checkpoints import ArrayCheckpoint, HostCounter
-
-        self.pretrain_epochs_done, self.epochs_done, self.global_step = HostCounter(), HostCounter(), HostCounter()
-        self.last_metrics = HostCounter(np.zeros(len(EPOCH_METRICS)), np.float64)
-        counters = {"pretrain_epochs_done": self.pretrain_epochs_done, "epochs_done": self.epochs_done,
-                    "global_step": self.global_step, "last_epoch_metrics": self.last_metrics}
-
-        def get_state():
-            return {**self.steps.state_arrays(), **{f"counters/{k}": c.numpy() for k, c in counters.items()}}
-
-        def set_state(arrays):
-            self.steps.load_state_arrays(arrays)
-            for k, c in counters.items():
-                c.assign(arrays[f"counters/{k}"])
-
-        self.checkpoint = ArrayCheckpoint(get_state, set_state)
-        if self.run is not None:
-            self.run.attach(self.checkpoint, keep=self.config.train.keep_checkpoints)
 
     @property
     def generator(self):
@@ -324,6 +303,28 @@ class SRGANTrainer:
         rows = [np.concatenate([bicubic_upscale(lr, scale), s, h], axis=1)
                 for lr, s, h in zip(self.sample_lr, sr, self.sample_hr)]
         return self.run.save_samples(phase, epoch, np.concatenate(rows, axis=0))
+
+
+def _attach_array_checkpoint(trainer: SRGANTrainer) -> None:
+    """Host counters and an array checkpoint (:mod:`upsampler.checkpoints`) for non-TensorFlow engines."""
+    from .checkpoints import ArrayCheckpoint, HostCounter
+
+    trainer.pretrain_epochs_done, trainer.epochs_done, trainer.global_step = HostCounter(), HostCounter(), HostCounter()
+    trainer.last_metrics = HostCounter(np.zeros(len(EPOCH_METRICS)), np.float64)
+    counters = {"pretrain_epochs_done": trainer.pretrain_epochs_done, "epochs_done": trainer.epochs_done,
+                "global_step": trainer.global_step, "last_epoch_metrics": trainer.last_metrics}
+
+    def get_state():
+        return {**trainer.steps.state_arrays(), **{f"counters/{k}": c.numpy() for k, c in counters.items()}}
+
+    def set_state(arrays):
+        trainer.steps.load_state_arrays(arrays)
+        for k, c in counters.items():
+            c.assign(arrays[f"counters/{k}"])
+
+    trainer.checkpoint = ArrayCheckpoint(get_state, set_state)
+    if trainer.run is not None:
+        trainer.run.attach(trainer.checkpoint, keep=trainer.config.train.keep_checkpoints)
 
 
 # ---- hooks ---------------------------------------------------------------------------------------
