@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -997,8 +998,9 @@ def make_train_dataset(
 
     if shuffle_buffer < 1:
         raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
-    train_batches(lr, hr, batch_size=batch_size, seed=seed, epoch=epoch, flips=flips, crop=crop,
-                  skip_batches=skip_batches)  # validates eagerly, before any tf.data
+    epoch_batches = functools.partial(train_batches, lr, hr, batch_size=batch_size, seed=seed, epoch=epoch,
+                                      flips=flips, crop=crop, skip_batches=skip_batches)
+    epoch_batches()  # validates eagerly, before any tf.data
     lr, hr = np.asarray(lr), np.asarray(hr)
     scale = hr.shape[1] // lr.shape[1]
     cropped = crop is not None and crop < hr.shape[1]
@@ -1015,10 +1017,7 @@ def make_train_dataset(
             tf.cast(hr_batch, tf.float32) / 127.5 - 1.0,
         )
 
-    dataset = tf.data.Dataset.from_generator(
-        lambda: train_batches(lr, hr, batch_size=batch_size, seed=seed, epoch=epoch, flips=flips, crop=crop,
-                              skip_batches=skip_batches),
-        output_signature=signature)
+    dataset = tf.data.Dataset.from_generator(epoch_batches, output_signature=signature)
     dataset = dataset.map(to_unit_range, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 

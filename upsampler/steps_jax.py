@@ -33,8 +33,8 @@ class JaxSRGANSteps:
     """G, D, the content loss, the optimisers and the jitted steps of one run on JAX.
 
     The interface of :class:`upsampler.steps.SRGANSteps` that the epoch loop uses:
-    ``pretrain_step(lr, hr, step)`` and ``adversarial_step(lr, hr, step)`` take uint8 NumPy
-    batches and return the device vector ``[d_loss, g_loss, content, adversarial, D(hr), D(sr)]``.
+    ``pretrain_step(lr, hr, step)`` and ``adversarial_step(lr, hr, step)`` take uint8 (or
+    [-1, 1] float) NumPy batches and return the device vector ``[d_loss, g_loss, content, adversarial, D(hr), D(sr)]``.
     """
 
     backend = "jax"
@@ -120,10 +120,6 @@ class JaxSRGANSteps:
         self.state = tuple(state)
         self.sync_to_models()
 
-    def checkpoint_objects(self) -> dict:
-        return dict(generator=self.generator, discriminator=self.discriminator, g_optimizer=self.g_optimizer,
-                    d_optimizer=self.d_optimizer, pretrain_optimizer=self.pretrain_optimizer)
-
     def describe(self) -> str:
         devices = self.jax.devices()
         return (f"Keras on JAX {self.jax.__version__} ({len(devices)} {devices[0].platform} device(s): "
@@ -202,7 +198,7 @@ class JaxSRGANSteps:
 
     # -- the steps -----------------------------------------------------------------------------
     def pretrain_step(self, lr, hr, step: int):
-        self.state, values = self._pretrain(self.state, self.vgg_weights, _batch(lr), _batch(hr))
+        self.state, values = self._pretrain(self.state, self.vgg_weights, lr, hr)
         return values
 
     def adversarial_step(self, lr, hr, step: int):
@@ -212,13 +208,8 @@ class JaxSRGANSteps:
         n = t.batch_size
         real = noisy_labels_numpy(n, l.real_label_mean, l.label_std, t.seed, int(step), 0)
         fake = noisy_labels_numpy(n, l.fake_label_mean, l.label_std, t.seed, int(step), 1)
-        self.state, values = self._adversarial(self.state, self.vgg_weights, _batch(lr), _batch(hr), real, fake)
+        self.state, values = self._adversarial(self.state, self.vgg_weights, lr, hr, real, fake)
         return values
-
-
-def _batch(x):
-    """A batch as the step takes it: uint8 stays uint8 (converted on the device), floats pass."""
-    return x[0] if isinstance(x, (tuple, list)) else x
 
 
 def _unit(x):

@@ -78,7 +78,7 @@ def _train_all(args, folders: dict[str, Path]) -> dict[str, int]:
     parallel = args.parallel or len(runs)
     share = max(0.05, min(0.9, 0.9 / min(parallel, len(runs))))
     env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{share:.3f}", "PYTHONUNBUFFERED": "1"}
-    waiting, active, codes = list(runs), {}, {}
+    waiting, active, codes, shown = list(runs), {}, {}, {}
     while waiting or active:
         while waiting and len(active) < parallel:
             name, key, seed = waiting.pop(0)
@@ -93,7 +93,10 @@ def _train_all(args, folders: dict[str, Path]) -> dict[str, int]:
             print(f"[gpu-study] started {name}", flush=True)
         time.sleep(15)
         for name, (proc, log, run_dir) in list(active.items()):
-            print(f"[gpu-study] {name}: {_last_line(run_dir / 'train.log')}", flush=True)
+            line = _last_line(run_dir / "train.log")
+            if shown.get(name) != line:  # each new log line once
+                shown[name] = line
+                print(f"[gpu-study] {name}: {line}", flush=True)
             if proc.poll() is not None:
                 log.close()
                 codes[name] = proc.returncode

@@ -18,6 +18,7 @@ collapse warnings).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -241,16 +242,12 @@ class SRGANTrainer:
         """A fixed set of ``n_batches`` training LR batches in [-1, 1] (data epoch key
         :data:`PRECISE_BN_EPOCH_KEY`, the training crops and flips): the same for every export of a run."""
         from . import data as data_lib
+        from .images import to_float
 
         d, t = self.config.data, self.config.train
         batches = data_lib.train_batches(self.feed.train_lr, self.feed.train_hr, batch_size=t.batch_size, seed=t.seed,
                                          epoch=PRECISE_BN_EPOCH_KEY, flips=d.flips, crop=d.train_crop)
-        out = []
-        for lr, _ in batches:
-            out.append(lr.astype(np.float32) / 127.5 - 1.0)
-            if len(out) == n_batches:
-                break
-        return out
+        return [to_float(lr) for lr, _ in itertools.islice(batches, n_batches)]
 
     def sync_models(self) -> None:
         """Bring the Keras models up to date with the engine's state (a no-op on TensorFlow)."""
