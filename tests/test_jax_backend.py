@@ -178,3 +178,64 @@ def test_population_batchnorm_statistics_make_inference_match_training():
     assert before > 0.05, before
     assert after < 1e-4, after
     assert report["layers"] == 5 and report["images"] == 16 and report["max_variance_ratio"] > 1.5
+
+
+def _layer_by_layer_statistics(model, batches):
+    """The definition, computed the slow way: one probe model per BN layer, its input over all
+    batches in inference mode, the layers before it already updated (NumPy, float64)."""
+    import keras
+
+    from upsampler.bn import batchnorm_layers
+
+    for layer in batchnorm_layers(model):
+        probe = keras.Model(model.inputs, layer.input)
+        x = np.concatenate([np.asarray(probe(b, training=False), np.float64) for b in batches])
+        x = x.reshape(-1, x.shape[-1])
+        layer.moving_mean.assign(x.mean(axis=0).astype(np.float32))
+        layer.moving_variance.assign(x.var(axis=0).astype(np.float32))
+
+
+def test_population_batchnorm_statistics_in_one_pass_equal_the_layer_by_layer_definition():
+    import keras
+
+    from upsampler.bn import batchnorm_layers, recompute_batchnorm_statistics
+    from upsampler.models import build_generator
+
+    keras.utils.set_random_seed(2)
+    g = build_generator(num_blocks=3, filters=16, bn_momentum=0.99)
+    rng = np.random.default_rng(1)
+    batches = [rng.uniform(-1, 1, (6, 10, 10, 3)).astype(np.float32) for _ in range(3)]
+    for b in batches:
+        g(b, training=True)
+    reference = keras.models.clone_model(g)
+    reference.set_weights(g.get_weights())
+    _layer_by_layer_statistics(reference, batches)
+    recompute_batchnorm_statistics(g, batches)
+    for ours, ref in zip(batchnorm_layers(g), batchnorm_layers(reference)):
+        np.testing.assert_allclose(np.asarray(ours.moving_mean), np.asarray(ref.moving_mean), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(ours.moving_variance), np.asarray(ref.moving_variance), rtol=1e-4,
+                                   atol=1e-6)
+    x = np.concatenate(batches)
+    np.testing.assert_allclose(np.asarray(g(x, training=False)), np.asarray(reference(x, training=False)), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_gpu_study_trains_every_model_and_packs_its_generators(tmp_path):
+    """``upsampler gpu-study`` on the CPU with JAX: both models' runs end each phase by its budget,
+    their exports carry population BN statistics, and each run's pack holds both generators and its logs."""
+    import tarfile
+
+    a, b = _images(tmp_path / "a", 8, size=36, seed=1), _images(tmp_path / "b", 8, size=36, seed=2)
+    out = tmp_path / "study"
+    result = _jax_cli("gpu-study", "--coco", str(a), "--celeba", str(b), "--test-fraction", "0", "--out", str(out),
+                      "--seeds", "1", "--profile", "smoke", "--pretrain-minutes", "0.0001", "--minutes", "0.0001",
+                      "--set", "train.pretrain_epochs=2", "--set", "train.precise_bn_batches=1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    for run in ("model_a_seed0", "model_b_seed0"):
+        assert f"[gpu-study] {run} ended with exit code 0" in result.stdout
+        config = json.loads((out / "runs" / run / "config.json").read_text())
+        assert config["provenance"]["backend"] == "jax"
+        assert "population BatchNorm statistics" in (out / "runs" / run / "train.log").read_text()
+        with tarfile.open(out / "pack" / f"{run}.tar.gz") as tar:
+            names = set(tar.getnames())
+        assert {f"{run}/{n}" for n in ("generator.keras", "generator_pretrained.keras", "loss.csv", "config.json")} <= names

@@ -10,7 +10,9 @@ each run is packed into ``<out>/pack/<run>.tar.gz`` (generators, config, loss.cs
 exports.json, the last samples): few, small files to copy off the machine.
 
 Rerunning the same command resumes every run from its checkpoint (each run directory is an
-ordinary ``upsampler train`` run directory).
+ordinary ``upsampler train`` run directory). On a machine lent for a fixed time (Colab, a rented
+GPU), ``--stop-after`` ends every run still training at that point of the command's own clock (at
+most one checkpoint interval is lost) and still packs what was exported.
 """
 
 from __future__ import annotations
@@ -38,25 +40,31 @@ def configure_gpu_study_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="test share of each set (0 when the folders hold training images only)")
     p.add_argument("--out", required=True, help="output folder: data/, runs/, pack/")
-    p.add_argument("--seeds", type=int, default=2, help="training seeds per model")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per model")
     p.add_argument("--pretrain-minutes", type=float, default=3.0, help="MSE pre-training budget per run")
     p.add_argument("--minutes", type=float, default=3.0, help="adversarial budget per run")
     p.add_argument("--parallel", type=int, default=0, help="runs started together (0: all)")
+    p.add_argument("--stop-after", type=float, default=0.0, metavar="MINUTES",
+                   help="stop every run still training this many minutes after the command started, then pack "
+                        "(0: no limit); a rerun resumes from the last checkpoints")
     p.add_argument("--profile", default="study-gpu", help="training profile")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="config override passed to every run (repeatable)")
 
 
 def _prepare(args) -> dict[str, Path]:
+    from .config import get_profile
     from .data import preprocess, read_groups_csv, split_sources
 
+    data_config = get_profile(args.profile).override(args.set).data  # the runs' own image size and scale
     out = Path(args.out)
     sets = {"a": (split_sources(args.coco), None), "b": (split_sources(args.celeba), args.celeba_groups)}
     folders = {}
     for key, (sources, groups_csv) in sets.items():
         folder = out / "data" / f"model_{key}"
         groups = read_groups_csv(groups_csv, "file", "celeba_identity") if groups_csv else None
-        summary = preprocess(sources if len(sources) > 1 else sources[0], folder, test_fraction=args.test_fraction,
+        summary = preprocess(sources if len(sources) > 1 else sources[0], folder, hr_size=data_config.hr_size,
+                             scale=data_config.scale, crop=data_config.crop, test_fraction=args.test_fraction,
                              groups=groups, progress=False)
         print(f"[gpu-study] data {key.upper()}: {summary.n_accepted} images, {summary.n_rejected} rejected -> {folder}",
               flush=True)
@@ -72,7 +80,20 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else "(starting)"
 
 
-def _train_all(args, folders: dict[str, Path]) -> dict[str, int]:
+def _stop(active: dict, grace: float = 30.0) -> None:
+    """SIGTERM to every run, SIGKILL to those still alive after ``grace`` seconds (checkpoints are atomic)."""
+    for proc, _, _ in active.values():
+        proc.terminate()
+    end = time.time() + grace
+    for proc, _, _ in active.values():
+        try:
+            proc.wait(timeout=max(0.1, end - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _train_all(args, folders: dict[str, Path], deadline: float | None = None) -> dict[str, int]:
     out = Path(args.out)
     runs = run_names(args.seeds)
     parallel = args.parallel or len(runs)
@@ -91,7 +112,15 @@ def _train_all(args, folders: dict[str, Path]) -> dict[str, int]:
             log = open(run_dir / "stdout.log", "a")
             active[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log, run_dir)
             print(f"[gpu-study] started {name}", flush=True)
-        time.sleep(15)
+        for _ in range(15):
+            if deadline is not None and time.time() >= deadline:
+                break
+            time.sleep(1)
+        if deadline is not None and time.time() >= deadline and active:
+            print(f"[gpu-study] --stop-after {args.stop_after:g} min reached: stopping {', '.join(active)} "
+                  f"(they resume from their last checkpoint on rerun)", flush=True)
+            _stop(active)
+            waiting.clear()
         for name, (proc, log, run_dir) in list(active.items()):
             line = _last_line(run_dir / "train.log")
             if shown.get(name) != line:  # each new log line once
@@ -130,11 +159,15 @@ def pack_run(run_dir: Path, target: Path) -> Path:
 def run_gpu_study(args) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.stop_after < 0:
+        raise ValueError(f"--stop-after must be >= 0 minutes, got {args.stop_after}")
     start = time.time()
     folders = _prepare(args)
-    codes = _train_all(args, folders)
+    codes = _train_all(args, folders, deadline=start + 60 * args.stop_after if args.stop_after else None)
     out = Path(args.out)
     for name, _, _ in run_names(args.seeds):
+        if not (out / "runs" / name).is_dir():
+            continue  # never started (--stop-after came first)
         packed = pack_run(out / "runs" / name, out / "pack" / f"{name}.tar.gz")
         print(f"[gpu-study] packed {packed} ({packed.stat().st_size / 2**20:.1f} MiB)", flush=True)
     print(f"[gpu-study] done in {(time.time() - start) / 60:.1f} min; exit codes {codes}", flush=True)
