@@ -15,6 +15,12 @@ import papermill, tensorflow, upsampler
 sys.exit(0 if os.path.dirname(os.path.dirname(os.path.abspath(upsampler.__file__))) == sys.argv[1] else 1)
 PY
 }
+for arg in "$@"; do  # help needs no environment: print it at once when this Python can
+  if [[ "$arg" == "-h" || "$arg" == "--help" ]] && [[ -z "${UPSAMPLER_USE_VENV:-}" ]] &&
+     "$py" -c 'import sys; sys.path.insert(0, sys.argv[1]); from upsampler.runner import build_parser; build_parser().print_help()' "$root" 2>/dev/null; then
+    exit 0
+  fi
+done
 if [[ -z "${UPSAMPLER_USE_VENV:-}" ]] && ready "$py"; then
   echo "run_all: using $(command -v "$py" || echo "$py") (the active environment)" >&2
   exec "$py" -m upsampler.runner "$@"

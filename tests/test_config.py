@@ -65,6 +65,14 @@ def test_original_profile_holds_the_2019_choices():
     assert cfg.loss.real_label_mean == 0.9 and cfg.loss.fake_label_mean == 0.1 and cfg.loss.label_std > 0
 
 
+def test_paper_profile_uses_hard_labels_and_every_export_gets_population_batchnorm_statistics():
+    paper = get_profile("paper")
+    assert (paper.loss.real_label_mean, paper.loss.fake_label_mean, paper.loss.label_std) == (1.0, 0.0, 0.0)
+    assert "Hard labels" in paper.description
+    assert all(get_profile(name).train.precise_bn_batches > 0 for name in ("paper", "original", "study-cpu", "study-gpu",
+                                                                          "demo", "smoke"))
+
+
 def test_study_cpu_profile_uses_the_offline_pretrained_network_and_random_crops():
     cfg = get_profile("study-cpu")
     assert cfg.loss.content_network == "vgg16-hed" and cfg.loss.content_layer == "block5_conv3"

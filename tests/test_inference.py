@@ -323,3 +323,75 @@ def test_the_original_studys_nearest_upsampling_generator_upscales():
     out = upscale_image(nearest, lr, tile=16)
     assert out.shape == (80, 120, 3)
     assert np.array_equal(upscale_image(nearest, lr, tile=None), upscale_image(nearest, lr, tile=64))
+
+
+# ---- what people expect of an upscaler ---------------------------------------------------------
+
+def test_cli_keeps_grey_and_alpha_of_the_input(tiny_path, tmp_path):
+    grey = Image.fromarray(_image(12, 10)[..., 0])  # L
+    rgba = Image.fromarray(np.dstack([_image(12, 10, seed=1), np.tile(np.linspace(0, 255, 10, dtype=np.uint8), (12, 1))]))
+    grey.save(tmp_path / "grey.png")
+    rgba.save(tmp_path / "rgba.png")
+    assert _cli([str(tmp_path / "grey.png"), str(tmp_path / "rgba.png"), "--model", str(tiny_path), "--out",
+                 str(tmp_path / "out")]) == 0
+    g = Image.open(tmp_path / "out" / "grey_sr.png")
+    assert g.mode == "L" and g.size == (40, 48)
+    a = Image.open(tmp_path / "out" / "rgba_sr.png")
+    assert a.mode == "RGBA" and a.size == (40, 48)
+    alpha = np.asarray(a)[..., 3].astype(int)
+    assert alpha[:, 0].max() < 20 and alpha[:, -1].min() > 235  # the input's left-to-right ramp, upscaled
+    assert (np.diff(alpha.mean(axis=0)) >= 0).all()
+
+
+def test_cli_writes_the_good_images_of_a_folder_and_names_the_bad_one(tiny_path, hr_images, tmp_path, capsys,
+                                                                      monkeypatch):
+    from upsampler import cli
+
+    monkeypatch.setattr(cli, "COMMANDS", {k: v for k, v in cli.COMMANDS.items() if k == "upscale"})
+    folder = hr_images[0].parent
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    assert cli.main(["upscale", str(folder), "--model", str(tiny_path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "upsampler upscale: error: " in err and "broken.png" in err and "1 of 3 input(s) failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["photo0_sr.png", "photo1_sr.png"]
+
+
+def test_cli_says_when_an_hr_input_is_probably_lr_already(tiny_path, tmp_path, capsys):
+    Image.fromarray(_image(44, 44)).save(tmp_path / "small.png")
+    assert _cli([str(tmp_path / "small.png"), "--model", str(tiny_path), "--out", str(tmp_path / "o"),
+                 "--kind", "lr-bicubic-sr-hr"]) == 0
+    err = capsys.readouterr().err
+    assert "small.png: a 44x44 image taken as HR is shrunk x4 to a 11x11 LR input" in err and "--input-is-lr" in err
+
+
+def test_cli_refuses_an_unwritable_output_folder_in_one_line(tiny_path, hr_images, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match=r"file/out: cannot create the output folder \(.*file is not a folder\)"):
+        _cli([str(hr_images[0]), "--model", str(tiny_path), "--out", str(blocker / "out")])
+
+
+def test_bad_arguments_are_refused_before_tensorflow_loads(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from upsampler.cli import main; "
+            f"rc = main(['upscale', {str(tmp_path / 'gone.png')!r}, '--model', 'model_b', '--out', 'o']); "
+            "print(rc, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["2", "False", "False"], result.stdout + result.stderr
+    assert "gone.png: no such image" in result.stderr
+
+
+def test_help_states_each_default_once():
+    from upsampler.cli import build_parser
+
+    parser = build_parser("upscale")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["upscale"]
+    text = sub.format_help()
+    assert "(default 128)" in text and "(default: 128)" not in text and "(default: None)" not in text
+    assert "8192 x 8192 by default" in text and "(default: 67108864)" not in text
+    evaluate = build_parser("evaluate")
+    sub = next(a for a in evaluate._actions if isinstance(a, argparse._SubParsersAction)).choices["evaluate"]
+    assert "95% intervals" in sub.format_help() and "95%%" not in sub.format_help()

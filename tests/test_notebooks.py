@@ -190,9 +190,12 @@ def chain(tmp_path_factory) -> dict:
                                  "pretrain_epochs": 1, "progress": False}),
         ("02_train", "model_b", {"model": "model_b", "model_name": "Model B", "dataset": "celeba",
                                  "profile": "smoke", "progress": False}),
+        ("02_train", "model_b_seed1", {"model": "model_b_seed1", "model_name": "Model B", "dataset": "celeba",
+                                       "profile": "smoke", "progress": False, "overrides": ["train.seed=1"]}),
         # a copy of Model B's run (made below), so that re-running 02 (nbval) still finds 2 epochs there
         ("03_continue", "model_b", {"model": "model_b_continued", "epochs": 3, "progress": False}),
-        ("04_evaluate", "", {"faces": False, "n_boot": 20, "grid_images": 2, "include_pretrained": True}),
+        ("04_evaluate", "", {"faces": False, "n_boot": 20, "grid_images": 2, "include_pretrained": True,
+                             "model_b_run": [str(out / "smoke/runs/model_b"), str(out / "smoke/runs/model_b_seed1")]}),
         ("05_plot_losses", "", {"seed_logs": [str(seed_log)]}),
     ]
     env_backup = dict(os.environ)
@@ -229,7 +232,7 @@ def _outputs_text(path: Path) -> str:
 
 @pytest.mark.slow
 def test_chain_executes_and_labels_every_output(chain):
-    assert len(chain["executed"]) == 7
+    assert len(chain["executed"]) == 8
     for name, path in chain["executed"].items():
         text = _outputs_text(path)
         assert "ERROR" not in text, name
@@ -257,7 +260,12 @@ def test_chain_writes_the_study_layout(chain):
     assert not (study / "runs/model_b/generator_pretrained.keras").exists()  # smoke: no pre-training
     assert "DEMO" in (study / "runs/model_a/LABEL.txt").read_text()
     table = pd.read_csv(study / "tables/evaluation_metrics.csv")
-    assert list(table["method"]) == ["Bicubic", "Model A", "Model A (MSE pre-trained)", "Model B"]
+    assert list(table["method"]) == ["Bicubic", "Model A", "Model A (MSE pre-trained)", "Model B #1", "Model B #2"]
+    pooled = pd.read_csv(study / "tables/evaluation_pooled.csv").set_index(["model", "metric"])
+    psnr = table.set_index("method")["psnr"]
+    assert pooled.loc[("Model B", "psnr"), "n_seeds"] == 2
+    assert pooled.loc[("Model B", "psnr"), "value"] == pytest.approx(psnr[["Model B #1", "Model B #2"]].mean(), abs=1e-4)
+    assert pooled.loc[("Model A", "psnr"), "n_seeds"] == 1
     for column in ("n", "psnr", "psnr_low", "psnr_high", "ssim", "lpips_hed", "lpips_hed_low", "kid_hed",
                    "fd_hed", "split", "label", "provenance"):
         assert table[column].notna().all(), column
@@ -265,9 +273,10 @@ def test_chain_writes_the_study_layout(chain):
     assert table["label"].str.contains("DEMO").all() and table["provenance"].str.contains("tensorflow").all()
     paired = pd.read_csv(study / "tables/evaluation_paired.csv")
     assert list(paired.columns[:7]) == ["metric", "method_a", "method_b", "difference", "ci_low", "ci_high", "n"]
-    assert ("Model B", "Model A") in set(zip(paired["method_a"], paired["method_b"]))
+    assert ("Model B #1", "Model A") in set(zip(paired["method_a"], paired["method_b"]))
     markdown = (study / "tables/evaluation_metrics.md").read_text()
-    assert "DEMO" in markdown and "UNTRAINED" in markdown and "| Model B |" in markdown
+    assert "DEMO" in markdown and "UNTRAINED" in markdown and "| Model B #2 |" in markdown
+    assert "## Per model over its training seeds" in markdown and "| Model B | 2 |" in markdown
     assert "LPIPS-style (VGG16-HED), not LPIPS" in markdown and "Paired differences" in markdown
     figures = {p.name for p in (study / "figures").glob("*.png")}
     for expected in ("coco_pairs.png", "celeba_pairs.png", "model_a_losses.png", "model_a_discriminator.png",

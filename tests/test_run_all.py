@@ -25,7 +25,7 @@ def test_help_describes_every_option():
     result = _run("--help", timeout=120)
     assert result.returncode == 0, result.stderr
     for option in ("--profile", "--coco", "--celeba", "--out", "--epochs", "--pretrain-epochs", "--content-network",
-                   "--extractor", "--limit", "--celeba-groups", "--set", "BUILT-IN DEMO", "study-cpu", "examples:"):
+                   "--extractor", "--limit", "--celeba-groups", "--set", "--seeds", "BUILT-IN DEMO", "study-cpu", "examples:"):
         assert option in result.stdout, option
 
 
@@ -49,12 +49,19 @@ def test_bad_arguments_are_refused_before_any_work(args, message):
 def test_runs_in_the_active_environment_when_it_has_tensorflow():
     import sys
 
+    # --seeds 0 is refused after the environment is chosen and before any work: exit code 2
     env = {**os.environ, "UPSAMPLER_PYTHON": sys.executable}
-    result = subprocess.run([str(SCRIPT), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
-    assert result.returncode == 0 and "(the active environment)" in result.stderr, result.stderr
+    result = subprocess.run([str(SCRIPT), "--seeds", "0"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env=env)
+    assert result.returncode == 2 and "(the active environment)" in result.stderr, result.stderr
     env = {**os.environ, "UPSAMPLER_PYTHON": sys.executable, "UPSAMPLER_USE_VENV": "1"}
-    result = subprocess.run([str(SCRIPT), "--help"], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0 and ".venv" in result.stderr, result.stderr
+    result = subprocess.run([str(SCRIPT), "--seeds", "0"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env=env)
+    assert result.returncode == 2 and ".venv" in result.stderr, result.stderr
+    # help needs no environment: it is printed by whatever Python is there, choosing none
+    result = subprocess.run([str(SCRIPT), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "UPSAMPLER_PYTHON": sys.executable})
+    assert result.returncode == 0 and "usage: run_all.sh" in result.stdout and "run_all: using" not in result.stderr
 
 
 def test_the_plan_is_data():
@@ -70,6 +77,27 @@ def test_the_plan_is_data():
     assert steps[4].parameters["faces"] is True and "extractor" not in steps[4].parameters
     demo = resolve(build_parser().parse_args([]))
     assert demo.demo and demo.profile == "demo" and plan(demo)[4].parameters["faces"] is False
+
+
+def test_seeds_train_every_model_once_per_seed_and_evaluate_them_together():
+    from upsampler.runner import build_parser, plan, resolve
+
+    base = ["--profile", "smoke", "--coco", str(REPO), "--celeba", str(REPO), "--out", "/tmp/x"]
+    steps = plan(resolve(build_parser().parse_args([*base, "--seeds", "3", "--set", "train.batch_size=2"])))
+    train = [s for s in steps if s.notebook == "02_train.ipynb"]
+    assert [s.parameters["model"] for s in train] == ["model_a", "model_b", "model_a_seed1", "model_b_seed1",
+                                                      "model_a_seed2", "model_b_seed2"]
+    assert [s.parameters["overrides"] for s in train[:3]] == [
+        ["train.batch_size=2", "train.seed=0"], ["train.batch_size=2", "train.seed=0"],
+        ["train.batch_size=2", "train.seed=1"]]
+    assert len({s.name for s in steps}) == len(steps)  # every executed notebook keeps its own copy
+    assert [s for s in steps if s.notebook == "04_evaluate.ipynb"][0].parameters["seeds"] == 3
+    one = plan(resolve(build_parser().parse_args(base)))
+    assert [s.name for s in one] == NOTEBOOK_RUNS and one[2].parameters["overrides"] == []
+    for bad, message in ((["--seeds", "0"], "--seeds must be >= 1"),
+                         (["--seeds", "2", "--set", "train.seed=4"], "leave out --set train.seed")):
+        with pytest.raises(ValueError, match=message):
+            resolve(build_parser().parse_args([*base, *bad]))
 
 
 def _listing(root: Path) -> dict[str, float]:
@@ -134,3 +162,33 @@ def test_stops_at_the_first_failing_notebook_and_names_it(tmp_path):
     notebooks = tmp_path / "out" / "smoke" / "notebooks"
     assert (notebooks / "01_preprocess_coco.ipynb").is_file()
     assert not (notebooks / "01_preprocess_celeba.ipynb").exists()
+
+
+def test_notebook_output_reaches_the_terminal_while_the_cell_runs(tmp_path):
+    """The cell prints a line, then waits until this test has read that line from the runner's
+    stdout (a file appears); output held back until the cell ends would leave it waiting, and fail."""
+    import sys
+
+    import nbformat
+
+    go = tmp_path / "go"
+    book = nbformat.v4.new_notebook()
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.cells = [nbformat.v4.new_code_cell(
+        "import os, time\nprint('epoch 1 done', flush=True)\nend = time.time() + 120\n"
+        f"while not os.path.exists({str(go)!r}):\n    assert time.time() < end, 'the runner held the line back'\n"
+        "    time.sleep(0.2)\nprint('epoch 2 done', flush=True)")]
+    nbformat.write(book, tmp_path / "live.ipynb")
+    (tmp_path / "executed").mkdir()
+    code = ("import sys; from pathlib import Path; from upsampler import runner; "
+            f"runner.NOTEBOOKS = Path({str(tmp_path)!r}); "
+            f"runner.execute(runner.Step('live.ipynb', 'live', {{}}), Path({str(tmp_path / 'executed')!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line.strip())
+        if line.strip() == "epoch 1 done":
+            go.touch()
+    assert proc.wait(timeout=300) == 0, seen
+    assert seen.index("epoch 1 done") < seen.index("epoch 2 done"), seen

@@ -245,7 +245,17 @@ def test_exported_generator_loads_without_upsampler_and_matches_the_trainer(smok
     assert trainer.restore()
     x = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", np.asarray(trainer.generator(x, training=False)))
+    # The export is the checkpoint's generator with population BatchNorm statistics recomputed over
+    # fixed training batches (train.precise_bn_batches): the restored trainer rebuilds it exactly,
+    # and every trained weight is the checkpoint's own.
+    exported = trainer.export_generator()
+    assert "population BatchNorm statistics" in (tmp_path / "run" / "train.log").read_text()
+    trained = {w.path: np.asarray(w) for w in trainer.generator.weights if "moving_" not in w.path}
+    kept = {w.path: np.asarray(w) for w in exported.weights}
+    assert trained and set(trained) <= set(kept)
+    for path, value in trained.items():
+        np.testing.assert_array_equal(kept[path], value, err_msg=path)
+    np.save(tmp_path / "y.npy", np.asarray(exported(x, training=False)))
     script = (
         "import sys, numpy as np, keras\n"
         "m = keras.models.load_model(sys.argv[1], compile=False)\n"

@@ -51,6 +51,16 @@ examples:
 `upsampler COMMAND --help` shows each command's options and defaults."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" only where the help does not already say its default and X means something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (all of them when ``None``)."""
     from . import __version__
@@ -62,8 +72,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
         cli_name = name.replace("_", "-")
-        p = sub.add_parser(cli_name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(cli_name, help=help_text, description=help_text.replace("%%", "%"),
+                           formatter_class=_HelpFormatter)
         if command is None or command == cli_name:
             module = importlib.import_module(module_name)
             getattr(module, f"configure_{name}_parser")(p)
@@ -76,10 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in {n.replace("_", "-") for n in COMMANDS} else ""
     parser = build_parser(command)
     args = parser.parse_args(argv)
-    if args._module not in WITHOUT_TENSORFLOW and keras_backend_name() == "tensorflow":
-        import_tensorflow_quietly()  # before the command: its errors stay one line
     module = importlib.import_module(args._module)
     try:
+        validate = getattr(module, args._runner.replace("run_", "validate_", 1), None)
+        if validate is not None:
+            validate(args)  # bad arguments are told in a second, before TensorFlow loads
+        if args._module not in WITHOUT_TENSORFLOW and keras_backend_name() == "tensorflow":
+            import_tensorflow_quietly()  # before the command: its errors stay one line
         return int(getattr(module, args._runner)(args) or 0)
     except (FileNotFoundError, ValueError) as exc:
         # Bad input: a clear one-line message naming the file and the problem, no traceback.

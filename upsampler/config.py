@@ -123,7 +123,7 @@ class TrainConfig:
     saturation_patience: int = 3  # epochs of a saturated D before the warning
     saturation_threshold: float = 0.05  # |D(real) - D(fake)| below this with both near 0 or 1
     progress: bool = True
-    precise_bn_batches: int = 0  # training batches the exported generator's BatchNorm statistics are recomputed on (0: off)
+    precise_bn_batches: int = 16  # training batches the exported generator's BatchNorm statistics are recomputed on (0: off)
     pretrain_budget_minutes: float | None = None  # wall-clock budget of MSE pre-training; it ends at the epoch that uses it up
     budget_minutes: float | None = None  # the same for the adversarial phase
 
@@ -321,10 +321,12 @@ def paper() -> Config:
         "MSE pre-training of the generator (SRResNet) first, pixel shuffle, ImageNet VGG19 block5_conv4 with caffe "
         "preprocessing and features / 12.75, D updated before G in each step. Differs from the paper: 44->176 "
         "whole images instead of random 96-px crops, batch 32 (paper 16), epochs instead of 10^5 + 10^5 steps with "
-        "a learning-rate drop, the study's noisy labels N(0.9, 0.05) / N(0.1, 0.05) and BN momentum 0.5, and D "
-        "pools its last maps globally before Dense(1024) (5.2 M parameters instead of the Flatten's 68 M; "
-        "model.disc_head=flatten restores it)"))
+        "a learning-rate drop, BN momentum 0.5, and D pools its last maps globally before Dense(1024) (5.2 M "
+        "parameters instead of the Flatten's 68 M; model.disc_head=flatten restores it). Hard labels (1 for real, "
+        "0 for fake) as the paper; the study's noisy labels N(0.9, 0.05) / N(0.1, 0.05) are loss.real_label_mean=0.9, "
+        "loss.fake_label_mean=0.1, loss.label_std=0.05"))
     cfg.train.pretrain_epochs = 250
+    cfg.loss.real_label_mean, cfg.loss.fake_label_mean, cfg.loss.label_std = 1.0, 0.0, 0.0
     return cfg
 
 

@@ -289,8 +289,28 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+GREY_MODES = ("1", "L", "LA", "La", "I", "F")  # and every "I;16..." mode: the file holds one grey channel
+
+
+def is_grey_mode(mode: str) -> bool:
+    return mode in GREY_MODES or mode.startswith("I;16")
+
+
+def load_alpha(path: str | os.PathLike) -> np.ndarray | None:
+    """The ``(H, W)`` uint8 alpha channel of an image file with transparency (an alpha mode, or a
+    palette or grey image with a transparent colour), oriented as :func:`load_rgb` orients the
+    pixels; None for an opaque image. Call after :func:`load_rgb` has accepted the file."""
+    path = Path(path)
+    with _quiet_pillow(), Image.open(path) as img:
+        if img.mode not in _ALPHA_MODES and "transparency" not in img.info:
+            return None
+        img = ImageOps.exif_transpose(img)
+        return np.asarray(img.convert("RGBA").getchannel("A"), np.uint8)
+
+
 def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a ``uint8`` image (``(H, W, 3)`` RGB or ``(H, W)`` grey) as a PNG; returns the path.
+    """Write a ``uint8`` image (``(H, W, 3)`` RGB, ``(H, W, 4)`` RGBA, ``(H, W)`` grey or
+    ``(H, W, 2)`` grey + alpha) as a PNG; returns the path.
 
     Parent folders are created. Float arrays are refused: convert with :func:`to_uint8`
     first so that the [-1, 1] -> 0..255 mapping is explicit.
@@ -298,13 +318,17 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     arr = np.asarray(array)
     if arr.dtype != np.uint8:
         raise ValueError(f"save_png expects uint8 pixels, got {arr.dtype} (use to_uint8 for [-1, 1] floats)")
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4))):
-        raise ValueError(f"save_png expects (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 2, 3, 4))):
+        raise ValueError(f"save_png expects (H, W), (H, W, 2), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(arr)).save(path, format="PNG")
+    if arr.ndim == 3 and arr.shape[-1] == 2:  # grey + alpha: Pillow's LA from its two bands
+        image = Image.merge("LA", [Image.fromarray(np.ascontiguousarray(arr[..., k])) for k in (0, 1)])
+    else:
+        image = Image.fromarray(np.ascontiguousarray(arr))
+    image.save(path, format="PNG")
     return path
 
 

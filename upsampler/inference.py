@@ -46,6 +46,7 @@ TensorFlow is imported only when a generator is loaded or run.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import weakref
 from dataclasses import dataclass
@@ -194,6 +195,7 @@ def upscale_image(
     tile: int | None = 128,
     overlap: int | None = None,
     batch_size: int | None = None,
+    progress: bool | None = False,
 ) -> np.ndarray:
     """Super-resolve one ``uint8`` image of any size, tile by tile.
 
@@ -210,6 +212,8 @@ def upscale_image(
             image (the pixels `upsampler evaluate` scores).
         batch_size: tiles per generator call; None picks :func:`auto_batch_size` (4 tiles of
             128 + 2 x 16, 2 tiles of 128 + 2 x 40), which bounds the memory of a call.
+        progress: a tqdm bar over the tiles (None: only on a terminal; shown for images of more
+            than 4 tiles).
 
     Returns:
         the SR image, ``(scale*H, scale*W, 3)`` uint8.
@@ -257,6 +261,11 @@ def upscale_image(
             y1, x1 = min(height, y + th + o), min(width, x + tw + o)
             windows.setdefault((y1 - y0, x1 - x0), []).append((y, x, y0, x0))
     predict = _predict_fn(generator)
+    from tqdm import tqdm
+
+    total = sum(len(group) for group in windows.values())
+    bar = tqdm(total=total, desc="tiles", unit="tile", leave=False,
+               disable=(progress is False) or total <= 4 or (None if progress is None else False))
     for (wh, ww), group in windows.items():
         per_call = batch_size or auto_batch_size(wh, ww, 0)
         for first in range(0, len(group), per_call):
@@ -271,7 +280,9 @@ def upscale_image(
             for (y, x, y0, x0), piece in zip(chunk, sr):
                 top, left = s * (y - y0), s * (x - x0)
                 out[s * y: s * (y + th), s * x: s * (x + tw)] = to_uint8(piece[top: top + s * th, left: left + s * tw])
+            bar.update(len(chunk))
             del sr, batch
+    bar.close()
     return out
 
 
@@ -451,12 +462,11 @@ def check_output_size(name: str, header: "ImageHeader", scale: int, input_is_lr:
                          "raise it with --max-output-pixels (0 for none)")
 
 
-def run_upscale(args) -> int:
-    from tqdm import tqdm
+SMALL_LR = 32  # an "HR" input whose LR side would be below this is probably an LR image already
 
-    from .images import load_rgb, read_header, readable_name
-    from .plots import note_for_run
 
+def _upscale_settings(args) -> tuple["FigureKind", bool, int | None]:
+    """(kind, input_is_lr, tile) from the arguments; ValueError for a combination that cannot work."""
     kind = KINDS[args.kind]
     input_is_lr = args.input_is_lr or (not args.input_is_hr and not kind.needs_hr)
     if input_is_lr and kind.needs_hr:
@@ -469,20 +479,67 @@ def run_upscale(args) -> int:
     tile = None if args.tile in (None, 0) else args.tile
     if tile is not None and tile < 1:
         raise ValueError(f"--tile must be >= 1 (or 0 for whole images), got {args.tile}")
+    if args.max_output_pixels < 0:
+        raise ValueError(f"--max-output-pixels must be >= 0 (0 for no limit), got {args.max_output_pixels}")
+    return kind, input_is_lr, tile
 
-    max_output = args.max_output_pixels
-    if max_output < 0:
-        raise ValueError(f"--max-output-pixels must be >= 0 (0 for no limit), got {max_output}")
 
-    images = expand_images(args.images)
-    headers = [read_header(path) for path in images]  # a file that is not an image stops here, before any work
+def validate_upscale(args) -> None:
+    """What can be checked before a deep-learning library loads (seconds): the options, that the
+    inputs and generators exist, that the output folder can be made."""
+    _upscale_settings(args)
+    expand_images(args.images)
     from .pretrained import resolve
 
-    model_paths = [resolve(args.model)] + ([resolve(args.model_b)] if args.model_b else [])
-    for path in model_paths:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such generator file")
+    for name in filter(None, (args.model, args.model_b)):
+        if not resolve(name).exists():
+            raise FileNotFoundError(f"{resolve(name)}: no such generator file")
+    out_dir = Path(args.out)
+    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())  # made only when written to
+    if not existing.is_dir():
+        raise ValueError(f"{out_dir}: cannot create the output folder ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{out_dir}: cannot create the output folder ({existing} is not writable)")
 
+
+def restore_mode(sr: np.ndarray, header: "ImageHeader", alpha: np.ndarray | None) -> np.ndarray:
+    """The SR image in the input's own colour layout: a grey input gives a grey output (luma of
+    the RGB result, ITU-R 601 as Pillow's "L"), and an input with transparency gets its alpha
+    channel back, upscaled bicubically to the SR size."""
+    from PIL import Image
+
+    from .images import is_grey_mode
+
+    out = np.asarray(Image.fromarray(sr).convert("L")) if is_grey_mode(header.mode) else sr
+    if alpha is None:
+        return out
+    a = np.asarray(Image.fromarray(alpha).resize((sr.shape[1], sr.shape[0]), Image.BICUBIC), np.uint8)
+    return np.dstack([out, a])
+
+
+def run_upscale(args) -> int:
+    from tqdm import tqdm
+
+    from .images import load_alpha, load_rgb, read_header, readable_name
+    from .plots import note_for_run
+    from .pretrained import resolve
+
+    validate_upscale(args)
+    kind, input_is_lr, tile = _upscale_settings(args)
+    failed: list[str] = []
+
+    def fail(path: Path, exc: Exception) -> None:
+        message = str(exc) if readable_name(path.name) in str(exc) else f"{readable_name(str(path))}: {exc}"
+        tqdm.write(f"upsampler upscale: error: {message}", file=sys.stderr)
+        failed.append(readable_name(str(path)))
+
+    images = []
+    for path in expand_images(args.images):
+        try:
+            images.append((path, read_header(path)))  # what is not an image is named here, before any work
+        except (OSError, ValueError) as exc:
+            fail(path, exc)
+    model_paths = [resolve(args.model)] + ([resolve(args.model_b)] if args.model_b else [])
     from .models import load_generator
 
     generators = [load_generator(path) for path in model_paths]
@@ -490,41 +547,62 @@ def run_upscale(args) -> int:
     if len(set(scales)) > 1:
         raise ValueError(f"the models upscale by different factors: {args.model} x{scales[0]}, {args.model_b} x{scales[1]}")
     scale = scales[0]
-    for path, header in zip(images, headers):
-        check_output_size(readable_name(str(path)), header, scale, input_is_lr, max_output)
+    accepted = []
+    for path, header in images:
+        try:
+            check_output_size(readable_name(str(path)), header, scale, input_is_lr, args.max_output_pixels)
+            accepted.append((path, header))
+        except ValueError as exc:
+            fail(path, exc)
     note = next((n for n in (note_for_run(p) for p in model_paths) if n), None)
     two = len(generators) == 2
     label_a = args.label_a or (f"Model A ({_model_name(model_paths[0])})" if two else f"SR ({_model_name(model_paths[0])})")
     label_b = args.label_b or (f"Model B ({_model_name(model_paths[1])})" if two else "Model B")
 
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     stems: dict[str, int] = {}
-    for path, header in tqdm(list(zip(images, headers)), desc="upscale", unit="image", disable=None):
+    done = 0
+    for path, header in tqdm(accepted, desc="upscale", unit="image", disable=None):
         name = readable_name(path.name)
-        if header.frames > 1:
-            tqdm.write(f"note: {name}: {header.format} of {header.frames} frames; only the first is upscaled",
-                       file=sys.stderr)
-        image = load_rgb(path, max_pixels=header.pixels)  # the size just checked, should the file change
-        if input_is_lr:
-            hr, lr = None, image
-        else:
-            hr, lr = make_lr(image, scale)
-        srs = [upscale_image(g, lr, scale=scale, tile=tile, overlap=args.overlap, batch_size=args.batch_size)
-               for g in generators]
-        stem = path.stem
-        stems[stem] = stems.get(stem, 0) + 1
-        if stems[stem] > 1:
-            stem = f"{stem}_{stems[stem]}"
-        written += render_kind(
-            kind, lr=lr, sr_a=srs[0], sr_b=srs[1] if two else None, hr=hr, scale=scale,
-            label_a=label_a, label_b=label_b, out_dir=out_dir, stem=stem, note=note, title=name,
-        )
+        try:
+            if header.frames > 1:
+                tqdm.write(f"note: {name}: {header.format} of {header.frames} frames; only the first is upscaled",
+                           file=sys.stderr)
+            image = load_rgb(path, max_pixels=header.pixels)  # the size just checked, should the file change
+            if input_is_lr:
+                hr, lr = None, image
+            else:
+                hr, lr = make_lr(image, scale)
+                if min(lr.shape[:2]) < SMALL_LR:
+                    tqdm.write(f"note: {name}: a {image.shape[1]}x{image.shape[0]} image taken as HR is shrunk x{scale} "
+                               f"to a {lr.shape[1]}x{lr.shape[0]} LR input; if it is a low-resolution image already, "
+                               "use --input-is-lr (kinds sr, lr-bicubic-sr, lr-bicubic-a-b)", file=sys.stderr)
+            srs = [upscale_image(g, lr, scale=scale, tile=tile, overlap=args.overlap, batch_size=args.batch_size,
+                                 progress=None) for g in generators]
+            if kind.name == "sr" and input_is_lr:  # full-resolution files keep the input's grey / alpha
+                alpha = load_alpha(path)
+                srs = [restore_mode(sr, header, alpha) for sr in srs]
+            out_dir.mkdir(parents=True, exist_ok=True)
+            stem = path.stem
+            stems[stem] = stems.get(stem, 0) + 1
+            if stems[stem] > 1:
+                stem = f"{stem}_{stems[stem]}"
+            written += render_kind(
+                kind, lr=lr, sr_a=srs[0], sr_b=srs[1] if two else None, hr=hr, scale=scale,
+                label_a=label_a, label_b=label_b, out_dir=out_dir, stem=stem, note=note, title=name,
+            )
+            done += 1
+        except (OSError, ValueError) as exc:
+            fail(path, exc)
     for path in written:
         print(readable_name(str(path)))
     where = readable_name(str(out_dir))
-    print(f"{len(images)} image(s), x{scale}, kind {kind.name}: {len(written)} file(s) in {where}")
+    print(f"{done} image(s), x{scale}, kind {kind.name}: {len(written)} file(s) in {where}")
     if note:
         print(note)
-    return 0
+    if failed and done:
+        print(f"upsampler upscale: {len(failed)} of {done + len(failed)} input(s) failed (named above); "
+              "the others were written", file=sys.stderr)
+        return 1
+    return 2 if failed else 0

@@ -60,6 +60,10 @@ class StudyPaths:
     def run(self, model: str) -> Path:
         return self.root / "runs" / model
 
+    def seed_runs(self, model: str, seeds: int = 1) -> list[Path]:
+        """The run directories of ``model`` trained with ``seeds`` seeds (:func:`seed_run_name`)."""
+        return [self.run(seed_run_name(model, k)) for k in range(seeds)]
+
     @property
     def evaluation(self) -> Path:
         return self.root / "evaluation"
@@ -81,6 +85,14 @@ class StudyPaths:
         for folder in (self.figures, self.tables, self.notebooks):
             folder.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def seed_run_name(model: str, seed: int) -> str:
+    """The run of ``model`` with training seed ``seed``: ``model`` itself for seed 0 (a one-seed
+    study keeps its names), ``<model>_seed<k>`` for the others."""
+    if seed < 0:
+        raise ValueError(f"a training seed is >= 0, got {seed}")
+    return model if seed == 0 else f"{model}_seed{seed}"
 
 
 def study_paths(output_root: str | os.PathLike, study: str) -> StudyPaths:
@@ -504,7 +516,7 @@ def study_label(run_dirs: Iterable[str | os.PathLike], data_dirs: Iterable[str |
 
 def evaluate(
     test_dir: str | os.PathLike,
-    runs: Mapping[str, str | os.PathLike],
+    runs: Mapping[str, str | os.PathLike | Sequence[str | os.PathLike]],
     paths: StudyPaths,
     *,
     extractor: str | None = None,
@@ -517,7 +529,9 @@ def evaluate(
 ):
     """Bicubic vs each run's generator on ``test_dir``, with every output labelled.
 
-    ``runs``: display name -> run directory (its ``generator.keras``). With
+    ``runs``: display name -> run directory (its ``generator.keras``), or a list of run
+    directories: the model trained with several seeds, scored per run and pooled over its runs
+    (``tables/<name>_pooled.csv``, ``tables/<name>_pooled_paired.csv``). With
     ``include_pretrained``, a run's ``generator_pretrained.keras`` (the generator after MSE
     pre-training) is evaluated too, as "<name> (MSE pre-trained)". ``extractor``: an Inception
     for FID (None: no FID). Writes ``tables/<name>_metrics.{csv,md}``, ``tables/<name>_paired.csv``
@@ -529,26 +543,34 @@ def evaluate(
     from .config import UNTRAINED_VGG_WARNING
     from .metrics.evaluate import evaluate_study
     from .metrics.extractors import ExtractorUnavailableError
+    from .metrics.seeds import expand_runs
 
     test_dir = Path(test_dir)
-    models: dict[str, Path] = {}
-    vgg_notes: dict[str, str] = {}
-    for label, run_dir in runs.items():
-        run_dir = Path(run_dir)
-        generator = run_dir / "generator.keras"
-        if not generator.is_file():
-            raise FileNotFoundError(f"{generator}: no trained generator (run the training notebook first)")
-        untrained_vgg = UNTRAINED_VGG_WARNING in run_notes(run_dir)
-        variants = [(label, generator)]
-        snapshot = run_dir / PRETRAINED_SNAPSHOT
-        if include_pretrained and snapshot.is_file():
-            variants.append((f"{label} (MSE pre-trained)", snapshot))
-        for method, path in variants:
-            models[method] = path
-            vgg_notes[method] = "untrained VGG19 content loss" if untrained_vgg else ""
+    models: dict[str, Path | list[Path]] = {}
+    untrained: dict[str, bool] = {}
+    every_run: list[Path] = []
+    for label, run_dirs in runs.items():
+        run_dirs = [Path(r) for r in (run_dirs if isinstance(run_dirs, (list, tuple)) else [run_dirs])]
+        every_run += run_dirs
+        generators, snapshots = [], []
+        for run_dir in run_dirs:
+            generator = run_dir / "generator.keras"
+            if not generator.is_file():
+                raise FileNotFoundError(f"{generator}: no trained generator (run the training notebook first)")
+            generators.append(generator)
+            if include_pretrained and (run_dir / PRETRAINED_SNAPSHOT).is_file():
+                snapshots.append(run_dir / PRETRAINED_SNAPSHOT)
+        untrained_vgg = any(UNTRAINED_VGG_WARNING in run_notes(r) for r in run_dirs)
+        for method, found in ((label, generators), (f"{label} (MSE pre-trained)", snapshots)):
+            if found:
+                models[method] = found if len(found) > 1 else found[0]
+                untrained[method] = untrained_vgg
+    methods, model_of = expand_runs(models)
+    vgg_notes = {m: "untrained VGG19 content loss" if untrained[model] else ""
+                 for model, labels in model_of.items() for m in labels}
     import_tensorflow_quietly().get_logger().setLevel(logging.ERROR)  # Keras' retracing chatter (one trace per model)
     key = evaluation_key(test_dir, models, faces=faces, extractor=extractor, input_size=input_size, n_boot=n_boot)
-    results = reuse_evaluation(paths.evaluation, key, [*models])
+    results = reuse_evaluation(paths.evaluation, key, [*methods])
     if results is None:
         try:
             results = evaluate_study(test_dir, models, paths.evaluation, faces=faces, extractor=extractor,
@@ -559,7 +581,7 @@ def evaluate(
 
         write_atomically(paths.evaluation / EVALUATION_KEY_FILE, json.dumps(key, indent=2, sort_keys=True) + "\n")
     note = join_notes([
-        study_label(runs.values(), [test_dir.parent]),
+        study_label(every_run, [test_dir.parent]),
         UNTRAINED_VGG_WARNING if any(vgg_notes.values()) else None,
     ])
     banner(note.split(" | ") if note else [])
@@ -569,7 +591,7 @@ def evaluate(
 
     stamp = provenance()
     table = results.table.copy()
-    table.insert(1, "model_path", [str(models.get(m, "")) for m in table["method"]])
+    table.insert(1, "model_path", [str(methods.get(m, "")) for m in table["method"]])
     table["training_note"] = [vgg_notes.get(m, "") for m in table["method"]]
     table["label"] = note or ""
     table["provenance"] = stamp["line"]
@@ -580,6 +602,10 @@ def evaluate(
     paired["provenance"] = stamp["line"]
     paired.to_csv(paired_path, index=False, float_format="%.6g")
     shutil.copy2(results.per_image_csv, paths.tables / f"{name}_per_image_metrics.csv")
+    for suffix, frame in (("pooled", results.pooled), ("pooled_paired", results.pooled_paired)):
+        if frame is not None:
+            frame.assign(provenance=stamp["line"]).to_csv(paths.tables / f"{name}_{suffix}.csv", index=False,
+                                                          float_format="%.6g")
     md = results.markdown.read_text() + f"\n{stamp['line']}\n"
     if note:
         md = "".join(f"> **{n}**\n>\n" for n in note.split(" | ")) + "\n" + md
@@ -589,7 +615,7 @@ def evaluate(
     if "paired_differences" in results.figures:
         shutil.copy2(results.figures["paired_differences"], paths.figures / f"{name}_paired_differences.png")
     if grid_images > 0:
-        show(comparison_figure(test_dir, results, [*models], n=grid_images, note=note),
+        show(comparison_figure(test_dir, results, [*methods], n=grid_images, note=note),
              paths.figures / f"{name}_comparison_grid.png")
     return results
 
@@ -597,7 +623,7 @@ def evaluate(
 EVALUATION_KEY_FILE = "inputs.json"
 
 
-def evaluation_key(test_dir: Path, models: Mapping[str, Path], **settings: Any) -> dict[str, Any]:
+def evaluation_key(test_dir: Path, models: Mapping[str, Path | Sequence[Path]], **settings: Any) -> dict[str, Any]:
     """What an evaluation depends on: each generator file's SHA-256, the test images', the settings."""
     import hashlib
 
@@ -610,7 +636,10 @@ def evaluation_key(test_dir: Path, models: Mapping[str, Path], **settings: Any) 
         return h.hexdigest()
 
     images = sorted(p for p in Path(test_dir).rglob("*") if p.is_file())
-    return {"models": {m: digest([Path(p)]) for m, p in models.items()}, "test_images": digest(images),
+    def files(p) -> list[Path]:
+        return [Path(x) for x in p] if isinstance(p, (list, tuple)) else [Path(p)]
+
+    return {"models": {m: digest(files(p)) for m, p in models.items()}, "test_images": digest(images),
             "settings": {k: str(v) for k, v in settings.items()}, "upsampler": __version__}
 
 
@@ -639,9 +668,12 @@ def reuse_evaluation(out_dir: Path, key: dict[str, Any], methods: Sequence[str])
     figures = {"paired_differences": out_dir / "paired_differences.png"}
     print(f"evaluation: the generators, test images and settings are those of the finished evaluation in {out_dir}; "
           f"showing it (delete {EVALUATION_KEY_FILE} there to recompute)")
+    pooled = {name: pd.read_csv(out_dir / f"{name}.csv") if (out_dir / f"{name}.csv").is_file() else None
+              for name in ("pooled", "pooled_paired")}
     return StudyResults(table, pd.read_csv(files["per_image_metrics.csv"]), out_dir, files["metrics.csv"],
-                        files["per_image_metrics.csv"], files["metrics.md"], pd.read_csv(files["paired.csv"]),
-                        files["paired.csv"], {k: v for k, v in figures.items() if v.is_file()}, sr_dirs)
+                        files["per_image_metrics.csv"], files["metrics.md"], paired=pd.read_csv(files["paired.csv"]),
+                        paired_csv=files["paired.csv"], pooled=pooled["pooled"], pooled_paired=pooled["pooled_paired"],
+                        figures={k: v for k, v in figures.items() if v.is_file()}, sr_dirs=sr_dirs)
 
 
 def summary_table(table: Any):

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 from .config import CONTENT_NETWORKS, PROFILES  # noqa: E402 - the choices are the config's own
+from .notebook import seed_run_name  # noqa: E402
 EXTRACTORS = ("none", "fid-inception", "inception-imagenet", "inception-untrained")
 DEMO_LABEL = (
     "DEMO: everything under this folder comes from the built-in demo - small image sets cut from photos bundled "
@@ -64,6 +65,7 @@ class Options:
     limit: int | None = None
     seed_logs: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    seeds: int = 1
 
     @property
     def root(self) -> Path:
@@ -80,7 +82,7 @@ def plan(options: Options) -> list[Step]:
     for key in ("epochs", "pretrain_epochs", "content_network"):
         if getattr(options, key) is not None:
             train[key] = getattr(options, key)
-    evaluate = {**common, "faces": not options.demo}
+    evaluate = {**common, "faces": not options.demo, "seeds": options.seeds}
     if options.extractor != "none":
         evaluate["extractor"] = options.extractor
     if options.extractor_size is not None:
@@ -90,11 +92,19 @@ def plan(options: Options) -> list[Step]:
              {**prep, "dataset": "coco", "source": options.coco, "groups_csv": options.coco_groups}),
         Step("01_preprocess.ipynb", "01_preprocess_celeba",
              {**prep, "dataset": "celeba", "source": options.celeba, "groups_csv": options.celeba_groups}),
-        Step("02_train.ipynb", "02_train_model_a", {**train, "model": "model_a", "model_name": "Model A", "dataset": "coco"}),
-        Step("02_train.ipynb", "02_train_model_b", {**train, "model": "model_b", "model_name": "Model B", "dataset": "celeba"}),
+        *[Step("02_train.ipynb", f"02_train_{run}", {**train, "model": run, "model_name": name, "dataset": dataset,
+                                                      "overrides": [*train["overrides"], *seed_override(options, seed)]})
+          for seed in range(options.seeds)
+          for model, name, dataset in (("model_a", "Model A", "coco"), ("model_b", "Model B", "celeba"))
+          for run in [seed_run_name(model, seed)]],
         Step("04_evaluate.ipynb", "04_evaluate", evaluate),
         Step("05_plot_losses.ipynb", "05_plot_losses", {**common, "seed_logs": list(options.seed_logs)}),
     ]
+
+
+def seed_override(options: Options, seed: int) -> list[str]:
+    """With --seeds N > 1 each run gets ``train.seed=<k>``; one seed leaves the overrides as given."""
+    return [f"train.seed={seed}"] if options.seeds > 1 else []
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -161,6 +171,9 @@ def configure_study_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extractor", choices=EXTRACTORS,
                    help="Inception for FID (default: fid-inception for paper/original, else none)")
     p.add_argument("--extractor-size", type=int, metavar="N", help="Inception input size (tests only; not an FID)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train each model with N seeds (0..N-1; runs model_a, model_a_seed1, ...), evaluate every "
+                        "run and report each model over its seeds (default 1)")
     p.add_argument("--limit", type=int, metavar="N", help="use at most N images of each dataset")
     p.add_argument("--seed-log", action="append", default=[], type=_existing, metavar="PATH",
                    help="also plot one of the original study's loss logs (repeatable)")
@@ -176,6 +189,10 @@ def resolve(args: argparse.Namespace) -> Options:
         value = getattr(args, name)
         if value is not None and value < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seeds > 1 and any(o.strip().startswith("train.seed=") for o in args.overrides):
+        raise ValueError("--seeds N sets each run's train.seed (0..N-1); leave out --set train.seed")
     demo = not args.coco
     profile = args.profile or ("demo" if demo else "paper")
     if demo and profile == "paper":
@@ -188,7 +205,7 @@ def resolve(args: argparse.Namespace) -> Options:
         extractor=extractor, coco_groups=args.coco_groups or "auto", celeba_groups=args.celeba_groups or "auto",
         epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, content_network=args.content_network,
         extractor_size=args.extractor_size, limit=args.limit, seed_logs=list(args.seed_log),
-        overrides=list(args.overrides),
+        overrides=list(args.overrides), seeds=args.seeds,
     )
 
 
@@ -237,7 +254,8 @@ def execute(step: Step, notebooks_dir: Path) -> Path:
     print(f"run_all: === {step.name} ({step.notebook}) ===", flush=True)
     try:
         papermill.execute_notebook(str(NOTEBOOKS / step.notebook), str(executed), parameters=step.parameters,
-                                   cwd=str(REPO), progress_bar=False, log_output=True, kernel_name="python3")
+                                   cwd=str(REPO), progress_bar=False, kernel_name="python3",
+                                   stdout_file=sys.stdout, stderr_file=sys.stderr)  # each line as the cell prints it
     except Exception:
         if executed.exists():
             try:

@@ -173,7 +173,7 @@ def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("test_dir", metavar="TEST_DIR", help="processed split folder with hr/ and lr/ (e.g. DATA/test)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help='a generator to evaluate: NAME=PATH to a .keras file or a shipped generator, e.g. '
-                             '--model "Model A=model_a" --model "Model B=runs/b/generator.keras" (repeatable)')
+                             '--model "Model A=model_a" --model "Model B=runs/b/generator.keras" (repeatable; a NAME given several times is one model trained with several seeds, scored per run and pooled over its runs)')
     parser.add_argument("--out", required=True, help="output folder for metrics.csv, paired.csv, metrics.md, figures")
     parser.add_argument("--extractor", default="none",
                         choices=["none", "fid-inception", "inception-imagenet", "inception-untrained"],
@@ -198,15 +198,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..pretrained import resolve
     from .evaluate import evaluate_study
 
-    models: dict[str, str] = {}
+    models: dict[str, list[str]] = {}  # a name given several times: one generator per training seed
     for text in args.model:
         name, path = _parse_model(text)
-        if name in models:
-            raise ValueError(f"--model: the name {name!r} is given twice")
         resolved = resolve(path)
         if not resolved.exists():
             raise FileNotFoundError(f"{path}: no such generator file (--model {text!r})")
-        models[name] = str(resolved)
+        if str(resolved) in models.get(name, []):
+            raise ValueError(f"--model: {path} is given twice for {name!r}")
+        models.setdefault(name, []).append(str(resolved))
     extractor = None if args.extractor == "none" else _get_extractor(args.extractor, args.input_size)
     results = evaluate_study(args.test_dir, models, args.out, faces=not args.no_faces, extractor=extractor,
                              perceptual=not args.no_perceptual, no_reference=not args.no_piqe, n_boot=args.n_boot,

@@ -31,6 +31,7 @@ import numpy as np
 
 from .fid import format_value
 from .paired import GROUPED_NOTE, PAIRED_COLUMNS
+from .seeds import POOLED_COLUMNS, POOLED_PAIRED_COLUMNS, expand_runs, pooled_markdown, pooled_rows, run_draws
 from .sr import sr_metrics
 from .srbench import list_images, read_image
 
@@ -65,6 +66,8 @@ class StudyResults:
     markdown: Path
     paired: Any = None  # pandas.DataFrame
     paired_csv: Path | None = None
+    pooled: Any = None  # pandas.DataFrame: per model over its seeds (models given several generators)
+    pooled_paired: Any = None  # pandas.DataFrame: model pairs over their seeds
     figures: dict[str, Path] = field(default_factory=dict)
     sr_dirs: dict[str, Path] = field(default_factory=dict)
     extractor: str = ""
@@ -230,7 +233,10 @@ def evaluate_study(
 ) -> StudyResults:
     """Evaluate Bicubic and each model on ``test_dir`` and write the results into ``out_dir``.
 
-    ``models``: display name -> saved generator path (``.keras``) or a Keras model.
+    ``models``: display name -> saved generator path (``.keras``) or a Keras model, or a list of
+    them: one per training seed. A model with several runs is scored run by run (``"NAME #k"``)
+    and, in ``pooled.csv`` / ``pooled_paired.csv``, over its runs (:mod:`.seeds`: runs, then the
+    test units, resampled).
     Per image: PSNR/SSIM (Y), ``lpips_hed`` (``perceptual``), ``identity_distance``
     (``faces``), ``piqe`` (``no_reference``). Per set: ``kid_face`` (``faces``), ``kid_hed``
     and ``fd_hed`` (``perceptual``), and ``fid``/``kid`` only when ``extractor`` names a
@@ -264,6 +270,7 @@ def evaluate_study(
     if groups is not None and len(set(map(str, groups))) < 2:
         groups = None  # one identity: nothing to resample between, the images are the units
 
+    models, runs = expand_runs(models)
     outputs: dict[str, np.ndarray] = {BICUBIC: bicubic_upscale(lr, scale)}
     for method, model in models.items():
         if method == BICUBIC:
@@ -343,8 +350,10 @@ def evaluate_study(
     kid_metrics = [m for m in set_metrics if m.kind == "kid"]
     fd_metrics = [m for m in set_metrics if m.kind == "fd"]
     labels = {"resampling_unit": unit, "n_units": n_units}
-    rows_kid, spreads = paired_lib.paired_rows(per_image, kid_metrics, pairs, indices, ci, **labels)
-    rows_fd, spreads_fd = paired_lib.paired_rows({}, fd_metrics, pairs, indices, ci, set_indices=fd_indices, **labels)
+    set_boots = {m.name: paired_lib.set_metric_boots(m, indices if m.kind == "kid" else fd_indices) for m in set_metrics}
+    rows_kid, spreads = paired_lib.paired_rows(per_image, kid_metrics, pairs, indices, ci, set_boots=set_boots, **labels)
+    rows_fd, spreads_fd = paired_lib.paired_rows({}, fd_metrics, pairs, indices, ci, set_indices=fd_indices,
+                                                 set_boots=set_boots, **labels)
     spreads.update(spreads_fd)
     paired = pd.DataFrame(rows_kid + rows_fd, columns=PAIRED_COLUMNS)
     if "hr_top1" in face_reference:
@@ -380,7 +389,18 @@ def evaluate_study(
              f"{hr.shape[2]}x{hr.shape[1]}), {split}. Bicubic: Pillow bicubic upscaling of the LR images.",
              _intervals_note(ci, n, n_boot, min(n_boot, n_boot_fd), n_units if groups is not None else None),
              *_face_reference_notes(face_reference), *notes]
-    markdown.write_text(metrics_markdown(table, paired, notes=notes, grouped=groups is not None))
+    pooled = pooled_paired = None
+    if any(len(labels) > 1 for labels in runs.values()):
+        all_runs = {BICUBIC: [BICUBIC], **runs}
+        rows_pooled, rows_pooled_paired = pooled_rows(
+            per_image, set_boots, all_runs, paired_lib.default_pairs(list(all_runs)), indices,
+            run_draws(all_runs, len(indices), seed), ci=ci, resampling_unit=unit)
+        pooled = pd.DataFrame(rows_pooled, columns=POOLED_COLUMNS)
+        pooled_paired = pd.DataFrame(rows_pooled_paired, columns=POOLED_PAIRED_COLUMNS)
+        pooled.to_csv(out_dir / "pooled.csv", index=False, float_format="%.6g")
+        pooled_paired.to_csv(out_dir / "pooled_paired.csv", index=False, float_format="%.6g")
+    markdown.write_text(metrics_markdown(table, paired, notes=notes, grouped=groups is not None)
+                        + pooled_markdown(pooled, pooled_paired, _cell, metric_title))
 
     figures: dict[str, Path] = {}
     if len(paired):
@@ -398,7 +418,8 @@ def evaluate_study(
         figures["comparison_grid"] = out_dir / "comparison_grid.png"
         comparison_grid(panels, columns, figures["comparison_grid"], row_labels=[names[i] for i in chosen])
     return StudyResults(table, per_image_frame, out_dir, metrics_csv, per_image_csv, markdown, paired, paired_csv,
-                        figures, sr_dirs, extractor_name, extractor_label, untrained_features, notes)
+                        pooled, pooled_paired, figures, sr_dirs, extractor_name, extractor_label, untrained_features,
+                        notes)
 
 
 def _identity_metrics(

@@ -168,12 +168,19 @@ class SetMetric:
         return frechet_on(self.reference, self.candidates[method], idx)
 
 
-def set_metric_table(metric: SetMetric, indices: np.ndarray, pairs: Sequence[tuple[str, str]], ci: float = 0.95):
+def set_metric_boots(metric: SetMetric, indices: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
+    """Per method: (value on the full set, (n_boot,) values on the resamples ``indices``)."""
+    return {m: (metric.value(m), np.array([metric.value(m, idx) for idx in indices], np.float64))
+            for m in metric.candidates}
+
+
+def set_metric_table(metric: SetMetric, indices: np.ndarray, pairs: Sequence[tuple[str, str]], ci: float = 0.95,
+                     boots: Mapping[str, tuple[float, np.ndarray]] | None = None):
     """Per-method (value, spread_low, spread_high) and per-pair (difference, low, high), all from
-    the same resamples."""
-    methods = list(metric.candidates)
-    boots = {m: np.array([metric.value(m, idx) for idx in indices]) for m in methods}
-    per_method = {m: (metric.value(m), *percentile_interval(boots[m], ci)) for m in methods}
+    the same resamples (``boots``: :func:`set_metric_boots` of ``indices``, computed if not given)."""
+    computed = set_metric_boots(metric, indices) if boots is None else boots
+    boots = {m: b for m, (_, b) in computed.items()}
+    per_method = {m: (computed[m][0], *percentile_interval(boots[m], ci)) for m in computed}
     per_pair = {}
     for a, b in pairs:
         low, high = percentile_interval(boots[a] - boots[b], ci)
@@ -213,6 +220,7 @@ def paired_rows(
     resampling_unit: str = "image",
     n_units: int | None = None,
     n_seeds: int = 1,
+    set_boots: Mapping[str, Mapping[str, tuple[float, np.ndarray]]] | None = None,
 ) -> tuple[list[dict], dict[str, dict[str, tuple[float, float, float]]]]:
     """Rows of ``paired.csv`` and, per set metric, each method's (value, spread_low, spread_high).
 
@@ -220,7 +228,8 @@ def paired_rows(
     metrics (default ``indices``; FD needs fewer, its square roots are costly). Every row also
     records what was resampled (``resampling_unit``: "image" or "identity"), how many of those
     units there are (``n_units``, default N) and over how many training seeds the methods' results
-    were pooled (``n_seeds``).
+    were pooled (``n_seeds``). ``set_boots``: the set metrics' :func:`set_metric_boots`, by name,
+    when already computed.
     """
     n = indices.shape[1]
     extra = {"resampling_unit": resampling_unit, "n_units": n if n_units is None else n_units, "n_seeds": n_seeds}
@@ -235,7 +244,8 @@ def paired_rows(
                          **extra})
     spreads = {}
     for metric in set_metrics:
-        per_method, per_pair = set_metric_table(metric, indices if set_indices is None else set_indices, pairs, ci)
+        per_method, per_pair = set_metric_table(metric, indices if set_indices is None else set_indices, pairs, ci,
+                                                (set_boots or {}).get(metric.name))
         spreads[metric.name] = per_method
         for (a, b), (diff, low, high) in per_pair.items():
             rows.append({"metric": metric.name, "method_a": a, "method_b": b, "difference": diff,
