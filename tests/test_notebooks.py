@@ -79,6 +79,7 @@ def test_colab_setup_cell_and_explanations(name):
     assert "drive.mount" in setup and "pip" in setup and "package_source" in setup
     assert sum(c["cell_type"] == "markdown" for c in book["cells"]) >= 4
     assert any("# NBVAL_CHECK_OUTPUT" in _source(c) for c in _code_cells(book))
+    assert book["metadata"]["accelerator"] == "GPU"  # Colab opens a GPU runtime for it
 
 
 # ---- the helpers behind the notebooks (fast) ----------------------------------------------------

@@ -91,9 +91,35 @@ def test_fid_inception_unavailable_gives_clear_error(monkeypatch, tmp_path):
         get_extractor("fid-inception")
     assert "inception-untrained" in str(info.value) and "inception-imagenet" in str(info.value)
     monkeypatch.delenv(ext_mod.FID_INCEPTION_ENV)
-    monkeypatch.setitem(sys.modules, "tensorflow_hub", None)  # as if not installed
-    with pytest.raises(ExtractorUnavailableError, match="tensorflow_hub is not installed"):
+    monkeypatch.setenv("UPSAMPLER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ext_mod, "FID_INCEPTION_TFHUB", (tmp_path / "nowhere.tar.gz").as_uri())  # as offline
+    with pytest.raises(ExtractorUnavailableError, match="could not be downloaded"):
         get_extractor("fid-inception")
+
+
+def test_tfhub_module_is_downloaded_once_and_unpacked_safely(tmp_path, monkeypatch):
+    """The compressed TF-Hub form (a tar.gz of a SavedModel), here from a file URL: unpacked into the
+    cache once, then reused without the URL; an archive without a SavedModel is refused."""
+    import tarfile
+
+    module = tmp_path / "module"
+    (module / "variables").mkdir(parents=True)
+    (module / "saved_model.pb").write_bytes(b"graph")
+    (module / "variables" / "variables.index").write_bytes(b"index")
+    archive = tmp_path / "inception.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(module.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(module)), recursive=False)
+    folder = ext_mod.tfhub_module_folder(archive.as_uri(), tmp_path / "cache")
+    assert (folder / "saved_model.pb").read_bytes() == b"graph"
+    assert (folder / "variables" / "variables.index").read_bytes() == b"index"
+    archive.unlink()  # the cached copy is used from now on
+    assert ext_mod.tfhub_module_folder(archive.as_uri(), tmp_path / "cache") == folder
+    empty = tmp_path / "empty.tar.gz"
+    with tarfile.open(empty, "w:gz") as tar:
+        tar.add(module / "variables", arcname="variables")
+    with pytest.raises(OSError, match="no saved_model.pb"):
+        ext_mod.tfhub_module_folder(empty.as_uri(), tmp_path / "cache")
 
 
 def test_imagenet_extractor_unavailable_gives_clear_error(monkeypatch, tmp_path):
@@ -125,7 +151,6 @@ def test_fid_inception_loads_a_local_savedmodel(monkeypatch, tmp_path):
     path = tmp_path / "fake_inception"
     tf.saved_model.save(FakeInception(), str(path))
     monkeypatch.setenv(ext_mod.FID_INCEPTION_ENV, str(path))
-    monkeypatch.setitem(sys.modules, "tensorflow_hub", None)
     monkeypatch.setattr(ext_mod, "_CACHE", {})
     ext = get_extractor("fid-inception")
     assert ext.comparable_with_published and ext.input_size == 299
@@ -159,7 +184,8 @@ def test_fid_cli_untrained_text_json_and_cached_stats(tmp_path, monkeypatch, cap
 def test_fid_cli_default_extractor_unavailable_is_one_line_error(tmp_path, monkeypatch, capsys):
     a = save_folder(tmp_path / "a", smooth_images(4, n=2))
     monkeypatch.delenv(ext_mod.FID_INCEPTION_ENV, raising=False)
-    monkeypatch.setitem(sys.modules, "tensorflow_hub", None)
+    monkeypatch.setenv("UPSAMPLER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ext_mod, "FID_INCEPTION_TFHUB", (tmp_path / "nowhere.tar.gz").as_uri())
     assert run_cli(["fid", str(a), str(a)], monkeypatch) == 2
     err = capsys.readouterr().err
     assert err.startswith("upsampler fid: error: fid-inception") and err.count("\n") == 1

@@ -6,8 +6,9 @@ Three extractors, chosen by name with :func:`get_extractor`:
     The reference FID network: TF-GAN's Inception (TF-Hub ``tfgan/eval/inception/1``, output
     ``pool_3``, 2048-d), the network behind published FID numbers. Loaded from a local
     SavedModel / TF-Hub module folder named by the environment variable
-    ``UPSAMPLER_FID_INCEPTION``, else from TF-Hub with ``tensorflow_hub`` (needs the package and
-    internet). The default for real runs; if it cannot be loaded, :class:`ExtractorUnavailableError`
+    ``UPSAMPLER_FID_INCEPTION``, else downloaded once from TF-Hub (its compressed module, cached
+    under ``$UPSAMPLER_CACHE`` or ``~/.cache/upsampler``; not through ``tensorflow_hub``, whose
+    tf-keras dependency installs a second TensorFlow). The default for real runs; if it cannot be loaded, :class:`ExtractorUnavailableError`
     says so and names the alternatives.
 ``inception-imagenet``
     Keras ``InceptionV3(include_top=False, pooling="avg", weights="imagenet")``, 2048-d. Its
@@ -30,8 +31,13 @@ Images are NHWC throughout; channels are never reshaped (the original study resh
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tarfile
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -69,8 +75,8 @@ EXTRACTORS: dict[str, tuple[str, bool, int]] = {
 
 _ALTERNATIVES = (
     "Alternatives: download the TF-GAN Inception module on a machine with internet "
-    f"({FID_INCEPTION_TFHUB}, e.g. `tensorflow_hub.resolve(...)` or the ?tf-hub-format=compressed "
-    f"tarball) and set {FID_INCEPTION_ENV}=/path/to/that/folder; or choose "
+    f"({FID_INCEPTION_TFHUB}?tf-hub-format=compressed, a .tar.gz: unpack it) and set "
+    f"{FID_INCEPTION_ENV}=/path/to/that/folder; or choose "
     "--extractor inception-imagenet (Keras ImageNet weights; not comparable with published FID); "
     "or, offline and for smoke tests only, --extractor inception-untrained (random weights: not an FID)."
 )
@@ -241,27 +247,46 @@ def _deterministic_init(model, seed: int) -> None:
         var.assign(rng.uniform(-limit, limit, size=shape).astype(np.float32))
 
 
+def tfhub_module_folder(url: str, cache: str | os.PathLike | None = None) -> Path:
+    """A TF-Hub module as a local SavedModel folder: its compressed form (``url`` +
+    ``?tf-hub-format=compressed``, or ``url`` itself when it names a ``.tar.gz``) downloaded once,
+    unpacked into ``cache/tfhub/<sha1 of url>`` (default ``$UPSAMPLER_CACHE`` or
+    ``~/.cache/upsampler``) and reused. What ``tensorflow_hub.resolve`` does, without its tf-keras."""
+    root = Path(cache or os.environ.get("UPSAMPLER_CACHE") or Path.home() / ".cache" / "upsampler")
+    folder = root / "tfhub" / hashlib.sha1(url.encode()).hexdigest()
+    if (folder / "saved_model.pb").is_file():
+        return folder
+    part = folder.with_name(folder.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    source = url if url.endswith((".tar.gz", ".tgz")) else f"{url}?tf-hub-format=compressed"
+    with urllib.request.urlopen(source, timeout=120) as response, tarfile.open(fileobj=response, mode="r|gz") as tar:
+        tar.extractall(part, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    if not (part / "saved_model.pb").is_file():
+        raise OSError(f"{source} holds no saved_model.pb")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(part, folder)
+    return folder
+
+
 def _load_fid_inception() -> Callable[[Any], np.ndarray]:
     """TF-GAN's FID Inception: ``pool_3`` (N, 2048) for a float32 (N, 299, 299, 3) batch in [-1, 1]."""
     import tensorflow as tf
 
     local = os.environ.get(FID_INCEPTION_ENV)
-    if local:
-        if not os.path.exists(local):
-            raise ExtractorUnavailableError(f"fid-inception: {FID_INCEPTION_ENV}={local} does not exist. {_ALTERNATIVES}")
-        handle = local
-    else:
-        handle = FID_INCEPTION_TFHUB
+    if local and not os.path.exists(local):
+        raise ExtractorUnavailableError(f"fid-inception: {FID_INCEPTION_ENV}={local} does not exist. {_ALTERNATIVES}")
+    handle = local or FID_INCEPTION_TFHUB
+    if not local:
+        try:
+            handle = str(tfhub_module_folder(FID_INCEPTION_TFHUB))
+        except Exception as exc:  # no network, a refused or broken download
+            raise ExtractorUnavailableError(
+                f"fid-inception: the reference FID Inception network is not available here: {FID_INCEPTION_ENV} is "
+                f"not set and {FID_INCEPTION_TFHUB} could not be downloaded ({type(exc).__name__}: "
+                f"{str(exc)[:160]}). {_ALTERNATIVES}") from exc
     try:
-        import tensorflow_hub as hub  # noqa: F401
-    except ImportError:
-        hub = None
-    if hub is None and not local:
-        raise ExtractorUnavailableError(
-            f"fid-inception: the reference FID Inception network is not available here: {FID_INCEPTION_ENV} is "
-            f"not set and tensorflow_hub is not installed (it would download {FID_INCEPTION_TFHUB}). {_ALTERNATIVES}")
-    try:
-        module = hub.load(handle) if hub is not None else tf.saved_model.load(handle)
+        module = tf.saved_model.load(handle)
     except Exception as exc:
         raise ExtractorUnavailableError(
             f"fid-inception: could not load {handle} ({type(exc).__name__}: {str(exc)[:200]}). {_ALTERNATIVES}") from exc
