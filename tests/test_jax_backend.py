@@ -239,3 +239,21 @@ def test_gpu_study_trains_every_model_and_packs_its_generators(tmp_path):
         with tarfile.open(out / "pack" / f"{run}.tar.gz") as tar:
             names = set(tar.getnames())
         assert {f"{run}/{n}" for n in ("generator.keras", "generator_pretrained.keras", "loss.csv", "config.json")} <= names
+
+
+@pytest.mark.slow
+def test_data_parallel_over_two_devices_matches_one_device(data, tmp_path):
+    """Two XLA host devices, each with half of every batch (BatchNorm over the global batch, the
+    gradients all-reduced): the same weights as one device, up to the order of float32 sums."""
+    args = ["train", "--data", str(data), "--profile", "smoke", "--pretrain-epochs", "1", "--epochs", "2"]
+    one = _jax_cli(*args, "--run-dir", str(tmp_path / "one"))
+    two = _jax_cli(*args, "--run-dir", str(tmp_path / "two"),
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    assert "data parallel over 2 devices" in (tmp_path / "two" / "train.log").read_text()
+    assert "data parallel" not in (tmp_path / "one" / "train.log").read_text()
+    a, b = _final_checkpoint(tmp_path / "one"), _final_checkpoint(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for key in a:
+        scale = max(1.0, float(np.abs(a[key]).max()))
+        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-4 * scale, err_msg=key)

@@ -15,6 +15,12 @@ The noisy labels come from :func:`upsampler.losses.noisy_labels_numpy` (host, ke
 step), batches arrive as uint8 NumPy arrays, and the precision follows ``train.precision``
 (``mixed_bfloat16`` on GPUs from Ampere on). ``sync_to_models()`` writes the arrays back into the
 Keras variables (export, samples, evaluation).
+
+Several local devices (GPUs, or XLA host devices in tests) train data-parallel through
+``jax.sharding``: the state is replicated, each batch is split along its first axis, and XLA's
+partitioner inserts the all-reduces. The maths is the single-device step's - BatchNorm's batch
+statistics too are those of the whole global batch - so a run on N devices matches a run on one
+up to the order of floating-point sums (``tests/test_jax_backend.py``).
 """
 
 from __future__ import annotations
@@ -61,7 +67,10 @@ class JaxSRGANSteps:
         if self.precision == "mixed_float16":
             raise ValueError("train.precision=mixed_float16 needs loss scaling, which the JAX step does not do; use "
                              "mixed_bfloat16 or float32")
-        self.num_replicas = 1
+        devices = jax.local_devices()
+        self.num_replicas = len(devices)
+        if t.batch_size % self.num_replicas:
+            raise ValueError(f"train.batch_size={t.batch_size} does not split over {self.num_replicas} devices")
         self.jit_compile = True
         self.strategy = None
         self.on_gpu = any(d.platform == "gpu" for d in jax.devices())
@@ -81,9 +90,17 @@ class JaxSRGANSteps:
             self.pretrain_optimizer.build(self.generator.trainable_variables)
         finally:
             keras.mixed_precision.set_dtype_policy(previous)
-        self.state = self._read_models()
         vgg = self.content_loss.vgg
         self.vgg_weights = [v.value for v in vgg.non_trainable_variables] if vgg is not None else []
+        self._batch_sharding = self._replicated = None
+        if self.num_replicas > 1:  # data parallel: replicated state, batches split along axis 0
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            mesh = Mesh(np.array(devices), ("data",))
+            self._replicated = NamedSharding(mesh, PartitionSpec())
+            self._batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+            self.vgg_weights = jax.device_put(self.vgg_weights, self._replicated)
+        self.state = self._read_models()
         self._pretrain = jax.jit(self._pretrain_fn, donate_argnums=(0,))
         self._adversarial = jax.jit(self._adversarial_fn, donate_argnums=(0,))
 
@@ -94,7 +111,14 @@ class JaxSRGANSteps:
                 self.g_optimizer.variables, self.d_optimizer.variables, self.pretrain_optimizer.variables)
 
     def _read_models(self):
-        return tuple([v.value for v in group] for group in self._variable_lists())
+        state = tuple([v.value for v in group] for group in self._variable_lists())
+        return state if self._replicated is None else self.jax.device_put(state, self._replicated)
+
+    def _split(self, *arrays):
+        """Host batches onto the devices, split along the batch axis (unchanged on one device)."""
+        if self._batch_sharding is None:
+            return arrays
+        return tuple(self.jax.device_put(np.asarray(a), self._batch_sharding) for a in arrays)
 
     def sync_to_models(self) -> None:
         """Write the current state into the Keras variables of G, D and the optimisers."""
@@ -117,14 +141,14 @@ class JaxSRGANSteps:
         for name, group, values in zip(STATE_GROUPS, self._variable_lists(), self.state):
             state.append([jnp.asarray(arrays[f"{name}/{i:03d}:{variable.path}"], dtype=value.dtype)
                           for i, (variable, value) in enumerate(zip(group, values))])
-        self.state = tuple(state)
+        self.state = tuple(state) if self._replicated is None else self.jax.device_put(tuple(state), self._replicated)
         self.sync_to_models()
 
     def describe(self) -> str:
         devices = self.jax.devices()
         return (f"Keras on JAX {self.jax.__version__} ({len(devices)} {devices[0].platform} device(s): "
                 f"{getattr(devices[0], 'device_kind', devices[0])}), precision {self.precision}, jitted steps with "
-                "donated state")
+                "donated state" + (f", data parallel over {self.num_replicas} devices" if self.num_replicas > 1 else ""))
 
     # -- the maths -----------------------------------------------------------------------------
     def _vgg_call(self, vgg_weights):
@@ -198,7 +222,7 @@ class JaxSRGANSteps:
 
     # -- the steps -----------------------------------------------------------------------------
     def pretrain_step(self, lr, hr, step: int):
-        self.state, values = self._pretrain(self.state, self.vgg_weights, lr, hr)
+        self.state, values = self._pretrain(self.state, self.vgg_weights, *self._split(lr, hr))
         return values
 
     def adversarial_step(self, lr, hr, step: int):
@@ -208,7 +232,7 @@ class JaxSRGANSteps:
         n = t.batch_size
         real = noisy_labels_numpy(n, l.real_label_mean, l.label_std, t.seed, int(step), 0)
         fake = noisy_labels_numpy(n, l.fake_label_mean, l.label_std, t.seed, int(step), 1)
-        self.state, values = self._adversarial(self.state, self.vgg_weights, lr, hr, real, fake)
+        self.state, values = self._adversarial(self.state, self.vgg_weights, *self._split(lr, hr, real, fake))
         return values
 
 
