@@ -4,7 +4,7 @@
     .venv/bin/python scripts/ship_study.py outputs/study-cpu [--docs docs/study-cpu]
 
 Writes ``runs/model_{a,b}/generator.keras`` (and ``generator_pretrained.keras``) as plain-Keras
-files (:func:`upsampler.models.portable_generator`) to ``upsampler/pretrained/model_{a,b}[_mse].keras``
+files (:func:`upsampler.models.portable_generator`) to ``upsampler/pretrained/model_{a,b}[_mse]_cpu.keras``
 with a model card each, and the executed
 notebooks (ipynb + HTML), tables and figures to ``docs/<study>/``. Every number in a card is read
 from the run's own files (config.json, loss.csv, train.log) and the evaluation tables.
@@ -23,6 +23,7 @@ from upsampler import hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "upsampler" / "pretrained"
+SHIPPED_SUFFIX = "_cpu"  # the GPU study's generators ship without a suffix (scripts/ship_gpu_study.py)
 ROLES = {"model_a": ("Model A", "coco", "varied photos (the COCO role)"),
          "model_b": ("Model B", "celeba", "faces (the CelebA role)")}
 # The original study: 2,500 epochs over 1,600 COCO / 2,000 CelebA training images, no pre-training.
@@ -103,7 +104,7 @@ def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str
     source_names = ", ".join(Path(s).name for s in sources)
     total = phases["pretrain"]["image_steps"] + phases["adversarial"]["image_steps"]
     lines = [
-        f"# {name}{variant}: {method}, trained on {role}",
+        f"# {name}{variant}{SHIPPED_SUFFIX}: the CPU-scale study's {method}, trained on {role}",
         "",
         f"SRGAN generator (SRResNet, {config['model']['num_blocks']} residual blocks, {config['model']['filters']} "
         f"filters, pixel shuffle), x{d['scale']}: any LR size, trained at {d['train_crop'] or d['hr_size']}-px HR crops, "
@@ -147,8 +148,8 @@ def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str
                 v, lo, hi = (float(row[k]) * scale for k in (key, f"{key}_low", f"{key}_high"))
                 lines.append(f"| {title} | {v:.4g} [{lo:.4g}, {hi:.4g}] |")
         lines += ["", "Paired comparisons with the other methods: `docs/study-cpu/evaluation_paired.csv` and the README."]
-    lines += ["", "Load it with `upsampler.load_generator(\"" + name + variant + "\")` or "
-              f"`upsampler upscale photo.jpg --model {name}{variant} --out up/`. Research use: trained on images with "
+    lines += ["", "Load it with `upsampler.load_generator(\"" + name + variant + SHIPPED_SUFFIX + "\")` or "
+              f"`upsampler upscale photo.jpg --model {name}{variant}{SHIPPED_SUFFIX} --out up/`. Research use: trained on images with "
               "research-use licences (CelebA; BSDS, Yang91, Sun-Hays, COCO)."]
     return "\n".join(lines) + "\n"
 
@@ -192,9 +193,9 @@ def main() -> int:
         for variant, source in (("", "generator.keras"), ("_mse", "generator_pretrained.keras")):
             if not (run / source).is_file():
                 continue
-            target = PRETRAINED / f"{name}{variant}.keras"
+            target = PRETRAINED / f"{name}{variant}{SHIPPED_SUFFIX}.keras"
             ship_generator(run / source, target)
-            (PRETRAINED / f"{name}{variant}.md").write_text(model_card(name, variant, study, metrics))
+            (PRETRAINED / f"{name}{variant}{SHIPPED_SUFFIX}.md").write_text(model_card(name, variant, study, metrics))
             print(f"{target} ({target.stat().st_size / 2**20:.1f} MiB)")
     docs.mkdir(parents=True, exist_ok=True)
     for name in DOC_TABLES:

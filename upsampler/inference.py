@@ -396,7 +396,8 @@ def configure_upscale_parser(p) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (or folders of images) to upscale")
     p.add_argument("--model", required=True, metavar="PATH|NAME",
                    help="generator .keras file, or a shipped generator: model_a (varied photos), model_b (faces), "
-                        "model_a_mse, model_b_mse (see `upsampler.pretrained`)")
+                        "model_a_mse, model_b_mse (their MSE stage: sharper and more faithful at this scale), and the CPU-scale "
+                        "study's *_cpu (see `upsampler.pretrained`)")
     p.add_argument("--model-b", metavar="PATH|NAME", help="second generator (Model B) for the a-b kinds")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--kind", default="sr", choices=sorted(KINDS),

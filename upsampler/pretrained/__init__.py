@@ -1,8 +1,10 @@
 """Generators trained by this project's studies, shipped inside the package.
 
 ``model_a`` (trained on varied photos, the COCO role) and ``model_b`` (trained on faces, the
-CelebA role) of the CPU-scale study (profile ``study-cpu``), and their generators after MSE
-pre-training (``model_a_mse``, ``model_b_mse``). Each has a model card (``<name>.md``): data,
+CelebA role) of the study's first GPU run (profile ``study-gpu``, training seed 1), and their
+generators after MSE pre-training (``model_a_mse``, ``model_b_mse``: the sharper, more faithful
+upscalers at this scale); the CPU-scale study's four as ``model_a_cpu``, ``model_b_cpu``,
+``model_a_mse_cpu``, ``model_b_mse_cpu``. Each has a model card (``<name>.md``): data,
 identities held out, steps, wall time, machine, content network and metrics.
 
     from upsampler.pretrained import path_of, names
