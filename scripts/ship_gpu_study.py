@@ -21,6 +21,8 @@ import re
 import shutil
 from pathlib import Path
 
+from ship_study import difference_cell  # scripts/ is on the path when a script here runs
+
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "upsampler" / "pretrained"
 DOCS = ROOT / "docs" / "study-gpu"
@@ -159,11 +161,7 @@ def findings_table(evaluation: Path) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, title, scale, digits in FINDINGS:
         cells = [f"{float(pooled[(m, key)]['value']) * scale:.{digits}f}" for m in COLUMNS]
-        for a, b in PAIRS:
-            r = pairs[(key, a, b)]
-            d, lo, hi = (float(r[k]) * scale for k in ("difference", "ci_low", "ci_high"))
-            bold = "" if lo <= 0 <= hi else "**"
-            cells.append(f"{bold}{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{bold}")
+        cells += [difference_cell(pairs[(key, a, b)], scale, digits) for a, b in PAIRS]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

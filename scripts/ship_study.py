@@ -171,13 +171,16 @@ def findings_table(docs: Path) -> str:
     lines = [head]
     for key, title, scale, digits in FINDING_METRICS:
         cells = [f"{float(table[m][key]) * scale:.{digits}f}" for m in ("Bicubic", "Model A", "Model B")]
-        for a, b in pairs:
-            r = paired[(key, a, b)]
-            d, lo, hi = (float(r[k]) * scale for k in ("difference", "ci_low", "ci_high"))
-            mark = "" if lo <= 0 <= hi else " **"
-            cells.append(f"{mark.strip()}{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark.strip()}")
+        cells += [difference_cell(paired[(key, a, b)], scale, digits) for a, b in pairs]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def difference_cell(row: dict[str, str], scale: float, digits: int) -> str:
+    """A paired difference with its interval, bold when the interval excludes 0."""
+    d, lo, hi = (float(row[k]) * scale for k in ("difference", "ci_low", "ci_high"))
+    bold = "" if lo <= 0 <= hi else "**"
+    return f"{bold}{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{bold}"
 
 
 def main() -> int:
