@@ -257,3 +257,24 @@ def test_data_parallel_over_two_devices_matches_one_device(data, tmp_path):
     for key in a:
         scale = max(1.0, float(np.abs(a[key]).max()))
         np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-4 * scale, err_msg=key)
+
+
+def test_upscale_on_jax_never_loads_tensorflow_and_matches_it(tmp_path):
+    """The shipped face generator upscales on JAX without importing TensorFlow, to the pixels
+    TensorFlow gives up to float round-off (8-bit outputs: at most a level or two)."""
+    from PIL import Image
+
+    from upsampler import cli
+
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "lr.png")
+    assert cli.main(["upscale", str(tmp_path / "lr.png"), "--model", "model_b_mse", "--out", str(tmp_path / "tf")]) == 0
+    code = ("import sys; from upsampler.cli import main; "
+            f"rc = main(['upscale', {str(tmp_path / 'lr.png')!r}, '--model', 'model_b_mse', '--out', "
+            f"{str(tmp_path / 'jax')!r}]); print(rc, 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO,
+                            env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"})
+    assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr[-2000:]
+    a = np.asarray(Image.open(tmp_path / "tf" / "lr_sr.png"), np.int16)
+    b = np.asarray(Image.open(tmp_path / "jax" / "lr_sr.png"), np.int16)
+    assert a.shape == b.shape == (80, 96, 3) and np.abs(a - b).max() <= 2, np.abs(a - b).max()

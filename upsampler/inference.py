@@ -160,7 +160,8 @@ _COMPILED: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
 def _predict_fn(generator):
-    """``generator(x, training=False)`` as one ``tf.function``, traced once per input shape.
+    """``generator(x, training=False)`` as one ``tf.function``, traced once per input shape (on
+    other backends Keras' own compiled ``predict_on_batch``).
 
     Graph execution frees each activation as soon as it is consumed; Keras' eager call keeps
     them alive to the end of the call (measured: 3x the peak memory). Shapes stay concrete (a
@@ -171,10 +172,15 @@ def _predict_fn(generator):
         return _COMPILED[generator]
     except (KeyError, TypeError):
         pass
-    import tensorflow as tf
+    import keras
 
     model_ref = weakref.ref(generator)  # the cache must not keep the model alive
-    fn = tf.function(lambda x: model_ref()(x, training=False), reduce_retracing=False)
+    if keras.backend.backend() != "tensorflow":  # Keras compiles the call per shape (jax.jit on JAX)
+        fn = lambda x: model_ref().predict_on_batch(x)  # noqa: E731
+    else:
+        import tensorflow as tf
+
+        fn = tf.function(lambda x: model_ref()(x, training=False), reduce_retracing=False)
     try:
         _COMPILED[generator] = fn
     except TypeError:
