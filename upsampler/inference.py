@@ -491,11 +491,12 @@ def _upscale_settings(args) -> tuple["FigureKind", bool, int | None]:
     return kind, input_is_lr, tile
 
 
-def validate_upscale(args) -> None:
+def validate_upscale(args) -> tuple["FigureKind", bool, int | None, list[Path]]:
     """What can be checked before a deep-learning library loads (seconds): the options, that the
-    inputs and generators exist, that the output folder can be made."""
-    _upscale_settings(args)
-    expand_images(args.images)
+    inputs and generators exist, that the output folder can be made. Returns (kind, input_is_lr,
+    tile, the input image paths)."""
+    settings = _upscale_settings(args)
+    images = expand_images(args.images)
     from .pretrained import resolve
 
     for name in filter(None, (args.model, args.model_b)):
@@ -507,6 +508,7 @@ def validate_upscale(args) -> None:
         raise ValueError(f"{out_dir}: cannot create the output folder ({existing} is not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{out_dir}: cannot create the output folder ({existing} is not writable)")
+    return (*settings, images)
 
 
 def restore_mode(sr: np.ndarray, header: "ImageHeader", alpha: np.ndarray | None) -> np.ndarray:
@@ -531,8 +533,7 @@ def run_upscale(args) -> int:
     from .plots import note_for_run
     from .pretrained import resolve
 
-    validate_upscale(args)
-    kind, input_is_lr, tile = _upscale_settings(args)
+    kind, input_is_lr, tile, paths = validate_upscale(args)
     failed: list[str] = []
 
     def fail(path: Path, exc: Exception) -> None:
@@ -541,7 +542,7 @@ def run_upscale(args) -> int:
         failed.append(readable_name(str(path)))
 
     images = []
-    for path in expand_images(args.images):
+    for path in paths:
         try:
             images.append((path, read_header(path)))  # what is not an image is named here, before any work
         except (OSError, ValueError) as exc:

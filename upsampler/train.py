@@ -159,6 +159,7 @@ class SRGANTrainer:
         pending: list = []
 
         def drain() -> None:
+            """Check and add the pending steps' values; the global step follows the last one read."""
             nonlocal sums, count
             for at, device_values in pending:
                 values = np.asarray(device_values, np.float64)
@@ -171,6 +172,7 @@ class SRGANTrainer:
                     )
                 sums += values
                 count += 1
+                self.global_step.assign(at)
             pending.clear()
 
         for lr, hr in bar:
@@ -178,17 +180,14 @@ class SRGANTrainer:
             pending.append((step, step_fn(lr, hr, self._step_number(step))))
             if len(pending) >= sync_every or step - start_step == total:
                 drain()
-                self.global_step.assign(step)
                 if count and (count % 5 == 0 or count == total or sync_every > 1):
                     m = sums / count
                     bar.set_postfix({"g": f"{m[1]:.4f}"} if phase == "pretrain" else
                                     {"d": f"{m[0]:.3f}", "g": f"{m[1]:.4f}", "D(hr)": f"{m[4]:.2f}", "D(sr)": f"{m[5]:.2f}"})
             if on_step is not None:
                 drain()
-                self.global_step.assign(step)
                 on_step(step)
         drain()
-        self.global_step.assign(step)
         bar.close()
         if count == 0:
             raise ValueError(f"{self.data_dir}: the training split yields no batch of {self.config.train.batch_size}")

@@ -31,7 +31,8 @@ import numpy as np
 
 from .fid import format_value
 from .paired import GROUPED_NOTE, PAIRED_COLUMNS
-from .seeds import POOLED_COLUMNS, POOLED_PAIRED_COLUMNS, expand_runs, pooled_markdown, pooled_rows, run_draws
+from .seeds import (POOLED_COLUMNS, POOLED_PAIRED_COLUMNS, difference_table, expand_runs, pooled_markdown, pooled_rows,
+                    run_draws)
 from .sr import sr_metrics
 from .srbench import list_images, read_image
 
@@ -542,12 +543,10 @@ def metrics_markdown(table: Any, paired: Any = None, *, notes: Sequence[str] = (
         cells = [_cell(m, r[m], r.get(f"{m}_low", nan), r.get(f"{m}_high", nan)) for m in metrics]
         lines.append(f"| {r['method']} | {r['n']} | " + " | ".join(cells) + " |")
     if paired is not None and len(paired):
-        lines += ["", f"## Paired differences (A - B [95% paired bootstrap interval]{how})", ""]
-        lines.append("| Metric | A | B | A - B [95% CI] | favours |")
-        lines.append("|---|---|---|---|---|")
-        for _, r in paired.iterrows():
-            lines.append(f"| {metric_title(r['metric'])} | {r['method_a']} | {r['method_b']} | "
-                         f"{_cell(r['metric'], r['difference'], r['ci_low'], r['ci_high'])} | {r['better']} |")
+        lines += difference_table(
+            f"Paired differences (A - B [95% paired bootstrap interval]{how})",
+            [(r["metric"], r["method_a"], r["method_b"], r["difference"], r["ci_low"], r["ci_high"], r["better"])
+             for _, r in paired.iterrows()], _cell, metric_title)
     return "\n".join(lines) + "\n"
 
 

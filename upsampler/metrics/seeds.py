@@ -146,11 +146,19 @@ def pooled_markdown(pooled, pooled_paired, cell, title) -> str:
             cells.append(text)
         lines.append(f"| {model} | {int(rows['n_seeds'].iloc[0])} | " + " | ".join(cells) + " |")
     if pooled_paired is not None and len(pooled_paired):
-        lines += ["", f"## Paired differences between models over their seeds (A - B [95% interval resampling {unit}])",
-                  ""]
-        lines.append("| Metric | A (seeds) | B (seeds) | A - B [95% CI] | favours |")
-        lines.append("|---|---|---|---|---|")
-        for _, r in pooled_paired.iterrows():
-            lines.append(f"| {title(r['metric'])} | {r['model_a']} ({r['n_seeds_a']}) | {r['model_b']} ({r['n_seeds_b']}) "
-                         f"| {cell(r['metric'], r['difference'], r['ci_low'], r['ci_high'])} | {r['better']} |")
+        lines += difference_table(
+            f"Paired differences between models over their seeds (A - B [95% interval resampling {unit}])",
+            [(r["metric"], f"{r['model_a']} ({r['n_seeds_a']})", f"{r['model_b']} ({r['n_seeds_b']})", r["difference"],
+              r["ci_low"], r["ci_high"], r["better"]) for _, r in pooled_paired.iterrows()],
+            cell, title, columns=("A (seeds)", "B (seeds)"))
     return "\n".join(lines) + "\n"
+
+
+def difference_table(heading: str, rows, cell, title, *, columns: tuple[str, str] = ("A", "B")) -> list[str]:
+    """Markdown lines of a paired-difference table: ``rows`` of (metric, A, B, difference, low,
+    high, favours), formatted with ``cell(metric, value, low, high)`` and ``title(metric)``."""
+    lines = ["", f"## {heading}", "", f"| Metric | {columns[0]} | {columns[1]} | A - B [95% CI] | favours |",
+             "|---|---|---|---|---|"]
+    for metric, a, b, diff, low, high, better in rows:
+        lines.append(f"| {title(metric)} | {a} | {b} | {cell(metric, diff, low, high)} | {better} |")
+    return lines
