@@ -395,3 +395,30 @@ def test_help_states_each_default_once():
     evaluate = build_parser("evaluate")
     sub = next(a for a in evaluate._actions if isinstance(a, argparse._SubParsersAction)).choices["evaluate"]
     assert "95% intervals" in sub.format_help() and "95%%" not in sub.format_help()
+
+
+def test_cli_outscale_ext_and_quality(tiny_path, tmp_path):
+    image = _image(12, 10)
+    Image.fromarray(image).save(tmp_path / "photo.jpg", quality=98)
+    rgba = np.dstack([_image(12, 10, seed=2), np.full((12, 10), 128, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "clear.png")
+    out = tmp_path / "out"
+    assert _cli([str(tmp_path / "photo.jpg"), str(tmp_path / "clear.png"), "--model", str(tiny_path), "--out",
+                 str(out), "--outscale", "2", "--ext", "jpg", "--quality", "90"]) == 0
+    photo = Image.open(out / "photo_sr.jpg")
+    assert photo.format == "JPEG" and photo.size == (20, 24)  # 2 x the input, not 4 x
+    clear = Image.open(out / "clear_sr.png")  # JPEG has no alpha: written as PNG, alpha kept
+    assert clear.mode == "RGBA" and clear.size == (20, 24)
+    assert np.abs(np.asarray(clear)[..., 3].astype(int) - 128).max() <= 1
+    # the Lanczos resize of the x4 result, not another computation: compare with the x4 file resized
+    assert _cli([str(tmp_path / "photo.jpg"), "--model", str(tiny_path), "--out", str(tmp_path / "x4")]) == 0
+    x4 = Image.open(tmp_path / "x4" / "photo_sr.png")
+    assert x4.size == (40, 48)
+    assert _cli([str(tmp_path / "photo.jpg"), "--model", str(tiny_path), "--out", str(tmp_path / "x2"),
+                 "--outscale", "2", "--ext", "auto"]) == 0
+    expected = np.asarray(x4.resize((20, 24), Image.Resampling.LANCZOS)).astype(int)
+    assert np.abs(np.asarray(Image.open(tmp_path / "x2" / "photo_sr.jpg").convert("RGB")).astype(int)
+                  - expected).mean() < 6  # JPEG at quality 95 on top of the same resize
+    with pytest.raises(ValueError, match="--outscale and --ext apply to --kind sr"):
+        _cli([str(tmp_path / "photo.jpg"), "--model", str(tiny_path), "--out", str(tmp_path / "f"),
+              "--kind", "lr-bicubic-sr", "--outscale", "2"])

@@ -35,7 +35,7 @@ def test_help_describes_every_option():
         (["--profile", "huge"], "argument --profile: invalid choice"),
         (["--coco", str(REPO)], "give both --coco and --celeba"),
         (["--coco", "/nonexistent/a", "--celeba", "/nonexistent/b"], "no such file"),
-        (["--epochs", "many"], "argument --epochs: invalid int value"),
+        (["--epochs", "many"], "argument --epochs: must be an integer >= 0"),
         (["--content-network=random"], "argument --content-network: invalid choice"),
         (["--frobnicate", "1"], "unrecognized arguments"),
     ],
@@ -94,10 +94,8 @@ def test_seeds_train_every_model_once_per_seed_and_evaluate_them_together():
     assert [s for s in steps if s.notebook == "04_evaluate.ipynb"][0].parameters["seeds"] == 3
     one = plan(resolve(build_parser().parse_args(base)))
     assert [s.name for s in one] == NOTEBOOK_RUNS and one[2].parameters["overrides"] == []
-    for bad, message in ((["--seeds", "0"], "--seeds must be >= 1"),
-                         (["--seeds", "2", "--set", "train.seed=4"], "leave out --set train.seed")):
-        with pytest.raises(ValueError, match=message):
-            resolve(build_parser().parse_args([*base, *bad]))
+    with pytest.raises(ValueError, match="leave out --set train.seed"):
+        resolve(build_parser().parse_args([*base, "--seeds", "2", "--set", "train.seed=4"]))
 
 
 def _listing(root: Path) -> dict[str, float]:

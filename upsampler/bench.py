@@ -54,6 +54,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import hardware
+from .argtypes import integer, number
 
 SECTIONS = ("train", "matmul", "pretrain", "inference", "pipeline", "fid")
 UNTRAINED_NOTE = ("content network: untrained VGG19 (benchmark default; the weights change the values, not the speed "
@@ -640,9 +641,9 @@ def _parse_skip(values: list[str]) -> tuple[str, ...]:
 
 def configure_benchmark_parser(p) -> None:
     p.add_argument("--profile", default="paper", help="config profile: paper (default), demo or smoke")
-    p.add_argument("--batch-size", type=int, help="global batch (default: the profile's)")
-    p.add_argument("--steps", type=int, default=5, help="timed repetitions per section (default %(default)s)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default %(default)s)")
+    p.add_argument("--batch-size", type=integer(1), help="global batch (default: the profile's)")
+    p.add_argument("--steps", type=integer(1), default=5, help="timed repetitions per section (default %(default)s)")
+    p.add_argument("--warmup", type=integer(0), default=1, help="untimed repetitions first (default %(default)s)")
     p.add_argument("--xla", choices=["on", "off", "auto"], default="auto", help="XLA: auto = on GPU only")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                    help="train.precision (default: the profile's; paper: auto = bf16 where the hardware has it, "
@@ -658,14 +659,14 @@ def configure_benchmark_parser(p) -> None:
     p.add_argument("--strategy", choices=["default", "mirrored", "auto"], default="default",
                    help="tf.distribute strategy (train.strategy)")
     p.add_argument("--nondeterministic", action="store_true", help="train.deterministic=false")
-    p.add_argument("--intra-op-threads", type=int, help="TensorFlow intra-op threads (default: TF's)")
-    p.add_argument("--inter-op-threads", type=int, help="TensorFlow inter-op threads (default: TF's)")
-    p.add_argument("--inference-size", type=int, default=176, help="LR side of the inference image (default %(default)s)")
-    p.add_argument("--tile", type=int, default=88, help="inference tile, LR pixels (default %(default)s)")
-    p.add_argument("--pipeline-seconds", type=float, default=2.0,
+    p.add_argument("--intra-op-threads", type=integer(0), help="TensorFlow intra-op threads (default: TF's)")
+    p.add_argument("--inter-op-threads", type=integer(0), help="TensorFlow inter-op threads (default: TF's)")
+    p.add_argument("--inference-size", type=integer(1), default=176, help="LR side of the inference image (default %(default)s)")
+    p.add_argument("--tile", type=integer(1), default=88, help="inference tile, LR pixels (default %(default)s)")
+    p.add_argument("--pipeline-seconds", type=number(0, low_open=True), default=2.0,
                    help="measure the input pipeline for at least this long (default %(default)s)")
-    p.add_argument("--fid-batch", type=int, default=16, help="images per FID feature batch (default %(default)s)")
-    p.add_argument("--matmul-size", type=int, default=4096, help="side of the NumPy matmul (default %(default)s)")
+    p.add_argument("--fid-batch", type=integer(1), default=16, help="images per FID feature batch (default %(default)s)")
+    p.add_argument("--matmul-size", type=integer(1), default=4096, help="side of the NumPy matmul (default %(default)s)")
     p.add_argument("--skip", action="append", default=[], metavar="SECTIONS",
                    help=f"comma-separated sections to skip: {', '.join(SECTIONS)}")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override")

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .argtypes import integer, number
 from upsampler.config import DataConfig
 from upsampler.files import replaced_atomically, write_atomically
 from upsampler.images import (  # noqa: F401 - IMAGE_EXTENSIONS is also this module's public name
@@ -1029,16 +1030,16 @@ def configure_preprocess_parser(parser: argparse.ArgumentParser) -> None:
     defaults = DataConfig()
     parser.add_argument("source", nargs="+", help="folder (searched recursively) or .zip of images; several folders are joined")
     parser.add_argument("--out", required=True, help="output folder (new, empty, or an identical earlier run)")
-    parser.add_argument("--hr-size", type=int, default=defaults.hr_size, help="HR crop side, pixels (default %(default)s)")
-    parser.add_argument("--scale", type=int, default=defaults.scale, help="HR side / LR side (default %(default)s)")
+    parser.add_argument("--hr-size", type=integer(2), default=defaults.hr_size, help="HR crop side, pixels (default %(default)s)")
+    parser.add_argument("--scale", type=integer(1), default=defaults.scale, help="HR side / LR side (default %(default)s)")
     parser.add_argument("--crop", choices=("center", "random"), default=defaults.crop, help="crop position (default %(default)s)")
-    parser.add_argument("--test-fraction", type=float, default=defaults.test_fraction, help="share of images in the test split (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.split_seed, help="split / random-crop seed (default %(default)s)")
-    parser.add_argument("--min-size", type=int, default=defaults.min_size, help="smallest accepted image side (default: --hr-size)")
+    parser.add_argument("--test-fraction", type=number(0, 1), default=defaults.test_fraction, help="share of images in the test split (default %(default)s)")
+    parser.add_argument("--seed", type=integer(0), default=defaults.split_seed, help="split / random-crop seed (default %(default)s)")
+    parser.add_argument("--min-size", type=integer(1), default=defaults.min_size, help="smallest accepted image side (default: --hr-size)")
     parser.add_argument("--groups", help="CSV mapping file name -> group (e.g. meta/faces_celeba_identity.csv): split by group")
     parser.add_argument("--group-key-column", default="file", help="file-name column of --groups (default %(default)s)")
     parser.add_argument("--group-column", default="celeba_identity", help="group column of --groups (default %(default)s)")
-    parser.add_argument("--limit", type=int, help="stop after this many accepted images (sorted path order)")
+    parser.add_argument("--limit", type=integer(1), help="stop after this many accepted images (sorted path order)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 

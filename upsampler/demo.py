@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .argtypes import integer
+
 DEMO_LABEL = "DEMO"
 SCALES = (1.0, 1.5, 2.0)
 MIN_STD = 8.0  # pixel std (0..255) below which a window counts as flat and is redrawn
@@ -297,10 +299,10 @@ def is_demo_folder(path: str | os.PathLike) -> bool:
 
 def configure_demo_data_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT", help="folder to write broad/ and narrow/ into")
-    parser.add_argument("--broad-count", type=int, default=480, help="images in broad/ (default %(default)s)")
-    parser.add_argument("--narrow-count", type=int, default=360, help="images in narrow/ (default %(default)s)")
-    parser.add_argument("--size", type=int, default=64, help="image side in px, >= the profile's hr_size (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="crop seed (default %(default)s)")
+    parser.add_argument("--broad-count", type=integer(1), default=480, help="images in broad/ (default %(default)s)")
+    parser.add_argument("--narrow-count", type=integer(1), default=360, help="images in narrow/ (default %(default)s)")
+    parser.add_argument("--size", type=integer(8), default=64, help="image side in px, >= the profile's hr_size (default %(default)s)")
+    parser.add_argument("--seed", type=integer(0), default=0, help="crop seed (default %(default)s)")
 
 
 def run_demo_data(args: argparse.Namespace) -> int:

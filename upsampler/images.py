@@ -332,6 +332,43 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     return path
 
 
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def save_image(array: np.ndarray, path: str | os.PathLike, *, quality: int = 95) -> Path:
+    """Write a ``uint8`` image in the format its suffix names (:data:`SAVE_FORMATS`); PNG is
+    lossless, JPEG and WebP use ``quality`` (1-100). JPEG has no alpha: an image with one is
+    refused (the caller chooses PNG instead). Returns the path."""
+    path = Path(path)
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image format {path.suffix!r}; use one of {', '.join(SAVE_FORMATS)}")
+    if fmt == "PNG":
+        return save_png(array, path)
+    arr = np.asarray(array)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"save_image expects uint8 pixels, got {arr.dtype}")
+    if fmt == "JPEG" and arr.ndim == 3 and arr.shape[-1] in (2, 4):
+        raise ValueError(f"{path}: JPEG cannot hold an alpha channel; save it as PNG or WebP")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] == 2:  # WebP has no grey + alpha: store it as RGBA
+        arr = np.dstack([arr[..., 0]] * 3 + [arr[..., 1]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(arr)).save(path, format=fmt, quality=int(quality))
+    return path
+
+
+def resize_to(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A ``uint8`` image (grey, grey + alpha, RGB or RGBA) resized with Lanczos, every channel alike."""
+    arr = np.asarray(array)
+    if arr.shape[1] == width and arr.shape[0] == height:
+        return arr
+    if arr.ndim == 3 and arr.shape[-1] == 2:
+        return np.dstack([resize_to(arr[..., k], width, height) for k in (0, 1)])
+    return np.asarray(Image.fromarray(np.ascontiguousarray(arr)).resize((width, height), Image.Resampling.LANCZOS), np.uint8)
+
+
 # ---- pixel ranges ----------------------------------------------------------------------
 
 def to_float(image: np.ndarray) -> np.ndarray:

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from .argtypes import integer, number
 from .images import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -362,22 +363,27 @@ def render_kind(
     stem: str,
     note: str | None = None,
     title: str | None = None,
+    ext: str = "png",
+    quality: int = 95,
 ) -> list[Path]:
     """Write one image's outputs for ``kind`` into ``out_dir``; returns the written paths.
 
-    ``sr`` writes ``<stem>_sr.png`` (and ``<stem>_sr_b.png`` with a second model) at full
-    resolution; the other kinds write one figure ``<stem>_<kind>.png``.
+    ``sr`` writes ``<stem>_sr.<ext>`` (and ``<stem>_sr_b.<ext>`` with a second model) at full
+    resolution (an image with alpha as PNG when ``ext`` is jpg); the other kinds write one
+    figure ``<stem>_<kind>.png``.
     """
-    from .images import bicubic_upscale, save_png
+    from .images import bicubic_upscale, save_image
     from .plots import close, panel_figure
 
     kind = KINDS[kind] if isinstance(kind, str) else kind
     out_dir = Path(out_dir)
     if kind.name == "sr":
-        paths = [save_png(sr_a, out_dir / f"{stem}_sr.png")]
-        if sr_b is not None:
-            paths.append(save_png(sr_b, out_dir / f"{stem}_sr_b.png"))
-        return paths
+        def suffix(image: np.ndarray) -> str:
+            has_alpha = image.ndim == 3 and image.shape[-1] in (2, 4)
+            return "png" if ext == "jpg" and has_alpha else ext
+
+        pairs = [("sr", sr_a)] + ([("sr_b", sr_b)] if sr_b is not None else [])
+        return [save_image(image, out_dir / f"{stem}_{part}.{suffix(image)}", quality=quality) for part, image in pairs]
     if kind.needs_hr and hr is None:
         raise ValueError(f"figure kind '{kind.name}' needs the HR image")
     if kind.needs_b and sr_b is None:
@@ -408,10 +414,10 @@ def configure_upscale_parser(p) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--kind", default="sr", choices=sorted(KINDS),
                    help="; ".join(f"{k.name}: {k.description}" for k in KINDS.values()) + " (default sr)")
-    p.add_argument("--tile", type=int, default=128, help="LR tile side in pixels; 0 = whole image at once (default 128)")
-    p.add_argument("--overlap", type=int, default=None,
+    p.add_argument("--tile", type=integer(0), default=128, help="LR tile side in pixels; 0 = whole image at once (default 128)")
+    p.add_argument("--overlap", type=integer(0), default=None,
                    help="LR pixels of context around each tile (default: the generator's receptive field, exact)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=integer(1), default=None,
                    help="tiles per generator call (default: as many as fit 4 x 160 x 160 LR pixels)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--input-is-lr", action="store_true",
@@ -419,9 +425,16 @@ def configure_upscale_parser(p) -> None:
     group.add_argument("--input-is-hr", action="store_true",
                        help="the images are HR: mod-crop, bicubic-downscale to LR, then upscale; default for kinds "
                             "with an HR panel")
-    p.add_argument("--max-output-pixels", type=int, default=MAX_OUTPUT_PIXELS, metavar="N",
+    p.add_argument("--max-output-pixels", type=integer(0), default=MAX_OUTPUT_PIXELS, metavar="N",
                    help="refuse an input whose SR output would have more than N pixels (8192 x 8192 by default), "
                         "before decoding it; 0 = no limit")
+    p.add_argument("--outscale", type=number(0, 16, low_open=True), metavar="S",
+                   help="final scale of the --kind sr files: the x4 result is resized (Lanczos) to S x the input "
+                        "size, as Real-ESRGAN's --outscale (default: the model's own factor, no resize)")
+    p.add_argument("--ext", choices=("png", "jpg", "webp", "auto"), default="png",
+                   help="format of the --kind sr files; auto: the input's own (png, jpg or webp); an image with "
+                        "alpha is written as PNG whatever this says; figures are always PNG (default png)")
+    p.add_argument("--quality", type=integer(1, 100), default=95, help="JPEG / WebP quality (default 95)")
     p.add_argument("--label-a", help="panel label of --model (default: 'Model A (<name>)' or 'SR (<name>)')")
     p.add_argument("--label-b", help="panel label of --model-b (default: 'Model B (<name>)')")
 
@@ -469,6 +482,14 @@ def check_output_size(name: str, header: "ImageHeader", scale: int, input_is_lr:
                          "raise it with --max-output-pixels (0 for none)")
 
 
+def output_ext(ext: str, path: Path) -> str:
+    """The suffix of an ``sr`` file: ``ext``, or with ``"auto"`` the input's own when it is one we write."""
+    if ext != "auto":
+        return ext
+    own = path.suffix.lower().lstrip(".")
+    return {"jpeg": "jpg"}.get(own, own) if own in ("png", "jpg", "jpeg", "webp") else "png"
+
+
 SMALL_LR = 32  # an "HR" input whose LR side would be below this is probably an LR image already
 
 
@@ -488,6 +509,9 @@ def _upscale_settings(args) -> tuple["FigureKind", bool, int | None]:
         raise ValueError(f"--tile must be >= 1 (or 0 for whole images), got {args.tile}")
     if args.max_output_pixels < 0:
         raise ValueError(f"--max-output-pixels must be >= 0 (0 for no limit), got {args.max_output_pixels}")
+    if kind.name != "sr" and (getattr(args, "outscale", None) is not None or getattr(args, "ext", "png") != "png"):
+        raise ValueError(f"--outscale and --ext apply to --kind sr (full-resolution files); --kind {kind.name} "
+                         "writes a PNG figure")
     return kind, input_is_lr, tile
 
 
@@ -529,7 +553,7 @@ def restore_mode(sr: np.ndarray, header: "ImageHeader", alpha: np.ndarray | None
 def run_upscale(args) -> int:
     from tqdm import tqdm
 
-    from .images import load_alpha, load_rgb, read_header, readable_name
+    from .images import load_alpha, load_rgb, read_header, readable_name, resize_to
     from .plots import note_for_run
     from .pretrained import resolve
 
@@ -591,6 +615,9 @@ def run_upscale(args) -> int:
             if kind.name == "sr" and input_is_lr:  # full-resolution files keep the input's grey / alpha
                 alpha = load_alpha(path)
                 srs = [restore_mode(sr, header, alpha) for sr in srs]
+            if args.outscale is not None and kind.name == "sr":
+                size = (max(1, round(lr.shape[1] * args.outscale)), max(1, round(lr.shape[0] * args.outscale)))
+                srs = [resize_to(sr, *size) for sr in srs]
             out_dir.mkdir(parents=True, exist_ok=True)
             stem = path.stem
             stems[stem] = stems.get(stem, 0) + 1
@@ -599,6 +626,7 @@ def run_upscale(args) -> int:
             written += render_kind(
                 kind, lr=lr, sr_a=srs[0], sr_b=srs[1] if two else None, hr=hr, scale=scale,
                 label_a=label_a, label_b=label_b, out_dir=out_dir, stem=stem, note=note, title=name,
+                ext=output_ext(args.ext, path), quality=args.quality,
             )
             done += 1
         except (OSError, ValueError) as exc:

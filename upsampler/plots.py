@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .argtypes import integer, number
+
 DEFAULT_ZOOM = (1500, 1750)  # the original's zoomed window (epochs)
 NOTE_COLOR = "crimson"
 PANEL_DPI = 100
@@ -400,13 +402,13 @@ def configure_losses_parser(p) -> None:
     p.add_argument("--out", required=True, metavar="FIG",
                    help="figure to write (PNG): one row per log, all epochs | zoomed window; "
                         "a discriminator figure per log is written beside it as FIG-stem_discriminator_<log>.png")
-    p.add_argument("--zoom", nargs=2, type=int, metavar=("START", "END"), default=(1500, 1750),
+    p.add_argument("--zoom", nargs=2, type=integer(0), metavar=("START", "END"), default=(1500, 1750),
                    help="epochs of the zoomed panel (default 1500 1750, as the original; clipped to the run)")
     p.add_argument("--no-zoom", action="store_true", help="no zoomed panel")
-    p.add_argument("--adversarial-weight", type=float, default=1e-3,
+    p.add_argument("--adversarial-weight", type=number(0, low_open=True), default=1e-3,
                    help="weight the adversarial curve is multiplied by (default 1e-3, the study's)")
-    p.add_argument("--patience", type=int, default=3, help="consecutive saturated epochs for the verdict (default 3)")
-    p.add_argument("--threshold", type=float, default=0.05,
+    p.add_argument("--patience", type=integer(1), default=3, help="consecutive saturated epochs for the verdict (default 3)")
+    p.add_argument("--threshold", type=number(0, 0.5, low_open=True), default=0.05,
                    help="probability margin for a saturated D: both >= 1-t or both <= t (default 0.05)")
 
 

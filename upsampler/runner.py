@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
+from .argtypes import integer  # noqa: E402
 from .config import CONTENT_NETWORKS, PROFILES  # noqa: E402 - the choices are the config's own
 from .notebook import seed_run_name  # noqa: E402
 EXTRACTORS = ("none", "fid-inception", "inception-imagenet", "inception-untrained")
@@ -164,17 +165,17 @@ def configure_study_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs", metavar="DIR", help="output root; results go to DIR/<study>/ "
                    "(default %(default)s)")
     p.add_argument("--study", metavar="NAME", help="study folder under --out (default: demo, else the profile)")
-    p.add_argument("--epochs", type=int, metavar="N", help="adversarial epochs per model (default: the profile's)")
-    p.add_argument("--pretrain-epochs", type=int, metavar="N", help="MSE pre-training epochs per model")
+    p.add_argument("--epochs", type=integer(0), metavar="N", help="adversarial epochs per model (default: the profile's)")
+    p.add_argument("--pretrain-epochs", type=integer(0), metavar="N", help="MSE pre-training epochs per model")
     p.add_argument("--content-network", choices=CONTENT_NETWORKS,
                    help="content-loss network (default: the profile's; untrained is for tests and labelled)")
     p.add_argument("--extractor", choices=EXTRACTORS,
                    help="Inception for FID (default: fid-inception for paper/original, else none)")
-    p.add_argument("--extractor-size", type=int, metavar="N", help="Inception input size (tests only; not an FID)")
-    p.add_argument("--seeds", type=int, default=1, metavar="N",
+    p.add_argument("--extractor-size", type=integer(75), metavar="N", help="Inception input size (tests only; not an FID)")
+    p.add_argument("--seeds", type=integer(1, 100), default=1, metavar="N",
                    help="train each model with N seeds (0..N-1; runs model_a, model_a_seed1, ...), evaluate every "
                         "run and report each model over its seeds (default 1)")
-    p.add_argument("--limit", type=int, metavar="N", help="use at most N images of each dataset")
+    p.add_argument("--limit", type=integer(1), metavar="N", help="use at most N images of each dataset")
     p.add_argument("--seed-log", action="append", default=[], type=_existing, metavar="PATH",
                    help="also plot one of the original study's loss logs (repeatable)")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE",
@@ -189,8 +190,6 @@ def resolve(args: argparse.Namespace) -> Options:
         value = getattr(args, name)
         if value is not None and value < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.seeds > 1 and any(o.strip().startswith("train.seed=") for o in args.overrides):
         raise ValueError("--seeds N sets each run's train.seed (0..N-1); leave out --set train.seed")
     demo = not args.coco

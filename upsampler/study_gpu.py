@@ -25,6 +25,8 @@ import tarfile
 import time
 from pathlib import Path
 
+from .argtypes import integer, number
+
 PACKED = ("config.json", "loss.csv", "train.log", "exports.json", "generator.keras", "generator_pretrained.keras")
 
 
@@ -37,14 +39,14 @@ def configure_gpu_study_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coco", required=True, help="Model A's images (a folder; several joined with ':')")
     p.add_argument("--celeba", required=True, help="Model B's face images (a folder)")
     p.add_argument("--celeba-groups", help="CSV file -> identity: split the faces by identity")
-    p.add_argument("--test-fraction", type=float, default=0.2,
+    p.add_argument("--test-fraction", type=number(0, 1), default=0.2,
                    help="test share of each set (0 when the folders hold training images only)")
     p.add_argument("--out", required=True, help="output folder: data/, runs/, pack/")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per model")
-    p.add_argument("--pretrain-minutes", type=float, default=3.0, help="MSE pre-training budget per run")
-    p.add_argument("--minutes", type=float, default=3.0, help="adversarial budget per run")
-    p.add_argument("--parallel", type=int, default=0, help="runs started together (0: all)")
-    p.add_argument("--stop-after", type=float, default=0.0, metavar="MINUTES",
+    p.add_argument("--seeds", type=integer(1, 100), default=3, help="training seeds per model")
+    p.add_argument("--pretrain-minutes", type=number(0), default=3.0, help="MSE pre-training budget per run")
+    p.add_argument("--minutes", type=number(0, low_open=True), default=3.0, help="adversarial budget per run")
+    p.add_argument("--parallel", type=integer(0), default=0, help="runs started together (0: all)")
+    p.add_argument("--stop-after", type=number(0), default=0.0, metavar="MINUTES",
                    help="stop every run still training this many minutes after the command started, then pack "
                         "(0: no limit); a rerun resumes from the last checkpoints")
     p.add_argument("--profile", default="study-gpu", help="training profile")

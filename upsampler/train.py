@@ -31,6 +31,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from .argtypes import integer, number
 from .config import PROFILES, Config, get_profile
 from .rundir import RunDirectory
 from .steps import STEP_VALUES, Speedups
@@ -534,12 +535,12 @@ def configure_train_parser(p) -> None:
                    help="paper (the study, SRGAN-paper style), original (the 2019 study's choices), study-cpu (the "
                         "CPU-scale study), study-gpu (the study on one GPU against a time budget), demo (CPU minutes) "
                         "or smoke (seconds); default %(default)s")
-    p.add_argument("--pretrain-minutes", type=float, help="wall-clock budget of MSE pre-training (train.pretrain_budget_minutes)")
-    p.add_argument("--minutes", type=float, help="wall-clock budget of the adversarial phase (train.budget_minutes)")
-    p.add_argument("--epochs", type=int, help="total adversarial epochs to reach")
-    p.add_argument("--pretrain-epochs", type=int, help="generator-only MSE epochs before the adversarial phase")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training set")
+    p.add_argument("--pretrain-minutes", type=number(0), help="wall-clock budget of MSE pre-training (train.pretrain_budget_minutes)")
+    p.add_argument("--minutes", type=number(0), help="wall-clock budget of the adversarial phase (train.budget_minutes)")
+    p.add_argument("--epochs", type=integer(0), help="total adversarial epochs to reach")
+    p.add_argument("--pretrain-epochs", type=integer(0), help="generator-only MSE epochs before the adversarial phase")
+    p.add_argument("--batch-size", type=integer(1))
+    p.add_argument("--steps-per-epoch", type=integer(1), help="default: one pass over the training set")
     p.add_argument("--content-network", choices=["vgg19", "vgg16-hed", "untrained"],
                    help="network of the content loss (default: the profile's): vgg19 = ImageNet VGG19 (downloaded "
                         "once), vgg16-hed = pretrained VGG16-HED (offline), untrained = tests only, labelled")

@@ -294,4 +294,4 @@ def test_evaluate_cli_n_boot_zero_and_negative(tmp_path, monkeypatch, capsys, fa
         cli.main([*args, "--n-boot", "-5"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--n-boot: must be >= 0, got -5" in err and "Traceback" not in err and "negative dimensions" not in err
+    assert "--n-boot: must be an integer >= 0, got -5" in err and "Traceback" not in err and "negative dimensions" not in err

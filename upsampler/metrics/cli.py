@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..argtypes import integer
 from .extractors import DEFAULT_EXTRACTOR, EXTRACTORS
 
 _EXTRACTOR_HELP = (
@@ -23,26 +24,15 @@ _EXTRACTOR_HELP = (
 )
 
 
-def _non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (argparse turns the ValueError into a one-line usage error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _add_extractor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extractor", choices=sorted(EXTRACTORS), default=DEFAULT_EXTRACTOR, help=_EXTRACTOR_HELP)
-    parser.add_argument("--input-size", type=int, default=None,
+    parser.add_argument("--input-size", type=integer(75), default=None,
                         help="extractor input size in px (default 299). Testing only: other sizes are not FID")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default %(default)s)")
-    parser.add_argument("--n-boot", type=_non_negative_int, default=200,
+    parser.add_argument("--batch-size", type=integer(1), default=16, help="images per forward pass (default %(default)s)")
+    parser.add_argument("--n-boot", type=integer(0), default=200,
                         help="bootstrap resamples for the FID interval; 0 = none (default %(default)s)")
-    parser.add_argument("--kid-subsets", type=int, default=100, help="KID subsets; 0 = no KID (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and KID subsets")
+    parser.add_argument("--kid-subsets", type=integer(0), default=100, help="KID subsets; 0 = no KID (default %(default)s)")
+    parser.add_argument("--seed", type=integer(0), default=0, help="seed of the bootstrap and KID subsets")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
 
@@ -77,7 +67,7 @@ def configure_fid_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir1", metavar="DIR1", help="folder of images, or a .npz of cached statistics")
     parser.add_argument("dir2", metavar="DIR2", help="folder of images, or a .npz of cached statistics")
     _add_extractor_args(parser)
-    parser.add_argument("--kid-subset-size", type=int, default=None,
+    parser.add_argument("--kid-subset-size", type=integer(2), default=None,
                         help="images per KID subset (default min(1000, N // 2))")
     parser.add_argument("--save-stats1", metavar="NPZ", help="cache DIR1's statistics (and features) here")
     parser.add_argument("--save-stats2", metavar="NPZ", help="cache DIR2's statistics (and features) here")
@@ -143,7 +133,7 @@ def configure_sr_bench_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", metavar="DIR", help="folder of HR images (e.g. Set5)")
     parser.add_argument("--method", default="bicubic",
                         help="'bicubic' (MATLAB-style imresize) or the path of a saved generator .keras")
-    parser.add_argument("--scale", type=int, default=4, help="upscaling factor (default %(default)s)")
+    parser.add_argument("--scale", type=integer(2), default=4, help="upscaling factor (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -179,16 +169,16 @@ def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
                         choices=["none", "fid-inception", "inception-imagenet", "inception-untrained"],
                         help="Inception for FID/KID (default %(default)s: no FID; untrained features never enter the "
                              "table, they go to untrained_features.csv)")
-    parser.add_argument("--input-size", type=int, help="Inception input size (default 299; other sizes are not FID)")
+    parser.add_argument("--input-size", type=integer(75), help="Inception input size (default 299; other sizes are not FID)")
     parser.add_argument("--no-faces", action="store_true", help="not faces: skip identity_distance and kid_face")
     parser.add_argument("--no-perceptual", action="store_true", help="skip lpips_hed, kid_hed and fd_hed")
     parser.add_argument("--no-piqe", action="store_true", help="skip the no-reference PIQE score")
-    parser.add_argument("--n-boot", type=_non_negative_int, default=1000,
+    parser.add_argument("--n-boot", type=integer(0), default=1000,
                         help="bootstrap resamples; 0 = no intervals (default %(default)s). With identities recorded "
                              "for the test split, identities are resampled, then faces within them")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default %(default)s)")
-    parser.add_argument("--grid-images", type=int, default=4, help="rows of the comparison figure (default %(default)s)")
+    parser.add_argument("--seed", type=integer(0), default=0, help="bootstrap seed (default %(default)s)")
+    parser.add_argument("--batch-size", type=integer(1), default=16, help="images per batch (default %(default)s)")
+    parser.add_argument("--grid-images", type=integer(0), default=4, help="rows of the comparison figure (default %(default)s)")
     parser.add_argument("--save-sr", action="store_true", help="also save every method's SR images under OUT/sr/")
     parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
     parser.add_argument("--json", action="store_true", help="print the tables as JSON")
