@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from ship_study import difference_cell  # scripts/ is on the path when a script here runs
+from upsampler.metrics.perceptual import FEATDIST_LABEL, SHARED_LAYER_NOTE
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "upsampler" / "pretrained"
@@ -41,7 +42,7 @@ STAGES = {"": ("generator.keras", "SRGAN", "after MSE pre-training and the adver
 CARD_METRICS = (("psnr", "PSNR on Y (dB)", 1.0), ("ssim", "SSIM on Y", 1.0),
                 ("identity_distance", "identity distance (dlib embedding, lower is better)", 1.0),
                 ("identity_top1", "identity top-1 retrieval", 1.0),
-                ("lpips_hed", "LPIPS-style (VGG16-HED), not LPIPS (lower is better)", 1.0),
+                ("featdist_hed", f"{FEATDIST_LABEL}, lower is better", 1.0),
                 ("kid_face", "KID on face embeddings x10^3 (a mean-embedding shift; bootstrap spread)", 1e3),
                 ("fd_hed", "Fréchet distance on VGG16-HED features, not an FID", 1.0))
 DOC_FILES = ("metrics.csv", "metrics.md", "paired.csv", "pooled.csv", "pooled_paired.csv", "per_image_metrics.csv")
@@ -143,7 +144,7 @@ def model_card(name: str, stage: str, seed: int, metrics: dict, pooled: dict) ->
 FINDINGS = (("psnr", "PSNR on Y (dB), higher is better", 1.0, 2), ("ssim", "SSIM on Y, higher is better", 1.0, 3),
             ("identity_distance", "Identity distance (dlib face embedding), lower is better", 1.0, 3),
             ("identity_top1", "Identity top-1 retrieval, higher is better", 1.0, 3),
-            ("lpips_hed", "VGG16-HED feature distance (LPIPS-style, not LPIPS), lower is better", 1.0, 3),
+            ("featdist_hed", f"{FEATDIST_LABEL}, lower is better", 1.0, 3),
             ("kid_face", "KID on face embeddings x10^3, lower is better", 1e3, 3),
             ("fd_hed", "Fréchet distance on VGG16-HED features (not an FID), lower is better", 1.0, 0))
 COLUMNS = ("Bicubic", "Model A, MSE", "Model B, MSE", "Model A, SRGAN", "Model B, SRGAN")
@@ -163,6 +164,7 @@ def findings_table(evaluation: Path) -> str:
         cells = [f"{float(pooled[(m, key)]['value']) * scale:.{digits}f}" for m in COLUMNS]
         cells += [difference_cell(pairs[(key, a, b)], scale, digits) for a, b in PAIRS]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines += ["", f"VGG16-HED rows: {SHARED_LAYER_NOTE}."]
     return "\n".join(lines) + "\n"
 
 

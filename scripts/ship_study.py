@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from upsampler import hardware
+from upsampler.metrics.perceptual import FEATDIST_LABEL, SHARED_LAYER_NOTE
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "upsampler" / "pretrained"
@@ -140,7 +141,7 @@ def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str
         lines += ["", f"## Metrics on the {faces['counts']['test']} held-out faces (44->176; 95% bootstrap intervals)", "",
                   "| metric | value |", "|---|---|"]
         for key, title in (("identity_distance", "identity distance (dlib embedding, lower is better)"),
-                           ("lpips_hed", "LPIPS-style (VGG16-HED), not LPIPS (lower is better)"),
+                           ("featdist_hed", f"{FEATDIST_LABEL}, lower is better"),
                            ("psnr", "PSNR on Y (dB)"), ("ssim", "SSIM on Y"),
                            ("kid_face", "KID on face embeddings x10^3 (bootstrap spread at N)")):
             if key in row and row[key]:
@@ -155,7 +156,7 @@ def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str
 
 
 FINDING_METRICS = (("identity_distance", "Identity distance (dlib face embedding), lower is better", 1.0, 3),
-                   ("lpips_hed", "LPIPS-style distance (VGG16-HED, not LPIPS), lower is better", 1.0, 3),
+                   ("featdist_hed", f"{FEATDIST_LABEL}, lower is better", 1.0, 3),
                    ("kid_face", "KID on face embeddings x10^3, lower is better", 1e3, 3),
                    ("psnr", "PSNR on Y (dB), higher is better", 1.0, 2),
                    ("ssim", "SSIM on Y, higher is better", 1.0, 3))
@@ -173,6 +174,7 @@ def findings_table(docs: Path) -> str:
         cells = [f"{float(table[m][key]) * scale:.{digits}f}" for m in ("Bicubic", "Model A", "Model B")]
         cells += [difference_cell(paired[(key, a, b)], scale, digits) for a, b in pairs]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines += ["", f"VGG16-HED rows: {SHARED_LAYER_NOTE}."]
     return "\n".join(lines) + "\n"
 
 

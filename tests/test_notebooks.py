@@ -267,7 +267,7 @@ def test_chain_writes_the_study_layout(chain):
     assert pooled.loc[("Model B", "psnr"), "n_seeds"] == 2
     assert pooled.loc[("Model B", "psnr"), "value"] == pytest.approx(psnr[["Model B #1", "Model B #2"]].mean(), abs=1e-4)
     assert pooled.loc[("Model A", "psnr"), "n_seeds"] == 1
-    for column in ("n", "psnr", "psnr_low", "psnr_high", "ssim", "lpips_hed", "lpips_hed_low", "kid_hed",
+    for column in ("n", "psnr", "psnr_low", "psnr_high", "ssim", "featdist_hed", "featdist_hed_low", "kid_hed",
                    "fd_hed", "split", "label", "provenance"):
         assert table[column].notna().all(), column
     assert "fid" not in table.columns and "identity_distance" not in table.columns  # no FID asked; not faces
@@ -278,7 +278,8 @@ def test_chain_writes_the_study_layout(chain):
     markdown = (study / "tables/evaluation_metrics.md").read_text()
     assert "DEMO" in markdown and "UNTRAINED" in markdown and "| Model B #2 |" in markdown
     assert "## Per model over its training seeds" in markdown and "| Model B | 2 |" in markdown
-    assert "LPIPS-style (VGG16-HED), not LPIPS" in markdown and "Paired differences" in markdown
+    assert "VGG16-HED feature distance (unweighted, LPIPS structure; not LPIPS)" in markdown
+    assert "Paired differences" in markdown
     figures = {p.name for p in (study / "figures").glob("*.png")}
     for expected in ("coco_pairs.png", "celeba_pairs.png", "model_a_losses.png", "model_a_discriminator.png",
                      "model_b_samples_latest.png", "evaluation_paired_differences.png", "evaluation_comparison_grid.png",

@@ -19,7 +19,7 @@ from upsampler.precision import gpu_policy, hardware_policy, resolve_precision  
 # The quality guard's tolerance: the same short training in float32 and in mixed_bfloat16 ends
 # within these on the held-out images (means over the test split).
 PSNR_TOLERANCE_DB = 0.3
-LPIPS_TOLERANCE = 0.02
+FEATDIST_TOLERANCE = 0.02
 
 
 def test_auto_is_bf16_where_the_hardware_has_it_else_float32_or_float16():
@@ -70,7 +70,7 @@ def _guard_config(policy: str, *extra: str):
 
 def _held_out_scores(generator_file: Path, data_dir: Path) -> dict[str, float]:
     from upsampler.metrics.evaluate import read_split_folder, run_generator
-    from upsampler.metrics.perceptual import HedFeatures, lpips_style
+    from upsampler.metrics.perceptual import HedFeatures, feature_distance
     from upsampler.metrics.sr import psnr
     from upsampler.models import load_generator
 
@@ -80,15 +80,15 @@ def _held_out_scores(generator_file: Path, data_dir: Path) -> dict[str, float]:
     reference = hed(hr)
     return {
         "psnr": float(np.mean([psnr(a, b) for a, b in zip(sr, hr)])),
-        "lpips": float(np.mean(lpips_style(hed(sr), reference))),
+        "featdist_hed": float(np.mean(feature_distance(hed(sr), reference))),
     }
 
 
 @pytest.mark.slow
 def test_quality_guard_bf16_training_ends_where_float32_does(photo_data, tmp_path):
     """The same short training (MSE pre-training, then adversarial) in float32 and in
-    mixed_bfloat16, from the same seed and batches: held-out PSNR and LPIPS-style distance end
-    within PSNR_TOLERANCE_DB and LPIPS_TOLERANCE, and the precision is in config.json."""
+    mixed_bfloat16, from the same seed and batches: held-out PSNR and VGG16-HED feature distance end
+    within PSNR_TOLERANCE_DB and FEATDIST_TOLERANCE, and the precision is in config.json."""
     from upsampler.train import train
 
     scores = {}
@@ -104,7 +104,7 @@ def test_quality_guard_bf16_training_ends_where_float32_does(photo_data, tmp_pat
     for stage in ("mse", "final"):
         f32, bf16 = scores["float32", stage], scores["mixed_bfloat16", stage]
         assert abs(bf16["psnr"] - f32["psnr"]) <= PSNR_TOLERANCE_DB, (stage, scores)
-        assert abs(bf16["lpips"] - f32["lpips"]) <= LPIPS_TOLERANCE, (stage, scores)
+        assert abs(bf16["featdist_hed"] - f32["featdist_hed"]) <= FEATDIST_TOLERANCE, (stage, scores)
     # Worth comparing: both runs moved far from where they started (an untrained generator).
     start = _held_out_scores(_initial_generator(_guard_config("float32"), tmp_path / "initial.keras"), photo_data)
     for policy in ("float32", "mixed_bfloat16"):

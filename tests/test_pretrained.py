@@ -112,10 +112,10 @@ def test_committed_per_image_metrics_are_reproduced_on_a_subset(shared_data, tmp
     merged = mine.merge(committed, on=["method", "image"], suffixes=("", "_committed"))
     assert len(merged) == 3 * len(rows)
     # The SR images are 8-bit: CPU kernels with another round-off order (oneDNN's or Eigen's, AVX2 or
-    # AVX-512) move a few pixels by one level. PSNR, SSIM, the LPIPS-style distance and PIQE barely
+    # AVX-512) move a few pixels by one level. PSNR, SSIM, the VGG16-HED feature distance and PIQE barely
     # notice; dlib's face embedding moves by up to ~6e-5 (measured), so its bound is 2e-4 - still
     # 100x below the smallest difference between two methods on one face.
     atol = {"identity_distance": 2e-4}
-    for metric in [m for m in ("psnr", "ssim", "lpips_hed", "identity_distance", "piqe") if m in committed]:
+    for metric in [m for m in ("psnr", "ssim", "featdist_hed", "identity_distance", "piqe") if m in committed]:
         np.testing.assert_allclose(merged[metric], merged[f"{metric}_committed"], rtol=2e-5,
                                    atol=atol.get(metric, 2e-6), err_msg=metric)

@@ -25,7 +25,7 @@ def test_help_describes_every_option():
     result = _run("--help", timeout=120)
     assert result.returncode == 0, result.stderr
     for option in ("--profile", "--coco", "--celeba", "--out", "--epochs", "--pretrain-epochs", "--content-network",
-                   "--extractor", "--limit", "--celeba-groups", "--set", "--seeds", "BUILT-IN DEMO", "study-cpu", "examples:"):
+                   "--extractor", "--limit", "--celeba-groups", "--set", "--seeds", "--match-train-size", "BUILT-IN DEMO", "study-cpu", "examples:"):
         assert option in result.stdout, option
 
 
@@ -125,7 +125,7 @@ def test_smoke_run_on_shared_data_then_resume(shared_data, tmp_path):
     assert "SMOKE TEST" in markdown
     figures = {p.name for p in (study / "figures").glob("*.png")}
     with (study / "tables" / "evaluation_paired.csv").open(newline="") as handle:
-        assert {row["metric"] for row in csv.DictReader(handle)} >= {"identity_distance", "lpips_hed", "kid_face"}
+        assert {row["metric"] for row in csv.DictReader(handle)} >= {"identity_distance", "featdist_hed", "kid_face"}
     assert {"evaluation_paired_differences.png", "evaluation_comparison_grid.png", "model_a_losses.png",
             "model_b_discriminator.png", "coco_pairs.png", "celeba_pairs.png"} <= figures
     # the faces were split by CelebA identity (found automatically beside ../shared/data/faces)

@@ -10,13 +10,13 @@ The common case::
 Sub-modules: ``config`` (profiles), ``images`` and ``data`` (decoding, preprocessing,
 tf.data), ``models`` (generator, discriminator), ``backbones`` (pretrained feature networks),
 ``losses``, ``train`` (exact-resume training), ``inference`` (tiled upscaling, comparison
-figures), ``metrics`` (PSNR, SSIM, LPIPS-style, face identity, KID, FID, paired statistics),
-``pretrained`` (shipped generators), ``losslog`` and ``plots``, ``bench`` and ``cli``.
+figures), ``metrics`` (PSNR, SSIM, VGG16-HED feature distance, face identity, KID, FID, paired
+statistics), ``pretrained`` (shipped generators), ``losslog`` and ``plots``, ``bench`` and ``cli``.
 """
 
 from .hardware import choose_keras_backend, prefer_onednn
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # Before TensorFlow loads (it loads on first use, below): its fast CPU kernels on every x86 CPU.
 prefer_onednn()

@@ -24,8 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "upscale": ("upsampler.inference", "Upscale images with a trained generator (tiled)."),
     "fid": ("upsampler.metrics.cli", "FID and KID between two image folders."),
     "sr_bench": ("upsampler.metrics.cli", "PSNR/SSIM of bicubic or a generator on a folder of HR images."),
-    "evaluate": ("upsampler.metrics.cli", "Bicubic vs generators on a test set: PSNR, SSIM, LPIPS-style, face identity, "
-                                          "KID, paired 95%% intervals (FID where the Inception loads)."),
+    "evaluate": ("upsampler.metrics.cli", "Bicubic vs generators on a test set: PSNR, SSIM, VGG16-HED feature "
+                                          "distance, face identity, KID, paired 95%% intervals (FID where the Inception loads)."),
     "losses": ("upsampler.plots", "Plot a run's loss.csv or an original-format loss log; flag a saturated D."),
     "benchmark": ("upsampler.bench", "Throughput and useful GFLOP/s of training, inference and the pipeline."),
     "gpu_study": ("upsampler.study_gpu", "Train Model A and B (MSE and adversarial stages, several seeds) on one GPU "

@@ -56,6 +56,9 @@ class DataConfig:
     flips: bool = False  # random horizontal flips in the training pipeline
     train_crop: int | None = None  # HR side of a random LR/HR-aligned crop drawn per image and step; None: whole image
     shuffle_buffer: int = 4096
+    # Use only this many training images: a seeded subset of the processed train split, the same for every
+    # training seed (chosen with split_seed, not train.seed; upsampler.data.choose_train_images); None: all.
+    train_images: int | None = None
 
     @property
     def train_hr_size(self) -> int:
@@ -196,7 +199,8 @@ class Config:
         """Return a copy with ``section.field=value`` assignments applied.
 
         Values are parsed as JSON where possible (numbers, true/false, null), else taken as
-        strings, then checked against the field's type.
+        strings, then checked against the field's type. A field that may be None (``int | None``)
+        takes ``null`` or ``None``, and otherwise a value of its type.
         """
         cfg = Config.from_dict(self.to_dict())
         for assignment in assignments:
@@ -209,7 +213,8 @@ class Config:
                 raise ValueError(f"override '{assignment}': no config section '{section_name}'")
             if field_name not in {f.name for f in fields(section)}:
                 raise ValueError(f"override '{assignment}': section '{section_name}' has no field '{field_name}'")
-            setattr(section, field_name, _parse_value(value_text, getattr(section, field_name)))
+            annotation = str(next(f.type for f in fields(section) if f.name == field_name))
+            setattr(section, field_name, _parse_value(value_text, getattr(section, field_name), annotation))
         cfg.validate()
         return cfg
 
@@ -223,6 +228,9 @@ class Config:
             raise ValueError(f"data.crop must be 'center' or 'random', got {d.crop!r}")
         if not 0.0 <= d.test_fraction < 1.0:
             raise ValueError(f"data.test_fraction must be in [0, 1), got {d.test_fraction}")
+        if d.train_images is not None and (isinstance(d.train_images, bool) or not isinstance(d.train_images, int)
+                                           or d.train_images < 1):
+            raise ValueError(f"data.train_images must be a number of images >= 1 or null (all), got {d.train_images!r}")
         if self.model.upsample not in ("pixel_shuffle", "nearest"):
             raise ValueError(f"model.upsample must be 'pixel_shuffle' or 'nearest', got {self.model.upsample!r}")
         if self.loss.content not in ("vgg", "mse"):
@@ -264,7 +272,9 @@ class Config:
         """Human-readable one-liners, with the untrained-VGG warning when it applies."""
         d, m, l, t = self.data, self.model, self.loss, self.train
         lines = [
-            f"profile={self.profile}  {d.lr_size}x{d.lr_size} -> {d.hr_size}x{d.hr_size} (x{d.scale}), crop={d.crop}",
+            f"profile={self.profile}  {d.lr_size}x{d.lr_size} -> {d.hr_size}x{d.hr_size} (x{d.scale}), crop={d.crop}"
+            + (f", {d.train_images} training images (a subset chosen with split seed {d.split_seed})"
+               if d.train_images is not None else ""),
             f"generator: {m.num_blocks} blocks x {m.filters} filters, upsample={m.upsample}; "
             f"discriminator base {m.disc_filters} filters, {m.disc_head} head, dense {m.disc_dense_units}",
             f"content loss: {l.content}"
@@ -288,11 +298,18 @@ UNTRAINED_VGG_WARNING = (
 )
 
 
-def _parse_value(text: str, current: Any) -> Any:
+def _parse_value(text: str, current: Any, annotation: str = "") -> Any:
+    """``text`` as a value of the field that holds ``current``, declared as ``annotation``."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
         value = text
+    if "None" in annotation:  # an optional field: null / None, else a value of its other type
+        if value is None or text.strip() in ("None", "none"):
+            return None
+        if current is None:
+            base = annotation.replace("| None", "").replace("None |", "").strip()
+            current = {"int": 0, "float": 0.0, "bool": False, "str": ""}.get(base)
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise ValueError(f"expected true/false, got {text!r}")

@@ -24,7 +24,8 @@ what lets ``run_all.sh`` resume; different parameters into the same folder are r
 relative paths (never on the order the file system lists files), optionally by group
 (e.g. CelebA identity) so that no person is in both splits.
 
-``load_split`` reads a split back as uint8 arrays; ``make_train_dataset`` serves one epoch
+``load_split`` reads a split back as uint8 arrays (``load_train_split``: the training images a
+config uses, all of them or the seeded subset of ``data.train_images``); ``make_train_dataset`` serves one epoch
 of ``(lr, hr)`` float32 batches in [-1, 1] whose order and flips depend only on
 ``(seed, epoch)``, so a resumed run sees exactly the batches it would have seen.
 TensorFlow is imported only inside ``make_train_dataset``.
@@ -852,12 +853,11 @@ def _read_png(path: Path) -> np.ndarray:
     return load_rgb(path)
 
 
-def load_split(processed_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Load one split of a processed set: ``(lr, hr, names)`` in manifest order.
+def split_names(processed_dir: str | os.PathLike, split: str) -> list[str]:
+    """The file stems of one split of a processed set, in manifest order (its ``manifest.csv``).
 
-    ``lr`` is ``uint8 (N, h, w, 3)``, ``hr`` is ``uint8 (N, H, W, 3)``, ``names`` the file
-    stems. Raises FileNotFoundError when the folder or its manifest is missing, ValueError
-    for an unknown or empty split.
+    Raises FileNotFoundError when the folder or its manifest is missing, ValueError for an
+    unknown or empty split.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -870,9 +870,76 @@ def load_split(processed_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
     names = [row["name"] for row in _read_csv_rows(manifest) if row["split"] == split]
     if not names:
         raise ValueError(f"the {split} split of {root} is empty")
+    return names
+
+
+def load_split(processed_dir: str | os.PathLike, split: str, *,
+               names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Load one split of a processed set: ``(lr, hr, names)`` in manifest order.
+
+    ``lr`` is ``uint8 (N, h, w, 3)``, ``hr`` is ``uint8 (N, H, W, 3)``, ``names`` the file
+    stems. ``names``: load only these images of the split (in the order given; see
+    :func:`load_train_split`); None: all. Raises FileNotFoundError when the folder or its
+    manifest is missing, ValueError for an unknown or empty split or a name not in the split.
+    """
+    root = Path(processed_dir)
+    available = split_names(root, split)
+    if names is None:
+        names = available
+    else:
+        names = list(names)
+        missing = sorted(set(names) - set(available))
+        if missing:
+            raise ValueError(f"{root}: not in its {split} split: {', '.join(missing[:5])}"
+                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        if not names:
+            raise ValueError(f"no images of the {split} split of {root} asked for")
     hr = np.stack([_read_png(root / split / "hr" / f"{name}.png") for name in names])
     lr = np.stack([_read_png(root / split / "lr" / f"{name}.png") for name in names])
     return lr, hr, names
+
+
+#: The second key of the generator that chooses a training subset (``default_rng([split_seed, 1])``):
+#: a stream of its own, not the one ``_assign_splits`` drew the train/test split from.
+TRAIN_SUBSET_KEY = 1
+
+
+def choose_train_images(names: Sequence[str], train_images: int | None, *, split_seed: int,
+                        source: str | os.PathLike = "the processed set") -> list[str]:
+    """The training images a run uses (``data.train_images``), in the order of ``names``.
+
+    ``None``: all of ``names``. Else ``train_images`` of them: the first of a
+    ``np.random.default_rng([split_seed, TRAIN_SUBSET_KEY])`` permutation of the *sorted* names,
+    so the subset depends only on the set of names and the split seed (never on the training
+    seed, nor on the order the names come in); it is returned in the order of ``names`` (the
+    manifest's), so asking for every image gives exactly the arrays, and the batches, of ``None``.
+    More than there are is a ValueError naming ``source``, the count and the field.
+    """
+    names = list(names)
+    if train_images is None:
+        return names
+    if isinstance(train_images, bool) or not isinstance(train_images, int) or train_images < 1:
+        raise ValueError(f"data.train_images must be a number of images >= 1 or None, got {train_images!r}")
+    if train_images > len(names):
+        raise ValueError(f"data.train_images={train_images}: {source} has only {len(names)} training images; "
+                         f"ask for at most {len(names)} (or data.train_images=null for all)")
+    ordered = sorted(names)
+    permutation = np.random.default_rng([split_seed, TRAIN_SUBSET_KEY]).permutation(len(ordered))
+    chosen = {ordered[i] for i in permutation[:train_images]}
+    return [name for name in names if name in chosen]
+
+
+def train_image_names(processed_dir: str | os.PathLike, data: DataConfig) -> list[str]:
+    """The names of the training images a run with ``data`` uses (:func:`choose_train_images`
+    of the processed set's train split), in manifest order."""
+    return choose_train_images(split_names(processed_dir, "train"), data.train_images, split_seed=data.split_seed,
+                               source=Path(processed_dir))
+
+
+def load_train_split(processed_dir: str | os.PathLike, data: DataConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`load_split` of the train split restricted to ``data.train_images``
+    (:func:`train_image_names`): what the training pipeline draws its batches from."""
+    return load_split(processed_dir, "train", names=train_image_names(processed_dir, data))
 
 
 # ---- training pipeline -----------------------------------------------------------------

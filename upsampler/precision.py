@@ -11,8 +11,8 @@
 Mixed policies compute in 16 bits and keep float32 variables, optimiser slots, BatchNorm
 statistics, losses and the output layers (Keras' ``mixed_*`` policies; the generator's
 ``sr`` layer and D's ``logit`` are float32). ``tests/test_precision.py`` trains the same
-short run in float32 and in ``mixed_bfloat16`` and checks that PSNR and the LPIPS-style
-distance end within a stated tolerance, and that resume stays exact in ``mixed_bfloat16``.
+short run in float32 and in ``mixed_bfloat16`` and checks that PSNR and the VGG16-HED
+feature distance (``featdist_hed``) end within a stated tolerance, and that resume stays exact in ``mixed_bfloat16``.
 
 A run resolves ``auto`` once, when it starts, and writes the result into ``config.json``
 (``train.precision``), so resuming on other hardware keeps the precision it began with.

@@ -11,6 +11,11 @@ Every executed notebook is saved as ``OUT/<study>/notebooks/<name>.ipynb`` and `
 that is about to be replaced is first moved to ``notebooks/history/``. The run stops at the
 first failing notebook and names it; running again resumes (finished preprocessing and
 training are found and skipped; nothing is deleted).
+
+``--match-train-size`` trains both models on the same number of images, the size of the smaller
+processed training split (``data.train_images``; the larger set is subsampled with its split seed).
+The sizes exist only once the preprocessing notebooks have run, so those train steps carry a
+*deferred* parameter that :func:`complete_step` fills in just before the step runs.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, MutableMapping, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -44,6 +49,9 @@ class Step:
     notebook: str
     name: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    # What :func:`complete_step` adds just before the step runs, known only then:
+    # "train_images" appends data.train_images=<the smaller training split> to the overrides.
+    deferred: tuple[str, ...] = ()
 
 
 @dataclass
@@ -67,6 +75,7 @@ class Options:
     seed_logs: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
     seeds: int = 1
+    match_train_size: bool = False
 
     @property
     def root(self) -> Path:
@@ -83,6 +92,7 @@ def plan(options: Options) -> list[Step]:
     for key in ("epochs", "pretrain_epochs", "content_network"):
         if getattr(options, key) is not None:
             train[key] = getattr(options, key)
+    deferred = (TRAIN_IMAGES,) if options.match_train_size else ()
     evaluate = {**common, "faces": not options.demo, "seeds": options.seeds}
     if options.extractor != "none":
         evaluate["extractor"] = options.extractor
@@ -94,7 +104,8 @@ def plan(options: Options) -> list[Step]:
         Step("01_preprocess.ipynb", "01_preprocess_celeba",
              {**prep, "dataset": "celeba", "source": options.celeba, "groups_csv": options.celeba_groups}),
         *[Step("02_train.ipynb", f"02_train_{run}", {**train, "model": run, "model_name": name, "dataset": dataset,
-                                                      "overrides": [*train["overrides"], *seed_override(options, seed)]})
+                                                      "overrides": [*train["overrides"], *seed_override(options, seed)]},
+               deferred)
           for seed in range(options.seeds)
           for model, name, dataset in (("model_a", "Model A", "coco"), ("model_b", "Model B", "celeba"))
           for run in [seed_run_name(model, seed)]],
@@ -106,6 +117,49 @@ def plan(options: Options) -> list[Step]:
 def seed_override(options: Options, seed: int) -> list[str]:
     """With --seeds N > 1 each run gets ``train.seed=<k>``; one seed leaves the overrides as given."""
     return [f"train.seed={seed}"] if options.seeds > 1 else []
+
+
+TRAIN_IMAGES = "train_images"
+TRAIN_IMAGES_OVERRIDE = "data.train_images"
+TRAINED_SETS = (("Model A", "coco"), ("Model B", "celeba"))
+
+
+def training_split_sizes(options: Options) -> dict[str, int]:
+    """Images in the train split of each processed set of the study (its manifest), by dataset."""
+    from .data import split_names
+    from .notebook import StudyPaths
+
+    paths = StudyPaths(options.out, options.study)
+    return {dataset: len(split_names(paths.data(dataset), "train")) for _, dataset in TRAINED_SETS}
+
+
+def matched_train_size(options: Options) -> int:
+    """``--match-train-size``: the size of the smaller processed training split; prints what it does."""
+    sizes = training_split_sizes(options)
+    size = min(sizes.values())
+    (a, coco), (b, celeba) = TRAINED_SETS
+    print(f"--match-train-size: {a} {sizes[coco]} and {b} {sizes[celeba]} training images -> both train on {size}",
+          flush=True)
+    return size
+
+
+def complete_step(step: Step, options: Options, resolved: MutableMapping[str, Any] | None = None) -> Step:
+    """``step`` with its deferred parameters filled in (call it just before the step runs).
+
+    ``resolved`` keeps what was worked out for an earlier step, so that every train step of a
+    study gets the same value and the line saying so is printed once.
+    """
+    if not step.deferred:
+        return step
+    resolved = {} if resolved is None else resolved
+    parameters = dict(step.parameters)
+    for key in step.deferred:
+        if key != TRAIN_IMAGES:
+            raise ValueError(f"step {step.name}: unknown deferred parameter {key!r}")
+        if key not in resolved:
+            resolved[key] = matched_train_size(options)
+        parameters["overrides"] = [*parameters.get("overrides", []), f"{TRAIN_IMAGES_OVERRIDE}={resolved[key]}"]
+    return Step(step.notebook, step.name, parameters)
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -180,6 +234,10 @@ def configure_study_parser(p: argparse.ArgumentParser) -> None:
                    help="also plot one of the original study's loss logs (repeatable)")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE",
                    help="config override for both models (repeatable)")
+    p.add_argument("--match-train-size", action="store_true",
+                   help="train both models on as many images as the smaller processed training split has "
+                        "(data.train_images; the larger set is subsampled with its split seed), so that the "
+                        "comparison is not one of training-set sizes")
 
 
 def resolve(args: argparse.Namespace) -> Options:
@@ -192,6 +250,10 @@ def resolve(args: argparse.Namespace) -> Options:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if args.seeds > 1 and any(o.strip().startswith("train.seed=") for o in args.overrides):
         raise ValueError("--seeds N sets each run's train.seed (0..N-1); leave out --set train.seed")
+    match_train_size = getattr(args, "match_train_size", False)
+    if match_train_size and any(o.split("=", 1)[0].strip() == TRAIN_IMAGES_OVERRIDE for o in args.overrides):
+        raise ValueError(f"--match-train-size sets {TRAIN_IMAGES_OVERRIDE} of both models (to the smaller training "
+                         f"split); leave out --set {TRAIN_IMAGES_OVERRIDE}=..., or --match-train-size")
     demo = not args.coco
     profile = args.profile or ("demo" if demo else "paper")
     if demo and profile == "paper":
@@ -204,7 +266,7 @@ def resolve(args: argparse.Namespace) -> Options:
         extractor=extractor, coco_groups=args.coco_groups or "auto", celeba_groups=args.celeba_groups or "auto",
         epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, content_network=args.content_network,
         extractor_size=args.extractor_size, limit=args.limit, seed_logs=list(args.seed_log),
-        overrides=list(args.overrides), seeds=args.seeds,
+        overrides=list(args.overrides), seeds=args.seeds, match_train_size=match_train_size,
     )
 
 
@@ -276,9 +338,10 @@ def run(options: Options) -> int:
     print(f"run_all: profile {options.profile}, study {options.root}" + (" (BUILT-IN DEMO)" if options.demo else ""))
     if options.demo:
         prepare_demo(options)
+    resolved: dict[str, Any] = {}
     for step in plan(options):
         try:
-            execute(step, notebooks_dir)
+            execute(complete_step(step, options, resolved), notebooks_dir)
         except Exception as exc:  # papermill raises PapermillExecutionError with the cell's error
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             print(f"run_all: FAILED at notebook {step.name} (notebooks/{step.notebook}): {first}", file=sys.stderr)

@@ -64,6 +64,43 @@ class TrainResult:
         return "\n".join(self.summary)
 
 
+def training_arrays(config: Config, data_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(train_lr, train_hr, sample_lr, sample_hr)`` of a processed data folder: what a run trains on.
+
+    :func:`upsampler.feed.load_training_arrays`, with the training images restricted to
+    ``data.train_images`` when it is set (:func:`upsampler.data.load_train_split`: a subset
+    chosen with ``data.split_seed``, the same for every ``train.seed``; only those are read).
+    The sample batch comes from the test split, else from the start of the (restricted) training set.
+    """
+    from . import data as data_lib
+    from .feed import check_sizes, load_training_arrays
+
+    if config.data.train_images is None:
+        return load_training_arrays(config, data_dir)
+    train_lr, train_hr, _ = data_lib.load_train_split(data_dir, config.data)
+    check_sizes(config, train_lr, train_hr, data_dir)
+    n = config.train.num_samples
+    try:
+        sample_lr, sample_hr, _ = data_lib.load_split(data_dir, "test")
+    except (FileNotFoundError, ValueError):
+        sample_lr, sample_hr = train_lr, train_hr
+    return train_lr, train_hr, sample_lr[:n], sample_hr[:n]
+
+
+def train_images_note(config: Config, data_dir: str | Path) -> list[str]:
+    """A line saying how many training images a run with ``data.train_images`` uses ([] when it is
+    not set); a ValueError (naming the folder, the count and the field) when the set has fewer."""
+    from . import data as data_lib
+
+    d = config.data
+    if d.train_images is None:
+        return []
+    available = data_lib.split_names(data_dir, "train")
+    data_lib.choose_train_images(available, d.train_images, split_seed=d.split_seed, source=Path(data_dir))
+    return [f"training images: {d.train_images} of the {len(available)} of the train split (data.train_images; "
+            f"a subset chosen with split seed {d.split_seed}, the same for every training seed)"]
+
+
 class SRGANTrainer:
     """A run: the steps, their feed, the progress counters and (optionally) the run directory.
 
@@ -72,8 +109,9 @@ class SRGANTrainer:
         data_dir: a processed data folder (``upsampler preprocess``); or None with ``arrays``.
         run_dir: the run directory (a path or a :class:`RunDirectory`); None for a trainer that
             never saves (benchmarks, tests).
-        arrays: ``(train_lr, train_hr)`` uint8 arrays instead of ``data_dir``; the sample batch
-            is then their first images.
+        arrays: ``(train_lr, train_hr)`` uint8 arrays instead of ``data_dir``, used as given
+            (``data.train_images`` chooses among a processed set's files); the sample batch is
+            then their first images.
         strategy, precision, speedups: passed to :class:`upsampler.steps.SRGANSteps`.
     """
 
@@ -81,7 +119,7 @@ class SRGANTrainer:
                  arrays=None, strategy=None, precision: str | None = None, speedups: Speedups | None = None):
         import keras
 
-        from .feed import TrainingFeed, check_sizes, load_training_arrays
+        from .feed import TrainingFeed, check_sizes
 
         self.config = config
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -93,7 +131,7 @@ class SRGANTrainer:
         elif self.data_dir is None:
             raise ValueError("SRGANTrainer needs data_dir or arrays")
         else:
-            train_lr, train_hr, self.sample_lr, self.sample_hr = load_training_arrays(config, self.data_dir)
+            train_lr, train_hr, self.sample_lr, self.sample_hr = training_arrays(config, self.data_dir)
         self.run = run_dir if isinstance(run_dir, RunDirectory) or run_dir is None else RunDirectory(run_dir)
         self.backend = keras.backend.backend()
         if self.backend == "tensorflow":
@@ -419,6 +457,7 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
     notes += [torn] if torn else []
     config, inexact = run.resolve_config(config)
     notes += run.check_data(data_dir)
+    notes += train_images_note(config, data_dir)  # before config.json is written: too many is refused here
     stamp = provenance()
     notes += run.check_cpu_kernels(stamp)
     run.write_config(config, stamp, data_source(data_dir))

@@ -18,6 +18,7 @@ from upsampler.metrics.evaluate import (
     mean_interval,
     paired_figure,
 )
+from upsampler.metrics.perceptual import FEATDIST_LABEL, SHARED_LAYER_NOTE
 
 SIZE = 75  # test-only extractor input size
 
@@ -68,17 +69,17 @@ def test_evaluate_study_writes_files_and_table(study):
         assert path.is_file() and path.stat().st_size > 0
     assert list(r.table["method"]) == ["Bicubic", "Model A", "Model B"]
     assert list(r.table.columns) == [c for c in TABLE_COLUMNS if c in r.table.columns]
-    for column in ("psnr", "ssim", "lpips_hed", "piqe", "kid_hed", "fd_hed", "split"):
+    for column in ("psnr", "ssim", "featdist_hed", "piqe", "kid_hed", "fd_hed", "split"):
         assert column in r.table.columns, column
     assert "identity_distance" not in r.table.columns and "fid" not in r.table.columns
     assert len(r.per_image) == 18 and set(r.per_image["image"]) == {f"{i:03d}.png" for i in range(6)}
     t = r.table.set_index("method")
     assert (t["n"] == 6).all()
-    for metric in ("psnr", "ssim", "lpips_hed", "kid_hed", "fd_hed"):
+    for metric in ("psnr", "ssim", "featdist_hed", "kid_hed", "fd_hed"):
         assert (t[f"{metric}_low"] <= t[metric] + 1e-12).all() and (t[metric] <= t[f"{metric}_high"] + 1e-12).all()
     # nearest-neighbour upscaling is worse than bicubic on smooth images: scores are really per method
     assert t.loc["Bicubic", "psnr"] > t.loc["Model B", "psnr"] + 1.0
-    assert t.loc["Bicubic", "lpips_hed"] < t.loc["Model B", "lpips_hed"]
+    assert t.loc["Bicubic", "featdist_hed"] < t.loc["Model B", "featdist_hed"]
     # CSVs round-trip the same numbers (6 significant digits)
     csv = pd.read_csv(r.metrics_csv)
     np.testing.assert_allclose(csv["psnr"], r.table["psnr"], rtol=1e-5)
@@ -96,7 +97,8 @@ def test_evaluate_study_writes_files_and_table(study):
 
 def test_evaluate_markdown_names_each_metric(study):
     text = study[2].markdown.read_text()
-    assert "LPIPS-style (VGG16-HED), not LPIPS" in text and "not an FID" in text
+    assert "VGG16-HED feature distance (unweighted, LPIPS structure; not LPIPS)" in text and "not an FID" in text
+    assert text.count(SHARED_LAYER_NOTE) == 1  # the HED metrics share block5_conv3 with the content loss
     assert "bootstrap spread at N=6, not a confidence interval" in text
     rows = [line for line in text.splitlines() if "| Model B | Model A |" in line]
     assert rows, "the paired table lists B - A"
@@ -127,7 +129,7 @@ def test_figures_have_clean_signatures(study):
     r = study[2]
     fig = paired_figure(r.paired)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
-    assert len(titles) == r.paired["metric"].nunique() and "LPIPS-style (VGG16-HED), not LPIPS" in titles
+    assert len(titles) == r.paired["metric"].nunique() and FEATDIST_LABEL in titles
     lr = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
     hr = np.zeros((16, 16, 3), np.uint8)
     grid = comparison_grid([{"LR": lr, "Bicubic": hr, "HR": hr}] * 2, ["LR", "Bicubic", "HR"])

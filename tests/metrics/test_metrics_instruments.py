@@ -1,5 +1,5 @@
 """The study's instruments checked against known cases and independent computations:
-LPIPS-style distance on VGG16-HED, dlib identity distance, paired bootstrap, KID on resamples,
+VGG16-HED feature distance (featdist_hed), dlib identity distance, paired bootstrap, KID on resamples,
 and the feature-scale calibration."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def test_paired_difference_matches_a_hand_computed_bootstrap():
     _, plow, phigh = paired.paired_difference(a + offset, b + offset, idx)
     assert (plow, phigh) == pytest.approx((low, high))
     assert paired.better_of("psnr", "A", "B", low, high) == "A"
-    assert paired.better_of("lpips_hed", "A", "B", low, high) == "B"
+    assert paired.better_of("featdist_hed", "A", "B", low, high) == "B"
     assert paired.better_of("psnr", "A", "B", -1.0, 1.0).startswith("neither")
 
 
@@ -71,7 +71,7 @@ def test_default_pairs_put_the_later_method_first():
         ("Model B", "Model A"), ("Model B", "Bicubic"), ("Model A", "Bicubic")]
 
 
-# ---- LPIPS-style distance on VGG16-HED -------------------------------------------------------
+# ---- VGG16-HED feature distance (featdist_hed) ------------------------------------------------
 
 @pytest.fixture(scope="module")
 def hed():
@@ -90,7 +90,7 @@ def _benchmark_crops(shared_data, size=128):
 
 
 @pytest.mark.shared_data
-def test_lpips_style_ranks_a_one_pixel_shift_closer_than_bicubic(shared_data, hed):
+def test_feature_distance_ranks_a_one_pixel_shift_closer_than_bicubic(shared_data, hed):
     from upsampler.metrics.perceptual import compare_to_reference, shifted
 
     files, crops = _benchmark_crops(shared_data)
@@ -106,10 +106,10 @@ def test_lpips_style_ranks_a_one_pixel_shift_closer_than_bicubic(shared_data, he
     assert wins == len(crops)  # all 19 Set5 + Set14 images
 
 
-def test_lpips_style_is_the_documented_formula(hed):
+def test_feature_distance_is_the_documented_formula(hed):
     """Against a NumPy re-computation: unit-normalised channels, squared difference summed over
     channels, spatial mean, then the mean over the five layers."""
-    from upsampler.metrics.perceptual import lpips_style
+    from upsampler.metrics.perceptual import FEATURE_LAYERS, feature_distance
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
@@ -120,7 +120,8 @@ def test_lpips_style_is_the_documented_formula(hed):
         nx = x / (np.sqrt((x ** 2).sum(-1, keepdims=True)) + 1e-10)
         ny = y / (np.sqrt((y ** 2).sum(-1, keepdims=True)) + 1e-10)
         expected += ((nx - ny) ** 2).sum(-1).mean(axis=(1, 2))
-    np.testing.assert_allclose(lpips_style(hed(a), hed(b)), expected / len(fa), rtol=1e-4)
+    assert len(fa) == len(FEATURE_LAYERS) == 5
+    np.testing.assert_allclose(feature_distance(hed(a), hed(b)), expected / len(fa), rtol=1e-4)
 
 
 # ---- identity distance ------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
                              "table, they go to untrained_features.csv)")
     parser.add_argument("--input-size", type=integer(75), help="Inception input size (default 299; other sizes are not FID)")
     parser.add_argument("--no-faces", action="store_true", help="not faces: skip identity_distance and kid_face")
-    parser.add_argument("--no-perceptual", action="store_true", help="skip lpips_hed, kid_hed and fd_hed")
+    parser.add_argument("--no-perceptual", action="store_true", help="skip featdist_hed, kid_hed and fd_hed")
     parser.add_argument("--no-piqe", action="store_true", help="skip the no-reference PIQE score")
     parser.add_argument("--n-boot", type=integer(0), default=1000,
                         help="bootstrap resamples; 0 = no intervals (default %(default)s). With identities recorded "

@@ -4,8 +4,9 @@
 file names, as written by ``upsampler preprocess``), upscales every LR image with each method,
 and scores each against the HR images with instruments that are pretrained and work offline:
 
-* per image: PSNR and SSIM on Y (as SR papers), ``lpips_hed`` (LPIPS-style distance on the
-  VGG16-HED trunk, :mod:`.perceptual`), ``identity_distance`` (dlib face embedding, HR vs
+* per image: PSNR and SSIM on Y (as SR papers), ``featdist_hed`` (unweighted VGG16-HED feature
+  distance with the LPIPS structure, not LPIPS, :mod:`.perceptual`; ``lpips_hed`` in tables written
+  before the rename), ``identity_distance`` (dlib face embedding, HR vs
   output, :mod:`.faces`), ``identity_top1`` (is the output recognised among the test identities;
   split by identity only) and ``piqe`` (no-reference);
 * per set: ``kid_face`` (KID on face embeddings), ``kid_hed`` / ``fd_hed`` (on pooled HED
@@ -31,6 +32,7 @@ import numpy as np
 
 from .fid import format_value
 from .paired import GROUPED_NOTE, PAIRED_COLUMNS
+from .perceptual import FEATDIST_LABEL, SHARED_LAYER_NOTE
 from .seeds import (POOLED_COLUMNS, POOLED_PAIRED_COLUMNS, difference_table, expand_runs, pooled_markdown, pooled_rows,
                     run_draws)
 from .sr import sr_metrics
@@ -81,7 +83,7 @@ class StudyResults:
 METRIC_LABELS = {
     "psnr": "PSNR (dB), Y channel, border shaved",
     "ssim": "SSIM, Y channel, Gaussian 11x11",
-    "lpips_hed": "LPIPS-style (VGG16-HED), not LPIPS",
+    "featdist_hed": FEATDIST_LABEL,
     "identity_distance": "identity distance: dlib face embedding, HR vs output",
     "identity_top1": "identity top-1: output matched to the nearest other HR photo of the test identities",
     "piqe": "PIQE (no-reference; lower is better)",
@@ -91,7 +93,10 @@ METRIC_LABELS = {
     "fid": "FID (reference Inception)",
     "kid": "KID (reference Inception)",
 }
-PER_IMAGE_METRICS = ("psnr", "ssim", "lpips_hed", "identity_distance", "identity_top1", "piqe")
+# The VGG16-HED metrics are not independent of training: written once in every metrics.md.
+HED_NOTE = (f"VGG16-HED metrics: {SHARED_LAYER_NOTE} (featdist_hed averages it with four earlier layers; "
+            "kid_hed and fd_hed pool it).")
+PER_IMAGE_METRICS = ("psnr", "ssim", "featdist_hed", "identity_distance", "identity_top1", "piqe")
 SET_METRICS = ("kid_face", "kid_hed", "fd_hed", "fid", "kid")
 TABLE_COLUMNS = ["method", "n", *[c for m in (*PER_IMAGE_METRICS, *SET_METRICS) for c in (m, f"{m}_low", f"{m}_high")],
                  "split", "test_set", "resampling_unit", "n_units"]
@@ -238,7 +243,7 @@ def evaluate_study(
     them: one per training seed. A model with several runs is scored run by run (``"NAME #k"``)
     and, in ``pooled.csv`` / ``pooled_paired.csv``, over its runs (:mod:`.seeds`: runs, then the
     test units, resampled).
-    Per image: PSNR/SSIM (Y), ``lpips_hed`` (``perceptual``), ``identity_distance``
+    Per image: PSNR/SSIM (Y), ``featdist_hed`` (``perceptual``), ``identity_distance``
     (``faces``), ``piqe`` (``no_reference``). Per set: ``kid_face`` (``faces``), ``kid_hed``
     and ``fd_hed`` (``perceptual``), and ``fid``/``kid`` only when ``extractor`` names a
     pretrained Inception (``fid-inception``, ``inception-imagenet``). Numbers from untrained
@@ -295,7 +300,8 @@ def evaluate_study(
         from .perceptual import compare_to_reference
 
         distances, pooled = compare_to_reference(hr, outputs, batch_size=batch_size, progress=progress)
-        per_image["lpips_hed"] = distances
+        per_image["featdist_hed"] = distances
+        notes.append(HED_NOTE)
         # KID's cubic kernel expects features of order 1 (Inception's); HED's pooled activations are
         # ~100x larger, so all sets are divided by one constant, the RMS of the HR features.
         rms = float(np.sqrt(np.mean(np.square(pooled["HR"])))) or 1.0
@@ -513,7 +519,7 @@ def _fmt_interval(value: float, low: float, high: float, digits: int) -> str:
 
 
 # Rounding per metric in the readable tables (the CSVs keep 6 significant digits).
-_DIGITS = {"psnr": 2, "ssim": 4, "lpips_hed": 4, "identity_distance": 4, "identity_top1": 3, "piqe": 2}
+_DIGITS = {"psnr": 2, "ssim": 4, "featdist_hed": 4, "identity_distance": 4, "identity_top1": 3, "piqe": 2}
 _SCALED = {"kid_face": 1e3, "kid_hed": 1e3, "kid": 1e3}  # shown x 1e3
 
 

@@ -3,8 +3,8 @@
 Every method is scored on the same images, so differences are paired. One set of resampled
 image indices (``bootstrap_indices``) serves every metric and every pair:
 
-* per-image metrics (PSNR, SSIM, LPIPS-style, identity distance, PIQE): the mean of the
-  per-image differences, with the percentile interval of that mean over the resamples;
+* per-image metrics (PSNR, SSIM, VGG16-HED feature distance, identity distance, PIQE): the mean
+  of the per-image differences, with the percentile interval of that mean over the resamples;
 * set metrics (KID, Fréchet distance): the metric of each method against the reference on the
   resampled images, the difference computed on the *same* resample for both methods.
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from .fid import _poly_kernel
 
-LOWER_IS_BETTER = {"lpips_hed", "identity_distance", "kid_face", "kid_hed", "fd_hed", "fid", "kid", "piqe"}
+LOWER_IS_BETTER = {"featdist_hed", "identity_distance", "kid_face", "kid_hed", "fd_hed", "fid", "kid", "piqe"}
 PAIRED_COLUMNS = ["metric", "method_a", "method_b", "difference", "ci_low", "ci_high", "n", "better",
                   "resampling_unit", "n_units", "n_seeds"]
 GROUPED_NOTE = "intervals resample identities, then faces within them"

@@ -1,14 +1,20 @@
 """Full-reference perceptual distance and pooled features on the pretrained VGG16-HED trunk.
 
-``lpips_hed`` is *LPIPS-style*, not LPIPS: the structure of Zhang et al. (2018) - unit-normalise
-each layer's channels at every position, squared difference, spatial mean - on the five
-post-ReLU stages of the VGG16-HED trunk (:mod:`upsampler.backbones`), with uniform weights
-(channel sum, then the mean over layers) instead of LPIPS's learned linear heads, whose weights
-cannot be downloaded here. 0 for identical images; larger is more different. Every table names
-it "LPIPS-style (VGG16-HED), not LPIPS".
+``featdist_hed`` is an *unweighted VGG16-HED feature distance*, not LPIPS: it has the structure of
+LPIPS (Zhang et al., 2018) - unit-normalise each layer's channels at every position, squared
+difference, spatial mean - on the five post-ReLU stages :data:`FEATURE_LAYERS` of the VGG16-HED
+trunk (:mod:`upsampler.backbones`), with uniform weights (channel sum, then the mean over layers)
+instead of LPIPS's learned linear heads, whose weights cannot be downloaded here. 0 for identical
+images; larger is more different. Every table names it :data:`FEATDIST_LABEL`. Tables written
+before the rename call it ``lpips_hed``, labelled "LPIPS-style (VGG16-HED), not LPIPS": same
+definition, same values.
 
 The same pass gives the global-average-pooled ``block5_conv3`` features (512-d) used for the
 Fréchet distance and KID on HED features (``fd_hed``, ``kid_hed``).
+
+Not independent of training: :data:`SHARED_LAYER_NOTE`. ``block5_conv3`` is one of
+``featdist_hed``'s five layers and the layer ``fd_hed`` / ``kid_hed`` pool, and the study's
+``vgg16-hed`` profiles (``study-cpu``, ``study-gpu``) train the generator's content loss on it.
 """
 
 from __future__ import annotations
@@ -17,15 +23,17 @@ from typing import Callable
 
 import numpy as np
 
-LPIPS_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
+FEATURE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 POOLED_LAYER = "block5_conv3"
-LPIPS_LABEL = "LPIPS-style (VGG16-HED), not LPIPS"
+FEATDIST_LABEL = "VGG16-HED feature distance (unweighted, LPIPS structure; not LPIPS)"
+SHARED_LAYER_NOTE = ("block5_conv3 is also the content-loss layer of the vgg16-hed profiles: the models were "
+                     "trained to match it")
 POOLED_LABEL = "VGG16-HED block5_conv3, global average pool (512-d)"
 _EPS = 1e-10
 
 
 class HedFeatures:
-    """Callable: uint8 RGB images (N, H, W, 3) -> list of the :data:`LPIPS_LAYERS` feature maps."""
+    """Callable: uint8 RGB images (N, H, W, 3) -> list of the :data:`FEATURE_LAYERS` feature maps."""
 
     def __init__(self, network: str = "vgg16-hed"):
         import tensorflow as tf
@@ -33,7 +41,7 @@ class HedFeatures:
         from .. import backbones
 
         self.network = network
-        model = backbones.multi_layer_model(network, LPIPS_LAYERS)
+        model = backbones.multi_layer_model(network, FEATURE_LAYERS)
 
         @tf.function(reduce_retracing=True)
         def forward(images):
@@ -46,8 +54,8 @@ class HedFeatures:
         return self._forward(np.asarray(images, np.uint8))
 
 
-def lpips_style(features_a, features_b) -> np.ndarray:
-    """Per-image LPIPS-style distance from two lists of (N, H, W, C) feature maps (TF or NumPy)."""
+def feature_distance(features_a, features_b) -> np.ndarray:
+    """Per-image unweighted feature distance (``featdist_hed``) from two lists of (N, H, W, C) feature maps (TF or NumPy)."""
     import tensorflow as tf
 
     total = 0.0
@@ -73,7 +81,7 @@ def compare_to_reference(
     batch_size: int = 16,
     progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """LPIPS-style distance of every candidate image to its reference, and pooled features.
+    """Feature distance (``featdist_hed``) of every candidate image to its reference, and pooled features.
 
     ``reference``: (N, H, W, 3) uint8; ``candidates``: name -> images of the same shape.
     Streams in batches (the reference's features are computed once per batch), so memory does
@@ -95,7 +103,7 @@ def compare_to_reference(
         pools["HR"].append(pooled(ref))
         for name, images in candidates.items():
             feats = extractor(images[window])
-            distances[name][window] = lpips_style(ref, feats)
+            distances[name][window] = feature_distance(ref, feats)
             pools[name].append(pooled(feats))
     return distances, {name: np.concatenate(parts) for name, parts in pools.items()}
 
