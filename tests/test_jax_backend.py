@@ -278,3 +278,63 @@ def test_upscale_on_jax_never_loads_tensorflow_and_matches_it(tmp_path):
     a = np.asarray(Image.open(tmp_path / "tf" / "lr_sr.png"), np.int16)
     b = np.asarray(Image.open(tmp_path / "jax" / "lr_sr.png"), np.int16)
     assert a.shape == b.shape == (80, 96, 3) and np.abs(a - b).max() <= 2, np.abs(a - b).max()
+
+
+NO_TENSORFLOW = """
+import importlib.abc, sys
+class _NoTensorFlow(importlib.abc.MetaPathFinder):  # as on a machine with no TensorFlow distribution
+    def find_spec(self, name, path, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
+
+
+@pytest.mark.slow
+def test_the_whole_workflow_on_jax_without_any_tensorflow(tmp_path):
+    """preprocess, train (MSE and adversarial epochs), evaluate (bicubic + the trained generator)
+    and upscale, in one process where importing TensorFlow fails; then the evaluation's numbers
+    are those TensorFlow gives for the same generator."""
+    import pandas as pd
+
+    from upsampler import cli
+
+    images = _images(tmp_path / "images", 20)
+    steps = [
+        ["preprocess", str(images), "--out", str(tmp_path / "data"), "--hr-size", "32", "--test-fraction", "0.3",
+         "--quiet"],
+        ["train", "--data", str(tmp_path / "data"), "--run-dir", str(tmp_path / "run"), "--profile", "smoke",
+         "--pretrain-epochs", "1", "--epochs", "2"],
+        ["evaluate", str(tmp_path / "data" / "test"), "--model", f"SR={tmp_path / 'run' / 'generator.keras'}",
+         "--out", str(tmp_path / "eval_jax"), "--no-faces", "--no-piqe", "--n-boot", "20", "--grid-images", "2"],
+        ["upscale", str(images / "img_000.png"), "--model", str(tmp_path / "run" / "generator.keras"),
+         "--out", str(tmp_path / "up")],
+    ]
+    code = NO_TENSORFLOW + (
+        "from upsampler.cli import main\n"
+        f"for argv in {steps!r}:\n"
+        "    rc = main(argv)\n"
+        "    print('STEP', argv[0], rc, flush=True)\n"
+        "    assert rc == 0, argv\n"
+        "print('TENSORFLOW LOADED', 'tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=REPO,
+                            env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                                 "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("STEP ")] == [
+        ["preprocess", "0"], ["train", "0"], ["evaluate", "0"], ["upscale", "0"]]
+    assert "TENSORFLOW LOADED False" in result.stdout
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert "jax" in json.dumps(config.get("provenance", config)).lower()
+    assert (tmp_path / "up" / "img_000_sr.png").is_file()
+    rows = pd.read_csv(tmp_path / "run" / "loss.csv")
+    assert set(rows["phase"]) == {"pretrain", "adversarial"}
+    # the same evaluation here, on TensorFlow: the same numbers up to float round-off
+    assert cli.main(steps[2][:-8] + ["--out", str(tmp_path / "eval_tf"), "--no-faces", "--no-piqe", "--n-boot", "20",
+                                     "--grid-images", "2"]) == 0
+    jax_rows, tf_rows = (pd.read_csv(tmp_path / name / "per_image_metrics.csv").sort_values(["method", "image"])
+                         for name in ("eval_jax", "eval_tf"))
+    assert len(jax_rows) == len(tf_rows) == 2 * 6  # bicubic and the generator on 6 test images
+    for metric in ("psnr", "ssim", "featdist_hed"):
+        np.testing.assert_allclose(jax_rows[metric].to_numpy(), tf_rows[metric].to_numpy(), rtol=2e-3, atol=1e-4,
+                                   err_msg=metric)

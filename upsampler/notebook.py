@@ -374,16 +374,7 @@ def train_model(config: Any, data_dir: str | os.PathLike, run_dir: str | os.Path
     from .train import train
 
     run_dir = Path(run_dir)
-    log = run_dir / "train.log"
-    start = log.stat().st_size if log.exists() else 0
-    result = train(config, data_dir, run_dir, snapshot_pretrained=snapshot_pretrained)
-    if not config.train.progress:  # the trainer only logged the epoch lines: show them now
-        with log.open() as handle:
-            handle.seek(start)
-            for line in handle:
-                if " epoch " in line and "/" in line and ": " in line and "starting at" not in line \
-                        and "resumed at" not in line:
-                    print(line.rstrip().split("] ", 1)[-1])
+    result = train(config, data_dir, run_dir, snapshot_pretrained=snapshot_pretrained)  # prints each epoch's line
     snapshot = run_dir / PRETRAINED_SNAPSHOT
     if snapshot_pretrained and snapshot.is_file():
         print(f"the generator after {config.train.pretrain_epochs} MSE pre-training epochs is kept as {snapshot.name}")

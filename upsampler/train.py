@@ -516,11 +516,12 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
                 trainer.append_row_once(phase, epoch, metrics)
             if run.writer and (epoch % t.sample_every == 0 or last):
                 trainer.save_samples(phase, epoch)
-            run.log(f"{phase} epoch {epoch}/{target}: " + ", ".join(
-                f"{n}={metrics[n]:.4g}" for n in EPOCH_METRICS if not math.isnan(metrics[n])), echo=t.progress)
+            # Printed as each epoch ends, bars or not (papermill and run_all.sh stream it line by line).
+            run.log(epoch_line(phase, epoch, target, metrics, images=trainer.feed.steps_per_epoch * t.batch_size,
+                               seconds_left=seconds_left(run, t, phase, epoch, target)))
             if out_of_time and epoch < target:
                 run.log(f"{phase}: wall-clock budget of {phase_budget(t, phase):g} min used after epoch {epoch}; "
-                        "the phase ends here", echo=t.progress)
+                        "the phase ends here")
                 over_budget = True
             for hook in all_hooks:
                 for line in hook.after_epoch(trainer, phase, epoch, metrics):
@@ -551,6 +552,12 @@ def phase_budget(t, phase: str) -> float | None:
     return t.pretrain_budget_minutes if phase == "pretrain" else t.budget_minutes
 
 
+def phase_seconds(run: RunDirectory, phase: str, done: int) -> list[float]:
+    """The ``seconds`` of ``phase``'s first ``done`` epochs, from loss.csv."""
+    return [float(row["seconds"]) for row in run.loss_rows()
+            if row["phase"] == phase and int(row["epoch"]) <= done and row.get("seconds")]
+
+
 def phase_budget_used(run: RunDirectory, t, phase: str, done: int, extra_seconds: float = 0.0) -> bool:
     """Whether ``phase``'s wall-clock budget is used up after its first ``done`` epochs (their
     ``seconds`` in loss.csv) plus ``extra_seconds``. Read from loss.csv, so a resumed run takes the
@@ -558,11 +565,34 @@ def phase_budget_used(run: RunDirectory, t, phase: str, done: int, extra_seconds
     budget = phase_budget(t, phase)
     if budget is None:
         return False
-    seconds = extra_seconds
-    for row in run.loss_rows():
-        if row["phase"] == phase and int(row["epoch"]) <= done and row.get("seconds"):
-            seconds += float(row["seconds"])
-    return seconds >= 60.0 * budget
+    return sum(phase_seconds(run, phase, done)) + extra_seconds >= 60.0 * budget
+
+
+def seconds_left(run: RunDirectory, t, phase: str, done: int, target: int) -> float:
+    """Expected seconds until ``phase`` ends: the epochs left at the mean pace of the last few
+    (at most the rest of the phase's wall-clock budget)."""
+    spent = phase_seconds(run, phase, done)
+    if not spent:
+        return math.nan
+    pace = float(np.mean(spent[-5:]))
+    left = (target - done) * pace
+    budget = phase_budget(t, phase)
+    return left if budget is None else max(0.0, min(left, 60.0 * budget - sum(spent)))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def epoch_line(phase: str, epoch: int, target: int, metrics: dict[str, float], *, images: int,
+               seconds_left: float) -> str:
+    """One epoch as a line of the log: losses, D(real) / D(fake), images/s and the time left."""
+    values = ", ".join(f"{n}={metrics[n]:.4g}" for n in EPOCH_METRICS if not math.isnan(metrics[n]))
+    seconds = metrics["seconds"]
+    pace = f", {images / seconds:.1f} img/s" if seconds > 0 else ""
+    left = f", {_duration(seconds_left)} left" if math.isfinite(seconds_left) and epoch < target else ""
+    return f"{phase} epoch {epoch}/{target}: {values}{pace}{left}"
 
 
 # ---- command line ------------------------------------------------------------------------------

@@ -33,44 +33,39 @@ _EPS = 1e-10
 
 
 class HedFeatures:
-    """Callable: uint8 RGB images (N, H, W, 3) -> list of the :data:`FEATURE_LAYERS` feature maps."""
+    """Callable: uint8 RGB images (N, H, W, 3) -> list of the :data:`FEATURE_LAYERS` feature maps
+    (NumPy float32). Keras on any backend: the network runs through ``predict_on_batch``."""
 
     def __init__(self, network: str = "vgg16-hed"):
-        import tensorflow as tf
-
         from .. import backbones
 
         self.network = network
-        model = backbones.multi_layer_model(network, FEATURE_LAYERS)
+        self.model = backbones.multi_layer_model(network, FEATURE_LAYERS)
 
-        @tf.function(reduce_retracing=True)
-        def forward(images):
-            x = backbones.preprocess(tf.cast(images, tf.float32) / 127.5 - 1.0, network)
-            return model(x, training=False)
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        from .. import backbones
 
-        self._forward = forward
-
-    def __call__(self, images: np.ndarray):
-        return self._forward(np.asarray(images, np.uint8))
+        x = np.asarray(images, np.uint8).astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # as the trainer
+        x = np.asarray(backbones.preprocess(x, self.network))
+        return [np.asarray(f, np.float32) for f in self.model.predict_on_batch(x)]
 
 
 def feature_distance(features_a, features_b) -> np.ndarray:
-    """Per-image unweighted feature distance (``featdist_hed``) from two lists of (N, H, W, C) feature maps (TF or NumPy)."""
-    import tensorflow as tf
-
+    """Per-image unweighted feature distance (``featdist_hed``) from two lists of (N, H, W, C)
+    feature maps: per layer, channels unit-normalised at every position, squared difference summed
+    over channels, mean over positions; then the mean over layers."""
     total = 0.0
     for fa, fb in zip(features_a, features_b):
-        na = fa / (tf.norm(fa, axis=-1, keepdims=True) + _EPS)
-        nb = fb / (tf.norm(fb, axis=-1, keepdims=True) + _EPS)
-        total += tf.reduce_mean(tf.reduce_sum(tf.square(na - nb), axis=-1), axis=[1, 2])
+        fa, fb = np.asarray(fa, np.float32), np.asarray(fb, np.float32)
+        na = fa / (np.linalg.norm(fa, axis=-1, keepdims=True) + np.float32(_EPS))
+        nb = fb / (np.linalg.norm(fb, axis=-1, keepdims=True) + np.float32(_EPS))
+        total = total + np.square(na - nb).sum(axis=-1, dtype=np.float64).mean(axis=(1, 2))
     return np.asarray(total, np.float64) / len(features_a)
 
 
 def pooled(features) -> np.ndarray:
     """Global average pool of the last layer (:data:`POOLED_LAYER`): (N, 512) float64."""
-    import tensorflow as tf
-
-    return np.asarray(tf.reduce_mean(features[-1], axis=[1, 2]), np.float64)
+    return np.asarray(features[-1], np.float64).mean(axis=(1, 2))
 
 
 def compare_to_reference(
