@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The study through its notebooks: `./run_all.sh --help` for the options (python -m upsampler.runner).
+# The study through its notebooks: `./run_all.sh --help` for the options (python -m upsampler.study.runner).
 #
 # Runs in the active Python when it can import TensorFlow, papermill and this checkout's package
 # (a conda env, Colab, your own venv); otherwise it creates ./.venv once (scripts/ensure_venv.sh),
@@ -17,13 +17,13 @@ PY
 }
 for arg in "$@"; do  # help needs no environment: print it at once when this Python can
   if [[ "$arg" == "-h" || "$arg" == "--help" ]] && [[ -z "${UPSAMPLER_USE_VENV:-}" ]] &&
-     "$py" -c 'import sys; sys.path.insert(0, sys.argv[1]); from upsampler.runner import build_parser; build_parser().print_help()' "$root" 2>/dev/null; then
+     "$py" -c 'import sys; sys.path.insert(0, sys.argv[1]); from upsampler.study.runner import build_parser; build_parser().print_help()' "$root" 2>/dev/null; then
     exit 0
   fi
 done
 if [[ -z "${UPSAMPLER_USE_VENV:-}" ]] && ready "$py"; then
   echo "run_all: using $(command -v "$py" || echo "$py") (the active environment)" >&2
-  exec "$py" -m upsampler.runner "$@"
+  exec "$py" -m upsampler.study.runner "$@"
 fi
 extras="cpu,test,notebooks,instruments"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
@@ -31,4 +31,4 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 fi
 "$root/scripts/ensure_venv.sh" "$extras" >&2
 echo "run_all: using $root/.venv (extras $extras)" >&2
-exec "$root/.venv/bin/python" -m upsampler.runner "$@"
+exec "$root/.venv/bin/python" -m upsampler.study.runner "$@"

@@ -27,9 +27,9 @@ VARIANTS = ["baseline", "+hr-cache", "+fused-adam", "+fused-layers", "+d-head-co
 
 
 def build(variant: str, batch: int, arrays):
-    from upsampler import bench
-    from upsampler.steps import Speedups
-    from upsampler.train import SRGANTrainer
+    from upsampler.tools import bench
+    from upsampler.training.steps_tf import Speedups
+    from upsampler.training.train import SRGANTrainer
 
     index = VARIANTS.index(variant)
     cache = "auto" if index >= 1 else "off"
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from upsampler import bench  # before TensorFlow: it picks the CPU kernels
+    from upsampler.tools import bench  # before TensorFlow: it picks the CPU kernels
 
     import tensorflow as tf
 

@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         }
     # Only now: importing upsampler asks for oneDNN in this process's environment, which the
     # variants above must not inherit (krasserm runs on TensorFlow's own choice).
-    from upsampler.hardware import onednn_word
+    from upsampler.utils.hardware import onednn_word
 
     reference = summary[variants[0]]["images_per_s"]
     lines = [f"{runs[variants[0]][0]['device']}; {args.rounds} rounds x {args.steps} timed steps, batch "
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.output:
-        from upsampler.bench import write_result
+        from upsampler.tools.bench import write_result
 
         write_result(args.output, {"summary": summary, "runs": runs}, table)
     return 0

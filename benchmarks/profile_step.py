@@ -120,8 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--output")
     args = p.parse_args(argv)
 
-    from upsampler import bench
-    from upsampler.train import SRGANTrainer
+    from upsampler.tools import bench
+    from upsampler.training.train import SRGANTrainer
 
     config = bench.build_config(args.profile, batch_size=args.batch_size, xla="auto", precision=args.precision,
                                 content_network="untrained", hr_cache="auto", strategy="default", deterministic=None,

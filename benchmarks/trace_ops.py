@@ -60,8 +60,9 @@ def main(argv=None) -> int:
     p.add_argument("--output")
     args = p.parse_args(argv)
 
-    from upsampler import bench, hardware  # before TensorFlow: it picks the CPU kernels
-    from upsampler.train import SRGANTrainer
+    from upsampler.tools import bench  # before TensorFlow: it picks the CPU kernels
+    from upsampler.utils import hardware
+    from upsampler.training.train import SRGANTrainer
 
     import tensorflow as tf
 

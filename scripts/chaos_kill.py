@@ -31,9 +31,9 @@ PRETRAIN_EPOCHS, EPOCHS = 3, 5
 
 
 def synthetic_processed_set(root: Path) -> Path:
-    """24 of the built-in demo images (``upsampler.demo``), processed to 32 px HR / 8 px LR."""
-    from upsampler.data import preprocess
-    from upsampler.demo import write_demo_datasets
+    """24 of the built-in demo images (``upsampler.data.demo``), processed to 32 px HR / 8 px LR."""
+    from upsampler.data.preprocess import preprocess
+    from upsampler.data.demo import write_demo_datasets
 
     images = write_demo_datasets(root / "images", broad_count=24, narrow_count=3, size=40)["broad"]
     out = root / "processed"
@@ -117,7 +117,7 @@ def compare(reference: Path, chaos: Path) -> dict:
     import pandas as pd
     import tensorflow as tf
 
-    from upsampler.models import load_generator
+    from upsampler.archs.srgan import load_generator
 
     out: dict = {}
     for name in ("generator.keras", "generator_pretrained.keras"):

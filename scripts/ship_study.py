@@ -4,7 +4,7 @@
     .venv/bin/python scripts/ship_study.py outputs/study-cpu [--docs docs/study-cpu]
 
 Writes ``runs/model_{a,b}/generator.keras`` (and ``generator_pretrained.keras``) as plain-Keras
-files (:func:`upsampler.models.portable_generator`) to ``upsampler/pretrained/model_{a,b}[_mse]_cpu.keras``
+files (:func:`upsampler.archs.srgan.portable_generator`) to ``upsampler/pretrained/model_{a,b}[_mse]_cpu.keras``
 with a model card each, and the executed
 notebooks (ipynb + HTML), tables and figures to ``docs/<study>/``. Every number in a card is read
 from the run's own files (config.json, loss.csv, train.log) and the evaluation tables.
@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from upsampler import hardware
+from upsampler.utils import hardware
 from upsampler.metrics.perceptual import FEATDIST_LABEL, SHARED_LAYER_NOTE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def compact_notebook(source: Path, target: Path) -> None:
 
     import nbformat
 
-    from upsampler.runner import to_html
+    from upsampler.study.runner import to_html
 
     book = nbformat.read(str(source), as_version=4)
     for cell in book.cells:
@@ -85,7 +85,7 @@ def compact_notebook(source: Path, target: Path) -> None:
 
 def ship_generator(source: Path, target: Path) -> None:
     """The run's generator as a plain-Keras file (stock layers only; same weights and outputs)."""
-    from upsampler.models import load_generator, portable_generator
+    from upsampler.archs.srgan import load_generator, portable_generator
 
     portable_generator(load_generator(source)).save(target)
 

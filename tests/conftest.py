@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 # As in the CLI and the notebooks, upsampler is imported before TensorFlow: it asks for oneDNN's CPU
-# kernels (upsampler.hardware.prefer_onednn). Then the variable is taken back, so that the processes
+# kernels (upsampler.utils.hardware.prefer_onednn). Then the variable is taken back, so that the processes
 # the tests start see the environment a user's shell gives them and make that choice themselves.
 _SHELL_CHOSE_KERNELS = "TF_ENABLE_ONEDNN_OPTS" in os.environ
-from upsampler import hardware  # noqa: E402
+from upsampler.utils import hardware  # noqa: E402
 
 hardware.import_tensorflow_quietly()  # loads now, with those kernels
 
@@ -50,10 +50,10 @@ def require_module(name: str):
 
 
 def processed_demo_set(root: Path, *, count: int, size: int, hr_size: int) -> Path:
-    """``count`` crops of the built-in demo photos (:mod:`upsampler.demo`), ``size`` px, processed
+    """``count`` crops of the built-in demo photos (:mod:`upsampler.data.demo`), ``size`` px, processed
     to ``hr_size`` px HR / ``hr_size // 4`` px LR under ``root/processed`` (a quarter held out)."""
-    from upsampler.data import preprocess
-    from upsampler.demo import write_demo_datasets
+    from upsampler.data.preprocess import preprocess
+    from upsampler.data.demo import write_demo_datasets
 
     images = write_demo_datasets(root / "images", broad_count=count, narrow_count=3, size=size)["broad"]
     out = root / "processed"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from upsampler import backbones
-from upsampler.provenance import provenance, tensorflow_distributions
+from upsampler.archs import vgg as backbones
+from upsampler.utils.provenance import provenance, tensorflow_distributions
 
 
 def test_exactly_one_tensorflow_distribution_is_installed():

@@ -15,7 +15,7 @@ from conftest import require_module
 tf = require_module("tensorflow")
 import keras  # noqa: E402
 
-from upsampler import bench  # noqa: E402
+from upsampler.tools import bench  # noqa: E402
 from upsampler.config import get_profile  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def test_flop_counter_walks_nested_models_and_unknown_sizes():
 
 
 def test_discriminator_count_matches_the_architecture():
-    from upsampler.models import DISCRIMINATOR_BLOCKS, build_discriminator
+    from upsampler.archs.srgan import DISCRIMINATOR_BLOCKS, build_discriminator
 
     size, cin, trunk = 32, 3, 0
     trunk += size * size * 9 * cin * 8
@@ -82,8 +82,8 @@ def test_discriminator_count_matches_the_architecture():
 
 
 def test_step_flops_follow_the_documented_convention():
-    from upsampler.losses import build_vgg_feature_extractor
-    from upsampler.models import build_discriminator, build_generator
+    from upsampler.losses.srgan import build_vgg_feature_extractor
+    from upsampler.archs.srgan import build_discriminator, build_generator
 
     g = build_generator(num_blocks=1, filters=8)
     d = build_discriminator(hr_size=32, filters=8, dense_units=16)
@@ -100,8 +100,8 @@ def test_step_flops_follow_the_documented_convention():
 def test_paper_step_is_about_134_gflop_per_image():
     """44 -> 176, 16 blocks, VGG54: G 8.6 + D 5.8 (5.9 with the study's Flatten head) + VGG 24.1 GFLOP
     forward per image."""
-    from upsampler.losses import build_vgg_feature_extractor
-    from upsampler.models import build_discriminator, build_generator
+    from upsampler.losses.srgan import build_vgg_feature_extractor
+    from upsampler.archs.srgan import build_discriminator, build_generator
 
     f = bench.step_flops(build_generator(), build_discriminator(head="flatten"), build_vgg_feature_extractor("block5_conv4", "untrained"),
                          lr_size=44, hr_size=176, batch=8)
@@ -209,7 +209,7 @@ def test_skip_leaves_sections_out_and_unavailable_sections_are_reported(capsys, 
 # ---- speed-ups that must not change the maths ---------------------------------------------
 
 def _smoke_trainer(**sets):
-    from upsampler.train import SRGANTrainer
+    from upsampler.training.train import SRGANTrainer
 
     config = get_profile("smoke").override([f"{k}={v}" for k, v in sets.items()])
     lr, hr = bench.synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=5)
@@ -240,8 +240,8 @@ def test_flips_turn_the_feature_cache_off():
 
 
 def test_fused_layers_and_fused_adam_match_keras():
-    from upsampler.models import FastPReLU, FusedBatchNormalization
-    from upsampler.steps import fused_adam_class
+    from upsampler.archs.srgan import FastPReLU, FusedBatchNormalization
+    from upsampler.training.steps_tf import fused_adam_class
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(2.0, 3.0, (4, 5, 5, 6)).astype(np.float32))
@@ -276,7 +276,7 @@ def test_fused_layers_and_fused_adam_match_keras():
 
 
 def test_space_to_depth_output_conv_matches_conv2d():
-    from upsampler.models import SpaceToDepthConv2D
+    from upsampler.archs.srgan import SpaceToDepthConv2D
 
     rng = np.random.default_rng(2)
     for k, cin, cout in [(9, 16, 3), (3, 5, 2), (5, 4, 7)]:
@@ -298,7 +298,7 @@ def test_space_to_depth_output_conv_matches_conv2d():
 
 def test_mixed_float16_step_uses_loss_scaling_and_stays_finite():
     """The GPU precision path (LossScaleOptimizer), exercised on the CPU with smoke shapes."""
-    from upsampler.train import SRGANTrainer
+    from upsampler.training.train import SRGANTrainer
 
     config = get_profile("smoke")
     lr, hr = bench.synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=6)
@@ -319,8 +319,8 @@ def test_content_loss_and_output_conv_compile_under_xla_with_op_determinism():
     """XLA is the GPU default; MaxPoolGrad has no deterministic XLA kernel, so under XLA the VGG
     uses WindowMaxPool2D (same values) and the output conv builds its kernel without a gather."""
     from upsampler.config import LossConfig
-    from upsampler.losses import ContentLoss, WindowMaxPool2D
-    from upsampler.models import SpaceToDepthConv2D
+    from upsampler.losses.srgan import ContentLoss, WindowMaxPool2D
+    from upsampler.archs.srgan import SpaceToDepthConv2D
 
     tf.config.experimental.enable_op_determinism()
     config = LossConfig(content_layer="block2_conv2", content_network="untrained")
@@ -345,7 +345,7 @@ def test_content_loss_and_output_conv_compile_under_xla_with_op_determinism():
 
 
 def test_fused_adam_takes_the_fused_update_and_checkpoints_like_keras_adam(monkeypatch, tmp_path):
-    from upsampler.steps import fused_adam_class
+    from upsampler.training.steps_tf import fused_adam_class
 
     calls = []
     original = tf.raw_ops.ResourceApplyAdam

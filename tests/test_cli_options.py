@@ -1,4 +1,4 @@
-"""Every numeric option of every command is range-checked where it is parsed (upsampler.argtypes)."""
+"""Every numeric option of every command is range-checked where it is parsed (upsampler.utils.argtypes)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from upsampler import argtypes
+from upsampler.utils import argtypes
 from upsampler.cli import COMMANDS, build_parser
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from test_datasets import official  # noqa: F401 - the local server of official-looking files
-from upsampler import colab
+from upsampler.study import colab
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -106,8 +106,8 @@ def test_each_notebooks_setup_and_data_cells_run_on_a_simulated_colab(fake_colab
     """Every notebook's parameters and setup cell, and 01_preprocess's data cell, as Colab runs
     them: the package installed from a local checkout (recorded), the official files from a local
     server; then preprocessing finds the fetched faces' identities by itself."""
-    from upsampler import datasets
-    from upsampler.notebook import find_groups_csv
+    from upsampler.data import datasets
+    from upsampler.study.notebook import find_groups_csv
 
     mounts, commands = fake_colab
     monkeypatch.chdir(tmp_path)  # /content: none of this project's offline folders beside it

@@ -1,4 +1,4 @@
-"""upsampler.data: preprocessing (rejections, split, resume), load_split, the tf.data pipeline, CLI."""
+"""upsampler.data.preprocess: preprocessing (rejections, split, resume), load_split, the tf.data pipeline, CLI."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from upsampler import cli, data
-from upsampler.data import (
+from upsampler import cli
+from upsampler.data import preprocess as data
+from upsampler.data.preprocess import (
     epoch_order,
     load_split,
     make_train_dataset,
@@ -637,7 +638,7 @@ def test_real_faces_limit_40(shared_data: Path, tmp_path: Path) -> None:
 
 
 def test_random_crops_keep_lr_and_hr_aligned_and_are_keyed(arrays) -> None:
-    from upsampler.data import make_train_dataset
+    from upsampler.data.preprocess import make_train_dataset
 
     lr_big = np.random.default_rng(5).integers(0, 256, (10, 6, 6, 3), dtype=np.uint8)
     hr_big = np.repeat(np.repeat(lr_big, 4, axis=1), 4, axis=2)  # HR = LR blown up: crops must line up

@@ -1,4 +1,4 @@
-"""Fetching the study's datasets (upsampler.datasets) offline: official-looking files served by a
+"""Fetching the study's datasets (upsampler.data.datasets) offline: official-looking files served by a
 local HTTP server, checked by their MD5 and image count, cut to the study's size."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from upsampler import datasets
+from upsampler.data import datasets
 
 PEOPLE = {person: 4 + person % 3 for person in range(1, 13)}  # 12 people with 4-6 photos each
 
@@ -90,7 +90,7 @@ def test_celeba_subset_downloads_verifies_and_keeps_whole_identities(official, t
     manifest = json.loads((out / "SOURCE.json").read_text())
     assert manifest["verified"][0]["md5"] == official["images"].md5 and manifest["verified"][0]["images"] == sum(PEOPLE.values())
     # preprocessing finds the identity file by itself and splits by identity
-    from upsampler.notebook import find_groups_csv
+    from upsampler.study.notebook import find_groups_csv
 
     assert find_groups_csv(out) == (out / "identity_CelebA.txt", "celeba_identity")
     # a second call downloads nothing and changes nothing

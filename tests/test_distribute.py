@@ -26,10 +26,10 @@ SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from upsampler import distribute
-    from upsampler.bench import synthetic_arrays
+    from upsampler.training import distribute
+    from upsampler.tools.bench import synthetic_arrays
     from upsampler.config import get_profile
-    from upsampler.train import SRGANTrainer
+    from upsampler.training.train import SRGANTrainer
 
     out = {}
     # At the study's Adam epsilon 1e-8. Adam's first step is lr * g / (|g| + eps): a gradient that

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from upsampler.files import replaced_atomically, write_atomically
+from upsampler.utils.files import replaced_atomically, write_atomically
 
 
 def test_the_target_changes_only_when_the_block_completes(tmp_path):

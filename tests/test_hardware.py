@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from upsampler import hardware
+from upsampler.utils import hardware
 
 CPUINFO = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: Some CPU 9000\n"
            "flags\t\t: fpu sse avx2 avx512f avx512_bf16\n\n"
@@ -47,7 +47,7 @@ def test_importing_upsampler_first_gives_tensorflow_its_onednn_kernels_and_the_r
 
     if platform.machine().lower() not in hardware.X86_MACHINES:
         return  # elsewhere the package leaves TensorFlow's choice alone (tested above)
-    code = ("import json, upsampler, tensorflow; from upsampler import hardware, provenance; "
+    code = ("import json, upsampler, tensorflow; from upsampler.utils import hardware, provenance; "
             "print(json.dumps([hardware.onednn_enabled(), provenance.provenance().get('onednn')]))")
     env = {k: v for k, v in os.environ.items() if k != hardware.ONEDNN_ENV}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -1,4 +1,4 @@
-"""upsampler.images: decoding policy per Pillow mode, error messages, ranges, crops, bicubic."""
+"""upsampler.data.images: decoding policy per Pillow mode, error messages, ranges, crops, bicubic."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from upsampler.images import (
+from upsampler.data.images import (
     MAX_IMAGE_PIXELS,
     ImageDecodeError,
     bicubic_downscale,

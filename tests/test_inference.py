@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from upsampler import inference
-from upsampler.inference import (
+from upsampler.inference import upscale as inference
+from upsampler.inference.upscale import (
     KINDS,
     infer_scale,
     make_lr,
@@ -37,7 +37,7 @@ def _image(h, w, seed=0):
 def tiny():
     import keras
 
-    from upsampler.models import build_generator
+    from upsampler.archs.srgan import build_generator
 
     keras.utils.set_random_seed(0)
     return build_generator(num_blocks=2, filters=16)
@@ -53,7 +53,7 @@ def tiny_path(tiny, tmp_path_factory):
 # ---- geometry -------------------------------------------------------------------------------
 
 def test_receptive_field_and_scale(tiny):
-    from upsampler.models import build_generator
+    from upsampler.archs.srgan import build_generator
 
     assert receptive_field_radius(tiny) == 12  # 4 + 2*2*1 + 1 + 1 + 0.5 + 1 = 11.5 -> 12
     study = build_generator()  # 16 blocks, 64 filters: the default overlap of the study's model
@@ -101,9 +101,9 @@ def test_tiled_output_matches_whole_image(tiny):
 def test_upscale_cli_and_evaluate_give_the_same_pixels(tiny_path, tmp_path):
     """`upsampler upscale` on a 44x44 image writes exactly the SR image that `evaluate` scores."""
     from upsampler import cli
-    from upsampler.images import load_rgb, save_png
+    from upsampler.data.images import load_rgb, save_png
     from upsampler.metrics.evaluate import run_generator
-    from upsampler.models import load_generator
+    from upsampler.archs.srgan import load_generator
 
     lr = _image(44, 44, seed=3)
     save_png(lr, tmp_path / "face.png")
@@ -145,7 +145,7 @@ def test_make_lr_mod_crops_then_downscales():
 
 
 def test_every_kind_writes_its_files(tmp_path):
-    from upsampler.images import bicubic_upscale
+    from upsampler.data.images import bicubic_upscale
 
     lr = _image(11, 13)
     hr = _image(44, 52, seed=3)
@@ -166,8 +166,8 @@ def test_every_kind_writes_its_files(tmp_path):
 
 
 def test_bicubic_panel_is_a_real_bicubic_upscale(monkeypatch, tmp_path):
-    from upsampler import plots
-    from upsampler.images import bicubic_upscale
+    from upsampler.study import plots
+    from upsampler.data.images import bicubic_upscale
 
     captured = {}
     real_panel_figure = plots.panel_figure
@@ -298,9 +298,9 @@ def test_cli_refuses_a_huge_photo_before_decoding_it(tiny_path, tmp_path, png_he
 
 
 def test_cli_upscales_the_first_frame_of_an_animation_and_says_so(tiny_path, tmp_path, capsys):
-    from upsampler.images import load_rgb
+    from upsampler.data.images import load_rgb
     from upsampler.metrics.evaluate import run_generator
-    from upsampler.models import load_generator
+    from upsampler.archs.srgan import load_generator
 
     frames = [Image.fromarray(_image(12, 10, seed=seed)) for seed in (1, 2, 3)]
     path = tmp_path / "anim.gif"
@@ -316,7 +316,7 @@ def test_cli_upscales_the_first_frame_of_an_animation_and_says_so(tiny_path, tmp
 
 
 def test_the_original_studys_nearest_upsampling_generator_upscales():
-    from upsampler.models import build_generator
+    from upsampler.archs.srgan import build_generator
 
     nearest = build_generator(num_blocks=1, filters=8, upsample="nearest")
     lr = _image(20, 30, seed=4)

@@ -16,8 +16,8 @@ from conftest import require_module
 tf = require_module("tensorflow")
 require_module("jax")
 
-from upsampler.data import preprocess  # noqa: E402
-from upsampler.images import save_png  # noqa: E402
+from upsampler.data.preprocess import preprocess  # noqa: E402
+from upsampler.data.images import save_png  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,7 @@ def _one_step_script(weights: Path, out: Path, batch: Path) -> str:
     return f"""
 import numpy as np, keras
 from upsampler.config import get_profile
-from upsampler.train import SRGANTrainer
+from upsampler.training.train import SRGANTrainer
 config = get_profile("smoke").override(["loss.label_std=0", "train.epsilon=1.0"])
 b = np.load("{batch}")
 trainer = SRGANTrainer(config, arrays=(b["lr"], b["hr"]))
@@ -104,14 +104,14 @@ def test_one_float32_step_agrees_on_tensorflow_and_jax(data, tmp_path):
     about ``lr * g`` rather than ``lr * sign(g)``: round-off in a near-zero gradient cannot flip
     an update, and the weights may differ only by lr x the gradients' round-off."""
     from upsampler.config import get_profile
-    from upsampler.data import load_split
-    from upsampler.train import SRGANTrainer
+    from upsampler.data.preprocess import load_split
+    from upsampler.training.train import SRGANTrainer
 
     lr_u8, hr_u8, _ = load_split(data, "train")
     lr_u8, hr_u8 = lr_u8[:4], hr_u8[:4]
     np.savez(tmp_path / "batch.npz", lr=lr_u8, hr=hr_u8)
     config = get_profile("smoke").override(["loss.label_std=0", "train.epsilon=1.0"])
-    from upsampler.steps import Speedups
+    from upsampler.training.steps_tf import Speedups
 
     trainer = SRGANTrainer(config, arrays=(lr_u8, hr_u8), speedups=Speedups.none())
     g, d = trainer.generator, trainer.discriminator
@@ -163,8 +163,8 @@ def test_population_batchnorm_statistics_make_inference_match_training():
     equals training mode up to float round-off."""
     import keras
 
-    from upsampler.bn import recompute_batchnorm_statistics
-    from upsampler.models import build_generator
+    from upsampler.training.bn import recompute_batchnorm_statistics
+    from upsampler.archs.srgan import build_generator
 
     keras.utils.set_random_seed(1)
     g = build_generator(num_blocks=2, filters=16, bn_momentum=0.99)
@@ -185,7 +185,7 @@ def _layer_by_layer_statistics(model, batches):
     batches in inference mode, the layers before it already updated (NumPy, float64)."""
     import keras
 
-    from upsampler.bn import batchnorm_layers
+    from upsampler.training.bn import batchnorm_layers
 
     for layer in batchnorm_layers(model):
         probe = keras.Model(model.inputs, layer.input)
@@ -198,8 +198,8 @@ def _layer_by_layer_statistics(model, batches):
 def test_population_batchnorm_statistics_in_one_pass_equal_the_layer_by_layer_definition():
     import keras
 
-    from upsampler.bn import batchnorm_layers, recompute_batchnorm_statistics
-    from upsampler.models import build_generator
+    from upsampler.training.bn import batchnorm_layers, recompute_batchnorm_statistics
+    from upsampler.archs.srgan import build_generator
 
     keras.utils.set_random_seed(2)
     g = build_generator(num_blocks=3, filters=16, bn_momentum=0.99)

@@ -8,9 +8,9 @@ from conftest import require_module
 
 tf = require_module("tensorflow")
 
-from upsampler import losses  # noqa: E402
+from upsampler.losses import srgan as losses  # noqa: E402
 from upsampler.config import LossConfig  # noqa: E402
-from upsampler.models import build_discriminator, build_generator  # noqa: E402
+from upsampler.archs.srgan import build_discriminator, build_generator  # noqa: E402
 
 
 def test_noisy_labels_have_the_study_distribution_and_are_reproducible():

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from upsampler import plots
-from upsampler.losslog import (
+from upsampler.study import plots
+from upsampler.study.losslog import (
     detect_saturation,
     find_copied_records,
     format_ranges,
@@ -299,7 +299,7 @@ def test_losses_cli_via_main_reports_bad_input(tmp_path, capsys, monkeypatch):
 def test_detect_collapse_flags_d_at_one_half_only():
     import pandas as pd
 
-    from upsampler.losslog import collapse_line, detect_collapse
+    from upsampler.study.losslog import collapse_line, detect_collapse
 
     healthy = pd.DataFrame({"epoch": range(1, 7), "d_real": [0.8] * 6, "d_fake": [0.2] * 6})
     stuck = pd.DataFrame({"epoch": range(1, 7), "d_real": [0.8, 0.52, 0.5, 0.49, 0.51, 0.8],

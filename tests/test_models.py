@@ -12,7 +12,7 @@ from conftest import require_module
 
 keras = require_module("keras")
 
-from upsampler.models import (  # noqa: E402
+from upsampler.archs.srgan import (  # noqa: E402
     PixelShuffle,
     build_discriminator,
     build_generator,
@@ -137,7 +137,7 @@ def test_load_generator_names_a_missing_or_bad_file(tmp_path):
 def test_pixel_shuffle_kernel_is_depth_to_space():
     import tensorflow as tf
 
-    from upsampler.models import shuffle_kernel
+    from upsampler.archs.srgan import shuffle_kernel
 
     x = np.random.default_rng(0).normal(size=(2, 5, 7, 12)).astype(np.float32)
     conv = keras.layers.Conv2DTranspose(3, 2, strides=2, padding="valid", use_bias=False)
@@ -147,8 +147,8 @@ def test_pixel_shuffle_kernel_is_depth_to_space():
 
 
 def test_portable_generator_has_stock_layers_and_the_same_outputs(tmp_path):
-    from upsampler import hardware
-    from upsampler.models import build_generator, generator_settings, portable_generator
+    from upsampler.utils import hardware
+    from upsampler.archs.srgan import build_generator, generator_settings, portable_generator
 
     keras.utils.set_random_seed(1)
     fast = build_generator(num_blocks=2, filters=8, bn_momentum=0.9, variant="fast")

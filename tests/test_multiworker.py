@@ -27,8 +27,8 @@ from conftest import processed_demo_set, require_module
 
 tf = require_module("tensorflow")
 
-from upsampler import distribute  # noqa: E402
-from upsampler.rundir import read_loss_rows  # noqa: E402
+from upsampler.training import distribute  # noqa: E402
+from upsampler.training.rundir import read_loss_rows  # noqa: E402
 
 TIMEOUT = 300  # seconds, for each group of processes
 TOLERANCE = 1e-5
@@ -148,7 +148,7 @@ def test_a_non_chief_worker_saves_its_share_of_a_checkpoint_in_a_temporary_folde
     import shutil
     import tempfile
 
-    from upsampler import rundir
+    from upsampler.training import rundir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()

@@ -85,7 +85,7 @@ def test_colab_setup_cell_and_explanations(name):
 # ---- the helpers behind the notebooks (fast) ----------------------------------------------------
 
 def test_study_paths_layout(tmp_path):
-    from upsampler.notebook import study_paths
+    from upsampler.study.notebook import study_paths
 
     paths = study_paths(tmp_path, "demo")
     assert paths.data("coco") == tmp_path / "demo/data/coco"
@@ -97,8 +97,8 @@ def test_study_paths_layout(tmp_path):
 
 
 def test_labels(tmp_path):
-    from upsampler.demo import write_demo_datasets
-    from upsampler.notebook import join_notes, run_label
+    from upsampler.data.demo import write_demo_datasets
+    from upsampler.study.notebook import join_notes, run_label
 
     assert run_label("paper", [tmp_path]) is None
     assert "SMOKE TEST" in run_label("smoke")
@@ -111,7 +111,7 @@ def test_labels(tmp_path):
 
 
 def test_groups_csv_found_for_demo_data_and_the_shared_faces(tmp_path):
-    from upsampler.notebook import find_groups_csv
+    from upsampler.study.notebook import find_groups_csv
 
     (tmp_path / "faces").mkdir()
     assert find_groups_csv(tmp_path / "faces") is None
@@ -124,7 +124,7 @@ def test_groups_csv_found_for_demo_data_and_the_shared_faces(tmp_path):
 
 
 def test_training_config_from_parameters():
-    from upsampler.notebook import training_config
+    from upsampler.study.notebook import training_config
 
     config = training_config("smoke", epochs=5, pretrain_epochs=2, content_network="untrained",
                              overrides=["model.upsample=nearest"])
@@ -136,7 +136,7 @@ def test_training_config_from_parameters():
 def test_a_finished_evaluation_is_reused_only_for_the_same_inputs(tmp_path):
     import pandas as pd
 
-    from upsampler.notebook import EVALUATION_KEY_FILE, evaluation_key, reuse_evaluation
+    from upsampler.study.notebook import EVALUATION_KEY_FILE, evaluation_key, reuse_evaluation
 
     test_dir, out = tmp_path / "test", tmp_path / "evaluation"
     (test_dir / "hr").mkdir(parents=True)
@@ -174,7 +174,7 @@ ORIGINAL_LOG = "".join(
 def chain(tmp_path_factory) -> dict:
     """Execute every notebook once (papermill), in the study's order; returns paths and params."""
     papermill = require_module("papermill")
-    from upsampler.demo import write_demo_datasets
+    from upsampler.data.demo import write_demo_datasets
 
     root = tmp_path_factory.mktemp("nbchain")
     src = write_demo_datasets(root / "src", broad_count=24, narrow_count=24, size=32, seed=0)

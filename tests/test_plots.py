@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from upsampler import plots
+from upsampler.study import plots
 from upsampler.config import UNTRAINED_VGG_WARNING, paper, smoke
 
 NOTE = "NOTE: trained with an untrained VGG19 (test)"

@@ -12,9 +12,10 @@ from conftest import processed_demo_set, require_module
 
 tf = require_module("tensorflow")
 
-from upsampler import hardware, precision  # noqa: E402
+from upsampler.utils import hardware  # noqa: E402
+from upsampler.training import precision
 from upsampler.config import Config, get_profile  # noqa: E402
-from upsampler.precision import gpu_policy, hardware_policy, resolve_precision  # noqa: E402
+from upsampler.training.precision import gpu_policy, hardware_policy, resolve_precision  # noqa: E402
 
 # The quality guard's tolerance: the same short training in float32 and in mixed_bfloat16 ends
 # within these on the held-out images (means over the test split).
@@ -60,7 +61,7 @@ GUARD_SETTINGS = [
 
 @pytest.fixture(scope="module")
 def photo_data(tmp_path_factory) -> Path:
-    """Crops of the built-in demo photos (upsampler.demo), processed to 48 px HR / 12 px LR."""
+    """Crops of the built-in demo photos (upsampler.data.demo), processed to 48 px HR / 12 px LR."""
     return processed_demo_set(tmp_path_factory.mktemp("precision"), count=48, size=48, hr_size=48)
 
 
@@ -72,7 +73,7 @@ def _held_out_scores(generator_file: Path, data_dir: Path) -> dict[str, float]:
     from upsampler.metrics.evaluate import read_split_folder, run_generator
     from upsampler.metrics.perceptual import HedFeatures, feature_distance
     from upsampler.metrics.sr import psnr
-    from upsampler.models import load_generator
+    from upsampler.archs.srgan import load_generator
 
     _names, hr, lr, _scale = read_split_folder(data_dir / "test")
     sr = run_generator(load_generator(generator_file), lr)
@@ -89,7 +90,7 @@ def test_quality_guard_bf16_training_ends_where_float32_does(photo_data, tmp_pat
     """The same short training (MSE pre-training, then adversarial) in float32 and in
     mixed_bfloat16, from the same seed and batches: held-out PSNR and VGG16-HED feature distance end
     within PSNR_TOLERANCE_DB and FEATDIST_TOLERANCE, and the precision is in config.json."""
-    from upsampler.train import train
+    from upsampler.training.train import train
 
     scores = {}
     for policy in ("float32", "mixed_bfloat16"):
@@ -113,8 +114,8 @@ def test_quality_guard_bf16_training_ends_where_float32_does(photo_data, tmp_pat
 
 def _initial_generator(config, path: Path) -> Path:
     """The generator a run of ``config`` starts from, saved as a plain-Keras file."""
-    from upsampler.models import portable_generator
-    from upsampler.steps import SRGANSteps
+    from upsampler.archs.srgan import portable_generator
+    from upsampler.training.steps_tf import SRGANSteps
 
     portable_generator(SRGANSteps(config).generator).save(path)
     return path
@@ -124,8 +125,8 @@ def _initial_generator(config, path: Path) -> Path:
 def test_auto_precision_is_recorded_and_a_resume_in_bf16_is_exact(photo_data, tmp_path, monkeypatch):
     """``auto`` on a CPU with native bf16 trains in mixed_bfloat16 and writes that into
     config.json; resuming on a machine without bf16 keeps it; 1 + 1 epochs == 2 epochs, exactly."""
-    from upsampler.models import load_generator
-    from upsampler.train import train
+    from upsampler.archs.srgan import load_generator
+    from upsampler.training.train import train
 
     short = ["train.pretrain_epochs=1", "train.steps_per_epoch=3"]
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda flags=None: True)

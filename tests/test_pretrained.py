@@ -41,7 +41,7 @@ def test_each_study_profile_builds_the_generators_it_shipped(profile, shipped):
     """A rerun of the study trains the networks that are shipped (biases in front of BN included)."""
     from upsampler import load_generator
     from upsampler.config import get_profile
-    from upsampler.models import build_models_from_config, generator_settings
+    from upsampler.archs.srgan import build_models_from_config, generator_settings
 
     built, _ = build_models_from_config(get_profile(profile))
     for name in shipped:
@@ -94,7 +94,7 @@ def test_committed_per_image_metrics_are_reproduced_on_a_subset(shared_data, tmp
     generators, and compare every per-image number with the committed table."""
     import pandas as pd
 
-    from upsampler.images import bicubic_downscale, center_crop, load_rgb, save_png
+    from upsampler.data.images import bicubic_downscale, center_crop, load_rgb, save_png
     from upsampler.metrics.evaluate import evaluate_study
 
     with (DOCS / "test_split.csv").open(newline="") as handle:

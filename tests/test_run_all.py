@@ -1,4 +1,4 @@
-"""run_all.sh (a shim over upsampler.runner): its help, argument checks, where it runs, a smoke-size
+"""run_all.sh (a shim over upsampler.study.runner): its help, argument checks, where it runs, a smoke-size
 run on the shared data, resume, failure; the plan as data."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def test_runs_in_the_active_environment_when_it_has_tensorflow():
 
 
 def test_the_plan_is_data():
-    from upsampler.runner import build_parser, plan, resolve
+    from upsampler.study.runner import build_parser, plan, resolve
 
     options = resolve(build_parser().parse_args(["--profile", "smoke", "--coco", str(REPO), "--celeba", str(REPO),
                                                  "--out", "/tmp/x", "--epochs", "3"]))
@@ -80,7 +80,7 @@ def test_the_plan_is_data():
 
 
 def test_seeds_train_every_model_once_per_seed_and_evaluate_them_together():
-    from upsampler.runner import build_parser, plan, resolve
+    from upsampler.study.runner import build_parser, plan, resolve
 
     base = ["--profile", "smoke", "--coco", str(REPO), "--celeba", str(REPO), "--out", "/tmp/x"]
     steps = plan(resolve(build_parser().parse_args([*base, "--seeds", "3", "--set", "train.batch_size=2"])))
@@ -178,7 +178,7 @@ def test_notebook_output_reaches_the_terminal_while_the_cell_runs(tmp_path):
         "    time.sleep(0.2)\nprint('epoch 2 done', flush=True)")]
     nbformat.write(book, tmp_path / "live.ipynb")
     (tmp_path / "executed").mkdir()
-    code = ("import sys; from pathlib import Path; from upsampler import runner; "
+    code = ("import sys; from pathlib import Path; from upsampler.study import runner; "
             f"runner.NOTEBOOKS = Path({str(tmp_path)!r}); "
             f"runner.execute(runner.Step('live.ipynb', 'live', {{}}), Path({str(tmp_path / 'executed')!r}))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from upsampler.config import get_profile
-from upsampler.rundir import (
+from upsampler.training.rundir import (
     LOSS_COLUMNS, RunDirectory, RunDirectoryBusy, append_loss_row, data_source, read_loss_rows, split_torn_tail,
 )
 

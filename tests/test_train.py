@@ -17,9 +17,9 @@ from conftest import require_module
 tf = require_module("tensorflow")
 
 from upsampler.config import UNTRAINED_VGG_WARNING, get_profile  # noqa: E402
-from upsampler.data import preprocess  # noqa: E402
-from upsampler.images import save_png  # noqa: E402
-from upsampler.train import FAULT_ENV, TrainingDiverged, train  # noqa: E402
+from upsampler.data.preprocess import preprocess  # noqa: E402
+from upsampler.data.images import save_png  # noqa: E402
+from upsampler.training.train import FAULT_ENV, TrainingDiverged, train  # noqa: E402
 
 
 def _synthetic_images(folder: Path, count: int, size: int = 40, seed: int = 0) -> Path:
@@ -52,7 +52,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def _generator_weights(run_dir: Path) -> list[np.ndarray]:
-    from upsampler.models import load_generator
+    from upsampler.archs.srgan import load_generator
 
     return [np.asarray(w) for w in load_generator(run_dir / "generator.keras").weights]
 
@@ -119,7 +119,7 @@ def test_resume_with_a_different_model_is_refused(smoke_data, tmp_path):
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(smoke_data, tmp_path, monkeypatch):
-    from upsampler import steps as steps_module
+    from upsampler.training import steps_tf as steps_module
 
     config = get_profile("smoke").override(["train.epochs=1"])
     run_dir = tmp_path / "run"
@@ -138,7 +138,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(smoke_data, 
 
 
 def test_a_saturated_discriminator_is_reported(smoke_data, tmp_path, monkeypatch):
-    from upsampler import steps as steps_module
+    from upsampler.training import steps_tf as steps_module
 
     def saturated(self, lr, hr, step):
         return tf.constant([7.97, 0.07, 0.07, 16.1, 1.0, 1.0], tf.float32)
@@ -151,7 +151,7 @@ def test_a_saturated_discriminator_is_reported(smoke_data, tmp_path, monkeypatch
 
 
 def test_a_collapsed_discriminator_is_reported(smoke_data, tmp_path, monkeypatch):
-    from upsampler import steps as steps_module
+    from upsampler.training import steps_tf as steps_module
 
     def collapsed(self, lr, hr, step):
         return tf.constant([1.39, 0.7, 0.0, 0.69, 0.5, 0.49], tf.float32)
@@ -205,7 +205,7 @@ def test_smoke_training_with_the_pretrained_offline_content_network(smoke_data, 
 
 
 def _one_step_weights(smoke_data, order: str):
-    from upsampler.train import SRGANTrainer
+    from upsampler.training.train import SRGANTrainer
 
     config = get_profile("smoke").override([f"train.update_order={order}", "train.steps_per_epoch=1",
                                             "loss.adversarial_weight=1.0"])
@@ -226,7 +226,7 @@ def test_d_then_g_updates_d_as_before_and_g_against_the_updated_d(smoke_data):
 
 
 def test_random_training_crops_train_a_discriminator_of_the_crop_size(smoke_data, tmp_path):
-    from upsampler.train import SRGANTrainer
+    from upsampler.training.train import SRGANTrainer
 
     config = get_profile("smoke").override(["data.train_crop=16", "train.steps_per_epoch=2"])
     trainer = SRGANTrainer(config, smoke_data)
@@ -237,7 +237,7 @@ def test_random_training_crops_train_a_discriminator_of_the_crop_size(smoke_data
 
 
 def test_exported_generator_loads_without_upsampler_and_matches_the_trainer(smoke_data, tmp_path):
-    from upsampler.train import SRGANTrainer
+    from upsampler.training.train import SRGANTrainer
 
     config = get_profile("smoke").override(["train.epochs=1"])
     train(config, smoke_data, tmp_path / "run")
@@ -269,7 +269,7 @@ def test_exported_generator_loads_without_upsampler_and_matches_the_trainer(smok
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
 
-# ---- run-directory invariants (upsampler.rundir) through the trainer -----------------------------
+# ---- run-directory invariants (upsampler.training.rundir) through the trainer -----------------------------
 
 def _second_processed_set(root: Path) -> Path:
     source = _synthetic_images(root / "other_images", 24, seed=7)
@@ -291,7 +291,7 @@ def test_resuming_on_other_data_is_refused_naming_both_folders(smoke_data, tmp_p
 
 
 def test_a_second_writer_on_one_run_directory_is_refused(smoke_data, tmp_path):
-    from upsampler.rundir import RunDirectory
+    from upsampler.training.rundir import RunDirectory
 
     holder = RunDirectory(tmp_path / "run")
     holder.lock()
@@ -305,8 +305,8 @@ def test_a_second_writer_on_one_run_directory_is_refused(smoke_data, tmp_path):
 
 
 def test_the_mse_snapshot_and_a_stale_export_match_the_checkpoint(smoke_data, tmp_path):
-    from upsampler.models import load_generator
-    from upsampler.rundir import RunDirectory
+    from upsampler.archs.srgan import load_generator
+    from upsampler.training.rundir import RunDirectory
 
     config = get_profile("smoke").override(["train.pretrain_epochs=1", "train.epochs=2"])
     run_dir = tmp_path / "run"
@@ -357,7 +357,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(smoke_data, tmp_p
     import errno
 
     from upsampler.cli import main
-    from upsampler.rundir import RunDirectory
+    from upsampler.training.rundir import RunDirectory
 
     run_dir = tmp_path / "run"
     args = ["train", "--profile", "smoke", "--data", str(smoke_data), "--run-dir", str(run_dir)]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from upsampler import data
+from upsampler.data import preprocess as data
 from upsampler.config import Config, get_profile
-from upsampler.data import MANIFEST_COLUMNS, choose_train_images, preprocess, split_names, train_image_names
-from upsampler.rundir import resolve_run_config
+from upsampler.data.preprocess import MANIFEST_COLUMNS, choose_train_images, preprocess, split_names, train_image_names
+from upsampler.training.rundir import resolve_run_config
 
 HR = 32
 N_IMAGES = 20  # 15 in the train split, 5 in the test split
@@ -82,7 +82,7 @@ def test_the_override_takes_a_count_and_none() -> None:
 # ---- the pipeline draws only from the subset ------------------------------------------------------
 
 def test_the_training_batches_come_only_from_the_chosen_images(processed: Path) -> None:
-    from upsampler.train import training_arrays
+    from upsampler.training.train import training_arrays
 
     config = _smoke("data.train_images=8")  # batch 4: two batches an epoch
     chosen = train_image_names(processed, config.data)
@@ -104,7 +104,7 @@ def test_the_training_batches_come_only_from_the_chosen_images(processed: Path) 
 
 def test_the_trainer_feeds_only_the_subset_and_refuses_too_many_before_writing(processed: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from upsampler.train import SRGANTrainer, train
+    from upsampler.training.train import SRGANTrainer, train
 
     config = _smoke("data.train_images=8")
     chosen = train_image_names(processed, config.data)
@@ -138,7 +138,7 @@ def test_resuming_with_another_train_images_is_refused(tmp_path: Path) -> None:
 
 def test_a_smoke_run_refuses_to_resume_on_another_subset(processed: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from upsampler.train import train
+    from upsampler.training.train import train
 
     config = _smoke("train.epochs=1", "data.train_images=8", "train.precise_bn_batches=0")  # about 8 s on 2 cores
     train(config, processed, tmp_path / "run")
@@ -161,7 +161,7 @@ def _fake_processed_set(folder: Path, n_train: int, n_test: int = 2) -> None:
 
 
 def _options(tmp_path: Path, *extra: str):
-    from upsampler.runner import build_parser, resolve
+    from upsampler.study.runner import build_parser, resolve
 
     repo = Path(__file__).resolve().parents[1]
     return resolve(build_parser().parse_args(["--profile", "smoke", "--coco", str(repo), "--celeba", str(repo),
@@ -169,8 +169,8 @@ def _options(tmp_path: Path, *extra: str):
 
 
 def test_match_train_size_gives_both_models_the_smaller_count(tmp_path: Path, capsys) -> None:
-    from upsampler.notebook import training_config
-    from upsampler.runner import complete_step, plan
+    from upsampler.study.notebook import training_config
+    from upsampler.study.runner import complete_step, plan
 
     options = _options(tmp_path, "--match-train-size", "--seeds", "2", "--set", "train.epochs=1")
     steps = plan(options)  # before preprocessing: the count is not known yet
@@ -201,7 +201,7 @@ def test_match_train_size_gives_both_models_the_smaller_count(tmp_path: Path, ca
 
 
 def test_without_the_flag_nothing_is_deferred(tmp_path: Path) -> None:
-    from upsampler.runner import complete_step, plan
+    from upsampler.study.runner import complete_step, plan
 
     steps = plan(_options(tmp_path))
     assert all(not s.deferred for s in steps)
@@ -210,7 +210,7 @@ def test_without_the_flag_nothing_is_deferred(tmp_path: Path) -> None:
 
 
 def test_match_train_size_with_a_set_train_images_is_refused(tmp_path: Path) -> None:
-    from upsampler import runner
+    from upsampler.study import runner
 
     with pytest.raises(ValueError, match="--match-train-size sets data.train_images"):
         _options(tmp_path, "--match-train-size", "--set", "data.train_images=100")

@@ -19,8 +19,8 @@ EPOCH_LINE = re.compile(r"adversarial epoch (\d+)/(\d+): .*d_real=.*d_fake=.*sec
 
 @pytest.mark.slow
 def test_epoch_lines_arrive_as_the_epochs_end_under_papermill(tmp_path):
-    from upsampler.demo import write_demo_datasets
-    from upsampler.notebook import preprocess_dataset
+    from upsampler.data.demo import write_demo_datasets
+    from upsampler.study.notebook import preprocess_dataset
 
     source = write_demo_datasets(tmp_path / "src", broad_count=24, narrow_count=8, size=32, seed=0)["broad"]
     preprocess_dataset(source, tmp_path / "data", profile="smoke", progress=False)

@@ -14,7 +14,7 @@ figures), ``metrics`` (PSNR, SSIM, VGG16-HED feature distance, face identity, KI
 statistics), ``pretrained`` (shipped generators), ``losslog`` and ``plots``, ``bench`` and ``cli``.
 """
 
-from .hardware import choose_keras_backend, prefer_onednn
+from upsampler.utils.hardware import choose_keras_backend, prefer_onednn
 
 __version__ = "0.3.0"
 
@@ -29,11 +29,11 @@ __all__ = ["__version__", "load_generator", "upscale_image"]
 def __getattr__(name: str):
     # TensorFlow loads on first use, not at `import upsampler`.
     if name == "load_generator":
-        from .models import load_generator
+        from upsampler.archs.srgan import load_generator
 
         return load_generator
     if name == "upscale_image":
-        from .inference import upscale_image
+        from upsampler.inference.upscale import upscale_image
 
         return upscale_image
     raise AttributeError(f"module 'upsampler' has no attribute {name!r}")

@@ -12,26 +12,26 @@ import argparse
 import importlib
 import sys
 
-from upsampler.hardware import import_tensorflow_quietly, keras_backend_name
+from upsampler.utils.hardware import import_tensorflow_quietly, keras_backend_name
 
 # Modules whose commands never load TensorFlow (the study runs it in the notebooks' kernels).
-WITHOUT_TENSORFLOW = ("upsampler.plots", "upsampler.demo", "upsampler.runner")
+WITHOUT_TENSORFLOW = ("upsampler.study.plots", "upsampler.data.demo", "upsampler.study.runner")
 
 # command -> (module, help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "preprocess": ("upsampler.data", "Crop a folder or .zip of images into a processed train/test set."),
-    "train": ("upsampler.train", "Train an SRGAN (resumes from the run directory's latest checkpoint)."),
-    "upscale": ("upsampler.inference", "Upscale images with a trained generator (tiled)."),
+    "preprocess": ("upsampler.data.preprocess", "Crop a folder or .zip of images into a processed train/test set."),
+    "train": ("upsampler.training.train", "Train an SRGAN (resumes from the run directory's latest checkpoint)."),
+    "upscale": ("upsampler.inference.upscale", "Upscale images with a trained generator (tiled)."),
     "fid": ("upsampler.metrics.cli", "FID and KID between two image folders."),
     "sr_bench": ("upsampler.metrics.cli", "PSNR/SSIM of bicubic or a generator on a folder of HR images."),
     "evaluate": ("upsampler.metrics.cli", "Bicubic vs generators on a test set: PSNR, SSIM, VGG16-HED feature "
                                           "distance, face identity, KID, paired 95%% intervals (FID where the Inception loads)."),
-    "losses": ("upsampler.plots", "Plot a run's loss.csv or an original-format loss log; flag a saturated D."),
-    "benchmark": ("upsampler.bench", "Throughput and useful GFLOP/s of training, inference and the pipeline."),
-    "gpu_study": ("upsampler.study_gpu", "Train Model A and B (MSE and adversarial stages, several seeds) on one GPU "
+    "losses": ("upsampler.study.plots", "Plot a run's loss.csv or an original-format loss log; flag a saturated D."),
+    "benchmark": ("upsampler.tools.bench", "Throughput and useful GFLOP/s of training, inference and the pipeline."),
+    "gpu_study": ("upsampler.study.gpu", "Train Model A and B (MSE and adversarial stages, several seeds) on one GPU "
                                          "against a wall-clock budget, then pack generators and logs."),
-    "study": ("upsampler.runner", "Run the whole study through its notebooks (what ./run_all.sh runs)."),
-    "demo_data": ("upsampler.demo", "Write the built-in demo datasets (photos shipped inside installed packages)."),
+    "study": ("upsampler.study.runner", "Run the whole study through its notebooks (what ./run_all.sh runs)."),
+    "demo_data": ("upsampler.data.demo", "Write the built-in demo datasets (photos shipped inside installed packages)."),
 }
 
 
@@ -63,7 +63,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (all of them when ``None``)."""
-    from . import __version__
+    from upsampler import __version__
 
     parser = argparse.ArgumentParser(prog="upsampler", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -37,7 +37,7 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16", "mixed")
 # the paper scales VGG19 features by 1/12.75 "to obtain VGG losses of a scale that is comparable to
 # the MSE loss". The same rule is applied to every other network and layer: the scale at which the
 # content loss of bicubic upscales equals their pixel MSE (median over training images), computed by
-# `upsampler.losses.calibrate_feature_scale`; a test recomputes the value below.
+# `upsampler.losses.srgan.calibrate_feature_scale`; a test recomputes the value below.
 HED_BLOCK5_CONV3_SCALE = 1.0 / 32.1  # 200 CelebA faces, 96-px centre crops (0.0311)
 HED_BLOCK2_CONV2_SCALE = 1.0 / 140.3  # the same faces and crops (0.00713)
 FEATURE_SCALE_NOTE = "feature_scale calibrated so the content loss of bicubic upscales equals their pixel MSE"
@@ -57,7 +57,7 @@ class DataConfig:
     train_crop: int | None = None  # HR side of a random LR/HR-aligned crop drawn per image and step; None: whole image
     shuffle_buffer: int = 4096
     # Use only this many training images: a seeded subset of the processed train split, the same for every
-    # training seed (chosen with split_seed, not train.seed; upsampler.data.choose_train_images); None: all.
+    # training seed (chosen with split_seed, not train.seed; upsampler.data.preprocess.choose_train_images); None: all.
     train_images: int | None = None
 
     @property
@@ -116,7 +116,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = True  # seeds + op determinism on GPU/XLA (CPU kernels need none); makes resume bit-exact
     jit_compile: str = "auto"  # "auto" (XLA on GPU), "on", "off"
-    precision: str = "auto"  # auto (by hardware, upsampler.precision), float32, mixed_bfloat16, mixed_float16
+    precision: str = "auto"  # auto (by hardware, upsampler.training.precision), float32, mixed_bfloat16, mixed_float16
     strategy: str = "default"  # tf.distribute: "default" (one device), "mirrored" (all GPUs), "auto", "multiworker" (TF_CONFIG)
     cache_hr_features: str = "auto"  # HR VGG features computed once per dataset: "auto" (when flips are off), "on", "off"
     checkpoint_every: int = 1  # epochs
@@ -153,7 +153,7 @@ class Config:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Config":
         known = {f.name for f in fields(cls)}
-        # written beside the config by `train` (upsampler.rundir)
+        # written beside the config by `train` (upsampler.training.rundir)
         raw = {k: v for k, v in raw.items() if k not in ("provenance", "data_source")}
         unknown = set(raw) - known
         if unknown:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from upsampler.images import bicubic_downscale, bicubic_upscale, center_crop, load_rgb
+from upsampler.data.images import bicubic_downscale, bicubic_upscale, center_crop, load_rgb
 from upsampler.metrics import paired
 from upsampler.metrics.fid import mmd2_unbiased
 
@@ -160,7 +160,7 @@ def test_identity_distance_known_cases(faces):
 @pytest.mark.shared_data
 def test_study_feature_scale_is_reproduced(shared_data):
     from upsampler.config import HED_BLOCK5_CONV3_SCALE
-    from upsampler.losses import calibrate_feature_scale
+    from upsampler.losses.srgan import calibrate_feature_scale
 
     files = sorted((shared_data / "faces").glob("*.jpg"))[:200:5]  # 40 of the 200 calibration faces
     hr = np.stack([center_crop(load_rgb(f), 96) for f in files])

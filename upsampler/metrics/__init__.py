@@ -15,7 +15,7 @@ Modules: :mod:`.fid` (FID, KID, bootstrap, cached statistics), :mod:`.extractors
 identity-level bootstrap intervals), :mod:`.faces` (dlib identity metrics), :mod:`.cli`.
 """
 
-from .extractors import (
+from upsampler.metrics.extractors import (
     DEFAULT_EXTRACTOR,
     EXTRACTORS,
     UNTRAINED_LABEL,
@@ -23,7 +23,7 @@ from .extractors import (
     FeatureExtractor,
     get_extractor,
 )
-from .fid import (
+from upsampler.metrics.fid import (
     DistributionMetrics,
     FrechetTerms,
     activation_statistics,
@@ -38,7 +38,7 @@ from .fid import (
     mmd2_unbiased,
     save_statistics,
 )
-from .sr import imresize, mod_crop, psnr, rgb_to_y, shave, sr_metrics, ssim
+from upsampler.metrics.sr import imresize, mod_crop, psnr, rgb_to_y, shave, sr_metrics, ssim
 
 __all__ = [
     "DEFAULT_EXTRACTOR",
@@ -76,11 +76,11 @@ __all__ = [
 def __getattr__(name: str):
     # Heavier modules (pandas, matplotlib) load on first use.
     if name in ("evaluate_study", "StudyResults"):
-        from . import evaluate
+        from upsampler.metrics import evaluate
 
         return getattr(evaluate, name)
     if name == "run_sr_bench":
-        from .srbench import run_sr_bench
+        from upsampler.metrics.srbench import run_sr_bench
 
         return run_sr_bench
     raise AttributeError(f"module 'upsampler.metrics' has no attribute {name!r}")

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import integer
-from .extractors import DEFAULT_EXTRACTOR, EXTRACTORS
+from upsampler.utils.argtypes import integer
+from upsampler.metrics.extractors import DEFAULT_EXTRACTOR, EXTRACTORS
 
 _EXTRACTOR_HELP = (
     "feature extractor: fid-inception (reference TF-GAN FID network; set UPSAMPLER_FID_INCEPTION to a local "
@@ -53,7 +53,7 @@ def _to_json(obj: Any) -> str:
 
 
 def _get_extractor(name: str, input_size: int | None):
-    from .extractors import ExtractorUnavailableError, get_extractor
+    from upsampler.metrics.extractors import ExtractorUnavailableError, get_extractor
 
     try:
         return get_extractor(name, input_size=input_size)
@@ -75,8 +75,8 @@ def configure_fid_parser(parser: argparse.ArgumentParser) -> None:
 
 def _features_or_stats(source: str, args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
     """{'features': (N, D) or None, 'mu', 'sigma', 'n'} for a folder or a cached .npz."""
-    from .fid import activation_statistics, activations, load_statistics
-    from .srbench import list_images
+    from upsampler.metrics.fid import activation_statistics, activations, load_statistics
+    from upsampler.metrics.srbench import list_images
 
     path = Path(source)
     if path.suffix == ".npz":
@@ -95,8 +95,8 @@ def _features_or_stats(source: str, args: argparse.Namespace, state: dict[str, A
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    from .extractors import extractor_info
-    from .fid import DistributionMetrics, distribution_metrics, frechet_distance, save_statistics
+    from upsampler.metrics.extractors import extractor_info
+    from upsampler.metrics.fid import DistributionMetrics, distribution_metrics, frechet_distance, save_statistics
 
     state: dict[str, Any] = {}
     a = _features_or_stats(args.dir1, args, state)
@@ -138,7 +138,7 @@ def configure_sr_bench_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sr_bench(args: argparse.Namespace) -> int:
-    from .srbench import run_sr_bench as bench
+    from upsampler.metrics.srbench import run_sr_bench as bench
 
     result = bench(args.dir, args.method, args.scale)
     print(_to_json(result.to_dict()) if args.json else result.table())
@@ -185,8 +185,8 @@ def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..pretrained import resolve
-    from .evaluate import evaluate_study
+    from upsampler.pretrained import resolve
+    from upsampler.metrics.evaluate import evaluate_study
 
     models: dict[str, list[str]] = {}  # a name given several times: one generator per training seed
     for text in args.model:

@@ -17,7 +17,7 @@ and scores each against the HR images with instruments that are pretrained and w
   faces within them (:func:`.paired.grouped_bootstrap_indices`); otherwise images.
 
 "Bicubic" is Pillow's bicubic upscaling of the LR image, the same resampling that made the
-LR images (:func:`upsampler.images.bicubic_upscale`).
+LR images (:func:`upsampler.data.images.bicubic_upscale`).
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .fid import format_value
-from .paired import GROUPED_NOTE, PAIRED_COLUMNS
-from .perceptual import FEATDIST_LABEL, SHARED_LAYER_NOTE
-from .seeds import (POOLED_COLUMNS, POOLED_PAIRED_COLUMNS, difference_table, expand_runs, pooled_markdown, pooled_rows,
+from upsampler.metrics.fid import format_value
+from upsampler.metrics.paired import GROUPED_NOTE, PAIRED_COLUMNS
+from upsampler.metrics.perceptual import FEATDIST_LABEL, SHARED_LAYER_NOTE
+from upsampler.metrics.seeds import (POOLED_COLUMNS, POOLED_PAIRED_COLUMNS, difference_table, expand_runs, pooled_markdown, pooled_rows,
                     run_draws)
-from .sr import sr_metrics
-from .srbench import list_images, read_image
+from upsampler.metrics.sr import sr_metrics
+from upsampler.metrics.srbench import list_images, read_image
 
 __all__ = [
     "StudyResults",
@@ -137,7 +137,7 @@ def read_split_groups(test_dir: str | Path, names: Sequence[str]) -> list[str] |
     beside ``test_dir``; None when there is no manifest or any image has no recorded group."""
     import csv
 
-    from ..data import MANIFEST_FILE
+    from upsampler.data.preprocess import MANIFEST_FILE
 
     test_dir = Path(test_dir)
     try:
@@ -169,11 +169,11 @@ def split_description(test_dir: str | Path) -> str:
 def run_generator(model: Any, lr: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """SR images uint8 (N, H, W, 3) from a Keras generator mapping [-1, 1] LR to [-1, 1] SR.
 
-    Each image goes through :func:`upsampler.inference.upscale_image` whole, the code path of
+    Each image goes through :func:`upsampler.inference.upscale.upscale_image` whole, the code path of
     ``upsampler upscale`` (whose default tile covers a 44x44 input): the pixels scored here are
     the pixels a user gets. ``batch_size`` is kept for compatibility and unused.
     """
-    from ..inference import infer_scale, upscale_image
+    from upsampler.inference.upscale import infer_scale, upscale_image
 
     scale = infer_scale(model)
     return np.stack([upscale_image(model, image, scale=scale, tile=None) for image in np.asarray(lr, np.uint8)])
@@ -260,8 +260,8 @@ def evaluate_study(
     """
     import pandas as pd
 
-    from ..images import bicubic_upscale
-    from . import paired as paired_lib
+    from upsampler.data.images import bicubic_upscale
+    from upsampler.metrics import paired as paired_lib
 
     if n_boot < 0 or n_boot_fd < 0:
         raise ValueError(f"bootstrap resamples must be >= 0, got n_boot={n_boot}, n_boot_fd={n_boot_fd}")
@@ -281,7 +281,7 @@ def evaluate_study(
     for method, model in models.items():
         if method == BICUBIC:
             raise ValueError(f"model name {BICUBIC!r} is reserved for the baseline")
-        from ..models import load_generator
+        from upsampler.archs.srgan import load_generator
 
         net = load_generator(model) if isinstance(model, (str, Path)) else model
         sr = run_generator(net, lr, batch_size=batch_size)
@@ -297,7 +297,7 @@ def evaluate_study(
         per_image["psnr"][method], per_image["ssim"][method] = scores[:, 0], scores[:, 1]
     set_metrics: list[paired_lib.SetMetric] = []
     if perceptual:
-        from .perceptual import compare_to_reference
+        from upsampler.metrics.perceptual import compare_to_reference
 
         distances, pooled = compare_to_reference(hr, outputs, batch_size=batch_size, progress=progress)
         per_image["featdist_hed"] = distances
@@ -309,7 +309,7 @@ def evaluate_study(
         set_metrics.append(paired_lib.SetMetric("fd_hed", pooled["HR"], {m: pooled[m] for m in methods}, "fd"))
     face_reference: dict[str, Any] = {}
     if faces:
-        from .faces import FaceEmbedder, identity_distance
+        from upsampler.metrics.faces import FaceEmbedder, identity_distance
 
         embedder = FaceEmbedder()
         reference = embedder.embed(hr, progress=progress)
@@ -330,8 +330,8 @@ def evaluate_study(
     untrained_features = False
     extractor_name, extractor_label = "", ""
     if extractor is not None:
-        from .extractors import get_extractor
-        from .fid import activations
+        from upsampler.metrics.extractors import get_extractor
+        from upsampler.metrics.fid import activations
 
         fe = get_extractor(extractor, input_size=input_size) if isinstance(extractor, str) else extractor
         extractor_name, extractor_label = getattr(fe, "name", str(extractor)), getattr(fe, "label", "")
@@ -438,7 +438,7 @@ def _identity_metrics(
 ) -> tuple[dict[str, Any], str | None]:
     """Add ``identity_top1`` to ``per_image``; return the HR references (HR top-1 per image, KID
     between two halves of the HR faces) or, when some identity has one photo, a note instead."""
-    from .faces import identity_halves, identity_top1, mean_shift_term, split_half_kid
+    from upsampler.metrics.faces import identity_halves, identity_top1, mean_shift_term, split_half_kid
 
     ids = np.asarray([str(g) for g in groups])
     _, counts = np.unique(ids, return_counts=True)
@@ -488,7 +488,7 @@ def _untrained_table(out_dir: Path, hr_feats: np.ndarray, feats: Mapping[str, np
     """'FID'/KID on untrained (or resized) Inception features, labelled on every row, kept apart."""
     import pandas as pd
 
-    from .fid import fid_from_features, kernel_inception_distance
+    from upsampler.metrics.fid import fid_from_features, kernel_inception_distance
 
     rows = []
     for method, f in feats.items():
@@ -561,7 +561,7 @@ def paired_figure(paired: Any, path: str | Path | None = None):
     side of zero that is better is shaded. Returns a Figure (saved as PNG with ``path``)."""
     from matplotlib.figure import Figure
 
-    from .paired import LOWER_IS_BETTER
+    from upsampler.metrics.paired import LOWER_IS_BETTER
 
     metrics = list(dict.fromkeys(paired["metric"]))
     cols = min(3, len(metrics))
@@ -604,12 +604,12 @@ def comparison_grid(
 ):
     """A grid of images, one row per ``panels`` entry and one column per name in ``columns``.
 
-    Each panel maps a column name to a uint8 image. Drawn by :func:`upsampler.plots.grid_figure`:
+    Each panel maps a column name to a uint8 image. Drawn by :func:`upsampler.study.plots.grid_figure`:
     every panel the same display size, enlarged images (the LR input) blocky
     (``interpolation="nearest"``), so the "Bicubic" column shows exactly the bicubic upscale it
     was given. Returns a Figure; saved as PNG when ``path`` is given.
     """
-    from ..plots import grid_figure
+    from upsampler.study.plots import grid_figure
 
     if not panels or not columns:
         raise ValueError("comparison_grid needs at least one panel and one column")

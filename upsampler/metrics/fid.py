@@ -98,7 +98,7 @@ def activations(
     chunks = []
     for batch in batches:
         if from_paths:
-            from .srbench import read_image
+            from upsampler.metrics.srbench import read_image
 
             chunks.append(_extract_uint8([read_image(p, mode="RGB") for p in batch], extractor))
         else:
@@ -463,7 +463,7 @@ class DistributionMetrics:
 
     def summary_lines(self) -> list[str]:
         """Human-readable lines, with the untrained warning first when it applies."""
-        from .extractors import UNTRAINED_LABEL
+        from upsampler.metrics.extractors import UNTRAINED_LABEL
 
         lines = []
         if self.untrained:
@@ -499,7 +499,7 @@ def distribution_metrics(
     ``extractor``: a FeatureExtractor, or its name (a str). ``n_boot=0`` skips the interval,
     ``kid_subsets=0`` skips KID (NaN in the result).
     """
-    from .extractors import extractor_info
+    from upsampler.metrics.extractors import extractor_info
 
     if isinstance(extractor, str):
         name = extractor
@@ -536,7 +536,7 @@ def save_statistics(
     ``extractor``: a FeatureExtractor or a name. ``features`` (N, D), optional, are stored too
     so that KID and the FID interval can be computed from the cache. Returns the path.
     """
-    from .extractors import extractor_info
+    from upsampler.metrics.extractors import extractor_info
 
     if isinstance(extractor, str):
         name, (label, comparable, _) = extractor, extractor_info(extractor)

@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .fid import _poly_kernel
+from upsampler.metrics.fid import _poly_kernel
 
 LOWER_IS_BETTER = {"featdist_hed", "identity_distance", "kid_face", "kid_hed", "fd_hed", "fid", "kid", "piqe"}
 PAIRED_COLUMNS = ["metric", "method_a", "method_b", "difference", "ci_low", "ci_high", "n", "better",
@@ -143,7 +143,7 @@ class KernelMMD:
 
 
 def frechet_on(reference: np.ndarray, candidate: np.ndarray, idx: np.ndarray | None = None) -> float:
-    from .fid import fid_from_features
+    from upsampler.metrics.fid import fid_from_features
 
     if idx is None:
         return fid_from_features(reference, candidate)

@@ -3,7 +3,7 @@
 ``featdist_hed`` is an *unweighted VGG16-HED feature distance*, not LPIPS: it has the structure of
 LPIPS (Zhang et al., 2018) - unit-normalise each layer's channels at every position, squared
 difference, spatial mean - on the five post-ReLU stages :data:`FEATURE_LAYERS` of the VGG16-HED
-trunk (:mod:`upsampler.backbones`), with uniform weights (channel sum, then the mean over layers)
+trunk (:mod:`upsampler.archs.vgg`), with uniform weights (channel sum, then the mean over layers)
 instead of LPIPS's learned linear heads, whose weights cannot be downloaded here. 0 for identical
 images; larger is more different. Every table names it :data:`FEATDIST_LABEL`. Tables written
 before the rename call it ``lpips_hed``, labelled "LPIPS-style (VGG16-HED), not LPIPS": same
@@ -37,13 +37,13 @@ class HedFeatures:
     (NumPy float32). Keras on any backend: the network runs through ``predict_on_batch``."""
 
     def __init__(self, network: str = "vgg16-hed"):
-        from .. import backbones
+        from upsampler.archs import vgg as backbones
 
         self.network = network
         self.model = backbones.multi_layer_model(network, FEATURE_LAYERS)
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
-        from .. import backbones
+        from upsampler.archs import vgg as backbones
 
         x = np.asarray(images, np.uint8).astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # as the trainer
         x = np.asarray(backbones.preprocess(x, self.network))

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .paired import better_of, percentile_interval
+from upsampler.metrics.paired import better_of, percentile_interval
 
 POOLED_COLUMNS = ["model", "metric", "value", "ci_low", "ci_high", "seed_min", "seed_max", "n_seeds",
                   "resampling_unit"]

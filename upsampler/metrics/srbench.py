@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .sr import imresize, mod_crop, sr_metrics, round_to_uint8
+from upsampler.metrics.sr import imresize, mod_crop, sr_metrics, round_to_uint8
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -31,7 +31,7 @@ __all__ = [
     "run_sr_bench",
 ]
 
-from ..images import IMAGE_EXTENSIONS
+from upsampler.data.images import IMAGE_EXTENSIONS
 
 Upscaler = Callable[[np.ndarray], np.ndarray]  # LR uint8 (h, w[, 3]) -> SR uint8 (h*s, w*s[, 3])
 
@@ -52,10 +52,10 @@ def read_image(path: str | Path, mode: str | None = None) -> np.ndarray:
 
     ``mode=None`` keeps gray images gray (L / I;16 etc. become 8-bit L; the SR benchmarks'
     MATLAB convention scores a single-channel image on its raw values) and converts the rest
-    to RGB; ``mode="RGB"`` is :func:`upsampler.images.load_rgb`, the reader used everywhere else.
+    to RGB; ``mode="RGB"`` is :func:`upsampler.data.images.load_rgb`, the reader used everywhere else.
     """
     if mode == "RGB":
-        from ..images import load_rgb
+        from upsampler.data.images import load_rgb
 
         return load_rgb(path)
     from PIL import Image
@@ -105,7 +105,7 @@ def make_upscaler(method: str | Any, scale: int) -> tuple[str, Upscaler]:
     if isinstance(method, str) and method.lower() == "bicubic":
         return "bicubic", lambda lr: bicubic_sr(lr, scale)
     if isinstance(method, (str, Path)):
-        from ..models import load_generator
+        from upsampler.archs.srgan import load_generator
 
         return str(method), generator_upscaler(load_generator(method))
     return getattr(method, "name", "model"), generator_upscaler(method)

@@ -11,7 +11,7 @@ Sections (each can be skipped with ``--skip``):
               (``matmul_yardstick`` names it) and ``ratio_to_matmul = useful_gflops /
               matmul_gflops``;
 ``pretrain``  the generator-only (pixel MSE) step;
-``inference`` ``upsampler.inference.upscale_image`` with tiling: output megapixels/s;
+``inference`` ``upsampler.inference.upscale.upscale_image`` with tiling: output megapixels/s;
 ``pipeline``  the trainer's input pipeline (``make_train_dataset`` + cached HR features),
               images/s, which must exceed what the training step consumes;
 ``fid``       ``inception-untrained`` feature extraction (299 px), images/s.
@@ -53,8 +53,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import hardware
-from .argtypes import integer, number
+from upsampler.utils import hardware
+from upsampler.utils.argtypes import integer, number
 
 SECTIONS = ("train", "matmul", "pretrain", "inference", "pipeline", "fid")
 UNTRAINED_NOTE = ("content network: untrained VGG19 (benchmark default; the weights change the values, not the speed "
@@ -320,7 +320,7 @@ def synthetic_arrays(n: int, lr_size: int, hr_size: int, seed: int = 0) -> tuple
 
 def build_config(profile: str, *, batch_size: int | None, xla: str, precision: str | None, content_network: str,
                  hr_cache: str, strategy: str, deterministic: bool | None, overrides: list[str]):
-    from .config import get_profile
+    from upsampler.config import get_profile
 
     sets = [f"train.jit_compile={xla}", *([f"train.precision={precision}"] if precision else []),
             f"loss.content_network={content_network}", f"train.cache_hr_features={hr_cache}", f"train.strategy={strategy}",
@@ -335,7 +335,7 @@ def build_config(profile: str, *, batch_size: int | None, xla: str, precision: s
 
 
 def measure_pipeline(feed, n_images: int, min_seconds: float = 1.0) -> dict[str, Any]:
-    """Images/s of ``feed.dataset`` (a :class:`upsampler.feed.TrainingFeed`: uint8 -> float batches,
+    """Images/s of ``feed.dataset`` (a :class:`upsampler.training.feed.TrainingFeed`: uint8 -> float batches,
     plus cached HR features when on) over a synthetic training set of ``n_images``, a new dataset per epoch as in training."""
     d = feed.config.data
     saved = feed.train_lr, feed.train_hr, feed.hr_features
@@ -366,9 +366,9 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
     import keras
     import tensorflow as tf
 
-    from . import distribute
-    from .steps import Speedups
-    from .train import SRGANTrainer
+    from upsampler.training import distribute
+    from upsampler.training.steps_tf import Speedups
+    from upsampler.training.train import SRGANTrainer
 
     t, d = config.train, config.data
     batch = t.batch_size
@@ -416,7 +416,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
     result["flops"] = flops
 
     # The yardstick candidates, all in the step's compute precision on the step's device.
-    from .precision import compute_dtype
+    from upsampler.training.precision import compute_dtype
 
     matmul_dtype = compute_dtype(steps_.precision)
     on_gpu = bool(result.get("gpus"))
@@ -517,9 +517,9 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
     # -- tiled inference -------------------------------------------------------------------
     if "inference" not in skip:
         try:
-            from .inference import upscale_image
+            from upsampler.inference.upscale import upscale_image
         except ImportError as exc:
-            result["skipped"]["inference"] = f"upsampler.inference.upscale_image unavailable ({exc})"
+            result["skipped"]["inference"] = f"upsampler.inference.upscale.upscale_image unavailable ({exc})"
         else:
             try:
                 image = synthetic_arrays(1, inference_size, inference_size * d.scale)[0][0]  # the LR image
@@ -550,7 +550,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
     # -- FID feature extraction ---------------------------------------------------------------
     if "fid" not in skip:
         try:
-            from .metrics.extractors import get_extractor
+            from upsampler.metrics.extractors import get_extractor
 
             extractor = get_extractor("inception-untrained")
         except Exception as exc:
@@ -647,7 +647,7 @@ def configure_benchmark_parser(p) -> None:
     p.add_argument("--xla", choices=["on", "off", "auto"], default="auto", help="XLA: auto = on GPU only")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                    help="train.precision (default: the profile's; paper: auto = bf16 where the hardware has it, "
-                        "else float32 on CPU / float16 on older GPUs; upsampler.precision)")
+                        "else float32 on CPU / float16 on older GPUs; upsampler.training.precision)")
     p.add_argument("--content-network", choices=["untrained", "vgg19", "vgg16-hed"], default="untrained",
                    help="content-loss network (default untrained VGG19: weights change values, not speed)")
     p.add_argument("--hr-cache", choices=["auto", "on", "off"],
@@ -688,7 +688,7 @@ def _json_ready(value):
 
 def write_result(path: str | Path, result: dict[str, Any], table: str) -> None:
     """``result`` as JSON at ``path`` and ``table`` beside it (same name, ``.txt``); folders created."""
-    from .files import write_atomically
+    from upsampler.utils.files import write_atomically
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

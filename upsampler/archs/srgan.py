@@ -5,7 +5,7 @@ name every layer so code can address them by name (``model.get_layer("res_block_
 Images enter and leave the generator in [-1, 1] (``x / 127.5 - 1``), NHWC.
 
 Custom layers are registered with Keras, so ``keras.models.load_model("generator.keras")``
-reloads a saved generator after ``import upsampler.models`` without ``safe_mode=False``.
+reloads a saved generator after ``import upsampler.archs.srgan`` without ``safe_mode=False``.
 """
 
 from __future__ import annotations
@@ -403,7 +403,7 @@ def parameter_counts(model: keras.Model) -> dict[str, int]:
 def load_generator(path) -> keras.Model:
     """Load a saved ``generator.keras``, or a shipped generator by name (``"model_b"``; see
     :mod:`upsampler.pretrained`). Custom layers are registered by this module."""
-    from .pretrained import resolve
+    from upsampler.pretrained import resolve
 
     path = resolve(path)
     if not path.exists():

@@ -12,7 +12,7 @@ Image panels are shown at one common display size. An image smaller than its pan
 enlarged with ``interpolation="nearest"`` (LR pixels stay visible blocks): matplotlib's own
 smoothing is never used to enlarge an image, because the original study's "Bicubic" panel was
 exactly that (defect #5); a real bicubic panel must come from
-:func:`upsampler.images.bicubic_upscale`. Images larger than their panel are shrunk with
+:func:`upsampler.data.images.bicubic_upscale`. Images larger than their panel are shrunk with
 matplotlib's antialiasing.
 """
 
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .argtypes import integer, number
+from upsampler.utils.argtypes import integer, number
 
 DEFAULT_ZOOM = (1500, 1750)  # the original's zoomed window (epochs)
 NOTE_COLOR = "crimson"
@@ -46,7 +46,7 @@ def note_for_config(config: Any) -> str | None:
     ``config`` is a :class:`upsampler.config.Config`, its ``to_dict()`` form (a loaded
     ``config.json``) or None.
     """
-    from .config import UNTRAINED_VGG_WARNING, Config
+    from upsampler.config import UNTRAINED_VGG_WARNING, Config
 
     if config is None:
         return None
@@ -132,7 +132,7 @@ def zoom_window(epochs: Sequence[int] | np.ndarray, zoom: tuple[int, int] | None
 
 
 def _loss_series(frame, adversarial_weight: float):
-    from .losslog import adversarial_rows, per_epoch
+    from upsampler.study.losslog import adversarial_rows, per_epoch
 
     rows = per_epoch(adversarial_rows(frame))
     epochs = rows["epoch"].to_numpy()
@@ -205,7 +205,7 @@ def plot_losses(
     Pre-training rows of a ``loss.csv`` are left out (adversarial phase only).
 
     Args:
-        frame: a loss table (:func:`upsampler.losslog.read_loss_log` ``.frame`` or a loss.csv).
+        frame: a loss table (:func:`upsampler.study.losslog.read_loss_log` ``.frame`` or a loss.csv).
         title: figure title.
         adversarial_weight: the adversarial curve is multiplied by this (the study's 1e-3).
         zoom: ``(first, last)`` epochs of the zoomed panel, or None.
@@ -261,12 +261,12 @@ def plot_discriminator(
 ):
     """``d_loss`` (top) and the mean D(real) / D(fake) probabilities (bottom) per epoch.
 
-    Saturated stretches found by :func:`upsampler.losslog.detect_saturation` are shaded red
+    Saturated stretches found by :func:`upsampler.study.losslog.detect_saturation` are shaded red
     on both axes and the verdict is printed under the title. For logs without probabilities
     (the original's) the bottom axes says so, and the top one shows the clipped-BCE ``d_loss``
     of a saturated D as a dashed reference line.
     """
-    from .losslog import adversarial_rows, detect_saturation, per_epoch, saturated_bce_d_loss
+    from upsampler.study.losslog import adversarial_rows, detect_saturation, per_epoch, saturated_bce_d_loss
 
     rows = per_epoch(adversarial_rows(frame))
     report = detect_saturation(frame, patience=patience, threshold=threshold)
@@ -413,7 +413,7 @@ def configure_losses_parser(p) -> None:
 
 
 def run_losses(args) -> int:
-    from .losslog import _unique_labels, detect_saturation, find_copied_records, read_loss_log
+    from upsampler.study.losslog import _unique_labels, detect_saturation, find_copied_records, read_loss_log
 
     logs = [read_loss_log(p) for p in args.paths]
     labels = _unique_labels(logs)

@@ -22,8 +22,8 @@ import numpy as np
 import keras
 from keras import ops
 
-from . import backbones
-from .config import LossConfig
+from upsampler.archs import vgg as backbones
+from upsampler.config import LossConfig
 
 # VGG's "caffe" preprocessing: BGR order, ImageNet channel means subtracted, 0..255 scale.
 VGG_BGR_MEANS = backbones.BGR_MEANS[backbones.VGG19]
@@ -72,7 +72,7 @@ def _with_window_max_pooling(vgg: keras.Model, last_layer: str, name: str) -> ke
 def build_vgg_feature_extractor(
     layer: str = "block5_conv4", network: str = backbones.VGG19, seed: int = 0, pooling: str = "max_pool"
 ) -> keras.Model:
-    """A VGG trunk (:mod:`upsampler.backbones`) truncated at ``layer`` (post-ReLU, as Keras names it).
+    """A VGG trunk (:mod:`upsampler.archs.vgg`) truncated at ``layer`` (post-ReLU, as Keras names it).
 
     Args:
         layer: e.g. ``block5_conv4`` (VGG19's VGG54), ``block5_conv3`` (VGG16's analogue) or
@@ -232,7 +232,7 @@ def calibrate_feature_scale(
     NHWC), the bicubic downscale-upscale pair gives a pixel MSE m_i ([-1, 1] scale) and an
     unscaled feature MSE f_i; the returned ``scale`` is sqrt(median(m_i / f_i)).
     """
-    from .images import bicubic_downscale, bicubic_upscale
+    from upsampler.data.images import bicubic_downscale, bicubic_upscale
 
     extractor = build_vgg_feature_extractor(layer, network)
     up = np.stack([bicubic_upscale(bicubic_downscale(h, scale), scale) for h in hr])

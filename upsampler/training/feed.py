@@ -1,6 +1,6 @@
 """What the training steps eat: the training arrays, the sample batch and one epoch of batches.
 
-:class:`TrainingFeed` wraps :func:`upsampler.data.make_train_dataset` (the order, flips and
+:class:`TrainingFeed` wraps :func:`upsampler.data.preprocess.make_train_dataset` (the order, flips and
 crops of every batch are pure functions of seed, epoch and step) and, with fixed crops, the HR
 VGG feature cache: the content loss's features of every training HR image computed once per
 dataset (``train.cache_hr_features``), stored under ``run_dir/cache/`` and fed with the
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
-from .files import replaced_atomically
+from upsampler.config import Config
+from upsampler.utils.files import replaced_atomically
 
 # The HR VGG feature cache is used in "auto" mode only below this size (bytes, in host memory).
 HR_FEATURE_CACHE_LIMIT = 4 * 2**30
@@ -28,7 +28,7 @@ def load_training_arrays(config: Config, data_dir: str | Path) -> tuple[np.ndarr
     The sample batch (``train.num_samples`` images rendered every few epochs) comes from the
     test split when there is one, else from the start of the training split.
     """
-    from . import data as data_lib
+    from upsampler.data import preprocess as data_lib
 
     train_lr, train_hr, _ = data_lib.load_split(data_dir, "train")
     check_sizes(config, train_lr, train_hr, data_dir)
@@ -53,7 +53,7 @@ def check_sizes(config: Config, lr: np.ndarray, hr: np.ndarray, source) -> None:
 
 
 class TrainingFeed:
-    """Batches for :class:`upsampler.steps.SRGANSteps`.
+    """Batches for :class:`upsampler.training.steps_tf.SRGANSteps`.
 
     Args:
         config: the run's config (``data`` and the batch fields of ``train``).
@@ -65,7 +65,7 @@ class TrainingFeed:
 
     def __init__(self, config: Config, steps, train_lr: np.ndarray, train_hr: np.ndarray,
                  cache_dir: str | Path | None = None, write_cache: bool = True):
-        from . import data as data_lib
+        from upsampler.data import preprocess as data_lib
 
         self.config, self.steps = config, steps
         self.train_lr, self.train_hr = np.asarray(train_lr), np.asarray(train_hr)
@@ -179,9 +179,9 @@ class TrainingFeed:
         return ds
 
     def array_batches(self, epoch: int, skip_batches: int = 0):
-        """The epoch's uint8 NumPy batches (:func:`upsampler.data.train_batches`), repeated to
+        """The epoch's uint8 NumPy batches (:func:`upsampler.data.preprocess.train_batches`), repeated to
         ``train.steps_per_epoch`` when that is set: what the JAX step eats."""
-        from . import data as data_lib
+        from upsampler.data import preprocess as data_lib
 
         d, t = self.config.data, self.config.train
 
@@ -232,7 +232,7 @@ class TrainingFeed:
         """The epoch's global batches as a plain ``tf.data.Dataset`` (see :meth:`dataset`)."""
         import tensorflow as tf
 
-        from . import data as data_lib
+        from upsampler.data import preprocess as data_lib
 
         d, t = self.config.data, self.config.train
         ds = data_lib.make_train_dataset(

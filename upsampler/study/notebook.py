@@ -32,8 +32,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .hardware import import_tensorflow_quietly  # noqa: F401 - the notebooks call it from here
-from .rundir import PRETRAINED_SNAPSHOT
+from upsampler.utils.hardware import import_tensorflow_quietly  # noqa: F401 - the notebooks call it from here
+from upsampler.training.rundir import PRETRAINED_SNAPSHOT
 
 DATASETS = ("coco", "celeba")
 MODELS = {"model_a": ("Model A", "coco"), "model_b": ("Model B", "celeba")}
@@ -105,7 +105,7 @@ def study_paths(output_root: str | os.PathLike, study: str) -> StudyPaths:
 
 def is_demo_data(path: str | os.PathLike | None) -> bool:
     """True for the built-in demo data: a ``upsampler demo-data`` folder or a set processed from one."""
-    from .demo import is_demo_folder
+    from upsampler.data.demo import is_demo_folder
 
     return path is not None and Path(path).exists() and is_demo_folder(path)
 
@@ -148,7 +148,7 @@ def data_dir_of_run(run_dir: str | os.PathLike) -> Path | None:
 
 def run_notes(run_dir: str | os.PathLike) -> list[str]:
     """Labels that apply to a run directory: its run label and its untrained-VGG warning."""
-    from .plots import note_for_run
+    from upsampler.study.plots import note_for_run
 
     notes = []
     label = run_label(profile_of_run(run_dir), [data_dir_of_run(run_dir)])
@@ -201,7 +201,7 @@ def show(fig_or_path: Any, path: str | os.PathLike | None = None) -> Path | None
     running in a kernel, so the executed notebook (and its HTML) embeds the picture; prints the
     path otherwise.
     """
-    from .plots import close, save_figure
+    from upsampler.study.plots import close, save_figure
 
     if isinstance(fig_or_path, (str, os.PathLike)):
         saved = Path(fig_or_path)
@@ -244,7 +244,7 @@ def show_table(frame: Any, floatfmt: int = 4) -> None:
 
 def profile_config(profile: str, overrides: Sequence[str] = ()):
     """The named profile's :class:`~upsampler.config.Config` with ``section.field=value`` overrides."""
-    from .config import get_profile
+    from upsampler.config import get_profile
 
     return get_profile(profile).override(list(overrides))
 
@@ -279,12 +279,12 @@ def preprocess_dataset(
     group_key_column: str = "file",
     progress: bool = True,
 ):
-    """``upsampler.data.preprocess`` with the profile's data settings; a no-op when already done.
+    """``upsampler.data.preprocess.preprocess`` with the profile's data settings; a no-op when already done.
 
     ``groups_csv="auto"`` uses :func:`find_groups_csv`. ``group_column`` None: ``group`` or
     ``celeba_identity``, whichever the CSV has.
     """
-    from .data import preprocess, read_groups_csv
+    from upsampler.data.preprocess import preprocess, read_groups_csv
 
     d = profile_config(profile, overrides).data
     groups = None
@@ -327,9 +327,9 @@ def split_counts(processed_dir: str | os.PathLike) -> dict[str, int]:
 def pairs_figure(processed_dir: str | os.PathLike, n: int = 4, split: str = "test", *, title: str | None = None,
                  note: str | None = None):
     """A few LR | Bicubic | HR rows of a processed split (LR shown as blocky pixels)."""
-    from .data import load_split
-    from .images import bicubic_upscale
-    from .plots import grid_figure
+    from upsampler.data.preprocess import load_split
+    from upsampler.data.images import bicubic_upscale
+    from upsampler.study.plots import grid_figure
 
     lr, hr, names = load_split(processed_dir, split)
     k = max(1, min(n, len(names)))
@@ -352,7 +352,7 @@ def training_config(
 ):
     """A Config from a profile (or a saved config.json) plus the notebook's parameters
     (``content_network``: vgg19 | vgg16-hed | untrained)."""
-    from .config import Config
+    from upsampler.config import Config
 
     config = Config.from_json(config_json) if config_json else profile_config(profile)
     assignments = list(overrides)
@@ -369,9 +369,9 @@ def train_model(config: Any, data_dir: str | os.PathLike, run_dir: str | os.Path
                 snapshot_pretrained: bool = True):
     """Train (or resume) ``run_dir``; the trainer keeps the generator as it was after MSE
     pre-training as ``generator_pretrained.keras`` (``snapshot_pretrained``), so the evaluation
-    can show what the adversarial phase did. Returns the :class:`~upsampler.train.TrainResult`.
+    can show what the adversarial phase did. Returns the :class:`~upsampler.training.train.TrainResult`.
     """
-    from .train import train
+    from upsampler.training.train import train
 
     run_dir = Path(run_dir)
     result = train(config, data_dir, run_dir, snapshot_pretrained=snapshot_pretrained)  # prints each epoch's line
@@ -383,7 +383,7 @@ def train_model(config: Any, data_dir: str | os.PathLike, run_dir: str | os.Path
 
 def epochs_done(run_dir: str | os.PathLike) -> dict[str, int]:
     """Epochs logged in a run's loss.csv per phase: ``{"pretrain": n, "adversarial": m}``."""
-    from .rundir import read_loss_rows
+    from upsampler.training.rundir import read_loss_rows
 
     run_dir = Path(run_dir)
     done = {"pretrain": 0, "adversarial": 0}
@@ -421,8 +421,8 @@ def loss_figures(
     quarter. The adversarial weight and the saturation thresholds default to the run's
     config. Prints the saturation verdict. Returns ``{"losses": path, "discriminator": path}``.
     """
-    from .losslog import detect_saturation, read_loss_log
-    from .plots import DEFAULT_ZOOM, plot_discriminator, plot_losses
+    from upsampler.study.losslog import detect_saturation, read_loss_log
+    from upsampler.study.plots import DEFAULT_ZOOM, plot_discriminator, plot_losses
 
     log = read_loss_log(run_dir_or_log)
     config_path = log.path.parent / "config.json"
@@ -452,7 +452,7 @@ def loss_figures(
 
 def copied_records_lines(logs: Sequence[str | os.PathLike]) -> list[str]:
     """Records shared between (or repeated within) several loss logs, as summary lines."""
-    from .losslog import find_copied_records, read_loss_log
+    from upsampler.study.losslog import find_copied_records, read_loss_log
 
     return find_copied_records([read_loss_log(p) for p in logs]).summary_lines()
 
@@ -474,7 +474,7 @@ def samples_figure(run_dir: str | os.PathLike, figures_dir: str | os.PathLike, *
 
     from PIL import Image
 
-    from .plots import grid_figure
+    from upsampler.study.plots import grid_figure
 
     path = latest_samples(run_dir)
     if path is None:
@@ -531,10 +531,10 @@ def evaluate(
     """
     import logging
 
-    from .config import UNTRAINED_VGG_WARNING
-    from .metrics.evaluate import evaluate_study
-    from .metrics.extractors import ExtractorUnavailableError
-    from .metrics.seeds import expand_runs
+    from upsampler.config import UNTRAINED_VGG_WARNING
+    from upsampler.metrics.evaluate import evaluate_study
+    from upsampler.metrics.extractors import ExtractorUnavailableError
+    from upsampler.metrics.seeds import expand_runs
 
     test_dir = Path(test_dir)
     models: dict[str, Path | list[Path]] = {}
@@ -568,7 +568,7 @@ def evaluate(
                                      input_size=input_size, n_boot=n_boot, grid_images=0, save_sr=True)
         except ExtractorUnavailableError as exc:
             raise RuntimeError(str(exc)) from exc
-        from .files import write_atomically
+        from upsampler.utils.files import write_atomically
 
         write_atomically(paths.evaluation / EVALUATION_KEY_FILE, json.dumps(key, indent=2, sort_keys=True) + "\n")
     note = join_notes([
@@ -578,7 +578,7 @@ def evaluate(
     banner(note.split(" | ") if note else [])
     write_label(paths.evaluation, note.split(" | ") if note else [])
 
-    from .provenance import provenance
+    from upsampler.utils.provenance import provenance
 
     stamp = provenance()
     table = results.table.copy()
@@ -618,7 +618,7 @@ def evaluation_key(test_dir: Path, models: Mapping[str, Path | Sequence[Path]], 
     """What an evaluation depends on: each generator file's SHA-256, the test images', the settings."""
     import hashlib
 
-    from . import __version__
+    from upsampler import __version__
 
     def digest(paths: Iterable[Path]) -> str:
         h = hashlib.sha256()
@@ -642,7 +642,7 @@ def reuse_evaluation(out_dir: Path, key: dict[str, Any], methods: Sequence[str])
     """
     import pandas as pd
 
-    from .metrics.evaluate import BICUBIC, StudyResults, _slug
+    from upsampler.metrics.evaluate import BICUBIC, StudyResults, _slug
 
     out_dir = Path(out_dir)
     try:
@@ -671,7 +671,7 @@ def summary_table(table: Any):
     """The metrics table, compact: one formatted column per metric with its interval."""
     import pandas as pd
 
-    from .metrics.evaluate import PER_IMAGE_METRICS, SET_METRICS, _cell, metric_title
+    from upsampler.metrics.evaluate import PER_IMAGE_METRICS, SET_METRICS, _cell, metric_title
 
     metrics = [m for m in (*PER_IMAGE_METRICS, *SET_METRICS) if m in table.columns]
     rows = []
@@ -686,7 +686,7 @@ def paired_table(paired: Any):
     """The paired differences, compact: metric, A - B [95% CI], which side the interval favours."""
     import pandas as pd
 
-    from .metrics.evaluate import _cell, metric_title
+    from upsampler.metrics.evaluate import _cell, metric_title
 
     return pd.DataFrame([{"metric": metric_title(r["metric"]), "A": r["method_a"], "B": r["method_b"],
                           "A - B [95% CI]": _cell(r["metric"], r["difference"], r["ci_low"], r["ci_high"]),
@@ -701,7 +701,7 @@ def psnr_lines(table: Any) -> list[str]:
 def _note_below(fig: Any, note: str) -> None:
     import textwrap
 
-    from .plots import NOTE_COLOR
+    from upsampler.study.plots import NOTE_COLOR
 
     width = max(40, int(fig.get_figwidth() * 13))
     fig.supxlabel("\n".join(textwrap.wrap(note, width)), color=NOTE_COLOR, fontsize=9)
@@ -711,8 +711,8 @@ def comparison_figure(test_dir: str | os.PathLike, results: Any, methods: Sequen
                       note: str | None = None):
     """LR | Bicubic | <methods...> | HR for ``n`` test images spread over the sorted test set
     (from evaluate's saved SR images)."""
-    from .images import bicubic_upscale, load_rgb
-    from .plots import grid_figure
+    from upsampler.data.images import bicubic_upscale, load_rgb
+    from upsampler.study.plots import grid_figure
 
     test_dir = Path(test_dir)
     names = sorted(p.name for p in (test_dir / "hr").glob("*.png"))

@@ -11,9 +11,9 @@
 
 Hostile inputs (see ``docs/hostile_inputs.md``) end as rows of ``rejected.csv``: zip members
 with absolute or ``..`` paths (``unsafe path``; a zip is never extracted, members are read in
-memory), members declaring more than :data:`~upsampler.images.MAX_FILE_BYTES` or compressed
+memory), members declaring more than :data:`~upsampler.data.images.MAX_FILE_BYTES` or compressed
 more than :data:`MAX_ZIP_RATIO` times (``too large``, ``zip bomb``; never decompressed),
-images declaring more than :data:`~upsampler.images.MAX_IMAGE_PIXELS` (``too large``; never
+images declaring more than :data:`~upsampler.data.images.MAX_IMAGE_PIXELS` (``too large``; never
 decoded), animations and multi-page files (``multi-frame``), symlink loops, broken links and
 special files (``unreadable``; directory loops are walked once). File names that are not UTF-8
 are kept, written with ``\\xNN`` escapes (``caf\\xe9.png``).
@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .argtypes import integer, number
+from upsampler.utils.argtypes import integer, number
 from upsampler.config import DataConfig
-from upsampler.files import replaced_atomically, write_atomically
-from upsampler.images import (  # noqa: F401 - IMAGE_EXTENSIONS is also this module's public name
+from upsampler.utils.files import replaced_atomically, write_atomically
+from upsampler.data.images import (  # noqa: F401 - IMAGE_EXTENSIONS is also this module's public name
     IMAGE_EXTENSIONS,
     MAX_FILE_BYTES,
     ImageDecodeError,

@@ -6,12 +6,12 @@
     loss.csv         one row per epoch and phase, appended exactly once each
     train.log        human-readable log (appended, never truncated)
     checkpoints/     G, D, all optimisers, epochs done, step, last metrics: a tf.train.Checkpoint on
-                     TensorFlow, ckpt-<step>.npz on other backends (:mod:`upsampler.checkpoints`)
+                     TensorFlow, ckpt-<step>.npz on other backends (:mod:`upsampler.training.checkpoints`)
     generator.keras  the generator of the latest checkpoint (stock Keras layers), for inference
     generator_pretrained.keras   the generator at the end of MSE pre-training
     exports.json     which checkpoint step each exported generator holds
     samples/         a fixed small test batch rendered every few epochs
-    cache/           the HR feature cache (:mod:`upsampler.feed`)
+    cache/           the HR feature cache (:mod:`upsampler.training.feed`)
     .lock            held by the one process training in this folder
 
 The invariants, all kept here: whole files (config.json, the exports, exports.json, samples)
@@ -21,7 +21,7 @@ with a note in train.log; config.json records the data set (its folder and the S
 manifest), and a resume on other data is refused; a folder without a checkpoint is a new run;
 one writer at a time (an advisory lock, released by the kernel when its process dies).
 In a multi-worker run only the chief writes these files; the other workers read them
-(``RunDirectory(path, worker=...)``, see :mod:`upsampler.distribute`).
+(``RunDirectory(path, worker=...)``, see :mod:`upsampler.training.distribute`).
 :class:`RunDirectory` knows nothing of models or steps.
 """
 
@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config
-from .files import replaced_atomically, write_atomically
+from upsampler.config import Config
+from upsampler.utils.files import replaced_atomically, write_atomically
 
 LOSS_COLUMNS = [
     "phase", "epoch", "step", "d_loss", "g_loss", "content_loss", "adversarial_loss", "d_real", "d_fake", "seconds",
@@ -71,7 +71,7 @@ def resolve_run_config(requested: Config, run_dir: Path) -> tuple[Config, list[s
     :data:`INEXACT_FIELDS` may differ from the saved config; the latter give a warning that the
     resume is not bit-exact. Anything that changes the model or the data raises a ValueError
     naming the field. ``train.precision`` comes back resolved: ``auto`` keeps the saved run's
-    precision, and a new run's is chosen by hardware (:mod:`upsampler.precision`), so the
+    precision, and a new run's is chosen by hardware (:mod:`upsampler.training.precision`), so the
     config.json written from it records the one the run trains in.
     """
     saved_path = Path(run_dir) / "config.json"
@@ -104,7 +104,7 @@ def resolve_run_config(requested: Config, run_dir: Path) -> tuple[Config, list[s
 def with_resolved_precision(requested: Config, saved: Config | None = None) -> Config:
     """A copy of ``requested`` whose ``train.precision`` is a concrete policy: the saved run's
     when ``auto`` is requested on resume, else ``requested``'s, resolved for this hardware."""
-    from .precision import resolve_precision
+    from upsampler.training.precision import resolve_precision
 
     config = Config.from_dict(requested.to_dict())
     keep_saved = config.train.precision == "auto" and saved is not None
@@ -114,7 +114,7 @@ def with_resolved_precision(requested: Config, saved: Config | None = None) -> C
 
 def data_source(data_dir: str | Path) -> dict[str, str]:
     """The identity of a processed data folder: its absolute path and its manifest's SHA-256."""
-    from .data import MANIFEST_FILE
+    from upsampler.data.preprocess import MANIFEST_FILE
 
     data_dir = Path(data_dir).resolve()
     manifest = data_dir / MANIFEST_FILE
@@ -177,7 +177,7 @@ class RunDirectory:
 
     ``worker``: None for the process that writes the run (a single process, or the chief of a
     multi-worker run); else the name of another worker of a multi-worker run (``worker-1``,
-    :func:`upsampler.distribute.task_name`). Such a worker reads the run's files (the config to
+    :func:`upsampler.training.distribute.task_name`). Such a worker reads the run's files (the config to
     check, the checkpoints to restore) and writes none: the methods marked :func:`writes` do
     nothing, and its part of each collective checkpoint save goes to a temporary folder.
     """
@@ -235,7 +235,7 @@ class RunDirectory:
 
     # -- config and log ------------------------------------------------------------------------
     def has_checkpoint(self) -> bool:  # a TensorFlow checkpoint index or an array checkpoint
-        from .checkpoints import array_checkpoint_files
+        from upsampler.training.checkpoints import array_checkpoint_files
 
         return (self.checkpoint_dir / "checkpoint").is_file() or bool(array_checkpoint_files(self.checkpoint_dir))
 
@@ -339,8 +339,8 @@ class RunDirectory:
     # -- checkpoints ---------------------------------------------------------------------------
     def attach(self, checkpoint, keep: int) -> None:
         """Manage ``checkpoint`` (a ``tf.train.Checkpoint``, or an
-        :class:`upsampler.checkpoints.ArrayCheckpoint`) in ``checkpoints/``, keeping ``keep``."""
-        from .checkpoints import checkpoint_manager
+        :class:`upsampler.training.checkpoints.ArrayCheckpoint`) in ``checkpoints/``, keeping ``keep``."""
+        from upsampler.training.checkpoints import checkpoint_manager
 
         self._manager = checkpoint_manager(checkpoint, self.checkpoint_dir, keep)
 
@@ -376,7 +376,7 @@ class RunDirectory:
             try:
                 self._manager.checkpoint.restore(path).assert_existing_objects_matched()
             except Exception as exc:  # noqa: BLE001 - TensorFlow raises several types for a bad file
-                from .images import first_line
+                from upsampler.data.images import first_line
 
                 notes.append(f"WARNING: checkpoint {path} is unreadable ({first_line(exc)}); trying the one before it")
                 continue

@@ -4,22 +4,22 @@
 runs one step on one batch: ``pretrain_step`` (generator-only pixel MSE) or
 ``adversarial_step`` (D then G, or both from one forward pass; ``train.update_order``).
 It touches no files and knows nothing of epochs: the run directory is
-:mod:`upsampler.rundir`, the epoch loop :mod:`upsampler.train`.
+:mod:`upsampler.training.rundir`, the epoch loop :mod:`upsampler.training.train`.
 
 Speed (``benchmarks/README.md``): the steps are ``tf.function`` graphs (XLA per
 ``train.jit_compile``: auto = on GPUs only, it is slower on CPUs); HR VGG features are never
-differentiated (and may be fed precomputed, see :mod:`upsampler.feed`); the changes in
+differentiated (and may be fed precomputed, see :mod:`upsampler.training.feed`); the changes in
 :class:`Speedups` keep the maths and are chosen explicitly by the caller.
 
 Several devices: ``strategy`` runs the same step under a ``tf.distribute`` strategy with
-global-batch semantics; see :mod:`upsampler.distribute`.
+global-batch semantics; see :mod:`upsampler.training.distribute`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from .config import Config
+from upsampler.config import Config
 
 # What a step returns, in order.
 STEP_VALUES = ["d_loss", "g_loss", "content_loss", "adversarial_loss", "d_real", "d_fake"]
@@ -133,7 +133,7 @@ class SRGANSteps:
         strategy: a ``tf.distribute.Strategy``; default ``make_strategy(config.train.strategy)``.
             Everything is created in its scope; ``config.train.batch_size`` is the global batch.
         precision: a ``train.precision`` value; default the config's (``auto``: by hardware,
-            :func:`upsampler.precision.resolve_precision`).
+            :func:`upsampler.training.precision.resolve_precision`).
         speedups: :class:`Speedups` (default all on); ``Speedups.none()`` is the plain step.
 
     ``pretrain_step(lr, hr, step)`` and ``adversarial_step(lr, hr, step)`` return the float
@@ -147,10 +147,10 @@ class SRGANSteps:
         import keras
         import tensorflow as tf
 
-        from . import distribute
-        from .losses import ContentLoss
-        from .models import build_models_from_config
-        from .precision import resolve_precision
+        from upsampler.training import distribute
+        from upsampler.losses.srgan import ContentLoss
+        from upsampler.archs.srgan import build_models_from_config
+        from upsampler.training.precision import resolve_precision
 
         self.tf, self.keras = tf, keras
         self.config = config
@@ -172,7 +172,7 @@ class SRGANSteps:
             )
         self.precision = resolve_precision(precision or t.precision)
         self.loss_scaling = self.precision == "mixed_float16"
-        self.jit_compile = jit and self.num_replicas == 1  # see upsampler.distribute: XLA on one replica only
+        self.jit_compile = jit and self.num_replicas == 1  # see upsampler.training.distribute: XLA on one replica only
 
         previous_policy = keras.mixed_precision.dtype_policy()
         keras.mixed_precision.set_dtype_policy(self.precision)
@@ -209,7 +209,7 @@ class SRGANSteps:
                     d_optimizer=self.d_optimizer, pretrain_optimizer=self.pretrain_optimizer)
 
     def describe(self) -> str:
-        from . import distribute
+        from upsampler.training import distribute
 
         return ", ".join([f"device strategy {distribute.describe(self.strategy)}", f"precision {self.precision}",
                           f"XLA {'on' if self.jit_compile else 'off'}",
@@ -301,7 +301,7 @@ class SRGANSteps:
         Returns this replica's share of [d_loss, g_loss, content, adversarial, D(hr), D(sr)].
         """
         tf = self.tf
-        from .losses import bce_with_logits_per_example, global_batch_mean, noisy_labels
+        from upsampler.losses.srgan import bce_with_logits_per_example, global_batch_mean, noisy_labels
 
         hr, hr_features = hr if isinstance(hr, (tuple, list)) else (hr, None)
         l, t = self.config.loss, self.config.train
@@ -361,7 +361,7 @@ class SRGANSteps:
     def pretrain_replica_step(self, lr, hr, step):
         """One generator-only pixel-MSE step; returns [nan, loss, loss, nan, nan, nan]."""
         tf = self.tf
-        from .losses import global_batch_mean, pixel_mse_per_example
+        from upsampler.losses.srgan import global_batch_mean, pixel_mse_per_example
 
         hr = hr[0] if isinstance(hr, (tuple, list)) else hr
         g_vars = self.generator.trainable_variables

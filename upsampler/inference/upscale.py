@@ -30,8 +30,8 @@ whole process (0.6 GB of it TensorFlow before the first call; 231 s on 2 shared 
 with ``overlap=16`` (four tiles per call) 2.42 GB, 144 s.
 
 **Figures.** The original's comparison figures are re-created with
-:func:`upsampler.plots.panel_figure`; the "Bicubic" panel is a real Pillow bicubic upscale
-(:func:`upsampler.images.bicubic_upscale`), not matplotlib display interpolation.
+:func:`upsampler.study.plots.panel_figure`; the "Bicubic" panel is a real Pillow bicubic upscale
+(:func:`upsampler.data.images.bicubic_upscale`), not matplotlib display interpolation.
 
 **Hostile inputs.** ``upsampler upscale`` reads every input's header before loading a model or
 decoding a pixel, and stops with a one-line error when a file is not an image, or when its SR
@@ -55,11 +55,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from .argtypes import integer, number
-from .images import IMAGE_EXTENSIONS
+from upsampler.utils.argtypes import integer, number
+from upsampler.data.images import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .images import ImageHeader
+    from upsampler.data.images import ImageHeader
 
 
 #: Largest SR image ``upsampler upscale`` makes unless ``--max-output-pixels`` says otherwise:
@@ -98,7 +98,7 @@ def receptive_field_radius(generator) -> int:
             radius += (k - 1) / 2 * dilation / scale
             strides = max(_pair(getattr(layer, "strides", 1) or 1))
             scale /= strides
-        factor = getattr(layer, "factor", None)  # upsampler.models.PixelShuffle
+        factor = getattr(layer, "factor", None)  # upsampler.archs.srgan.PixelShuffle
         if factor is None and type(layer).__name__ == "UpSampling2D":
             factor = max(_pair(layer.size))
         if factor is not None:
@@ -230,7 +230,7 @@ def upscale_image(
     (a 1000x1000 -> 4000x4000 upscale with the study's generator peaks at 2.2 GB; see the
     module docstring).
     """
-    from .images import to_float, to_uint8
+    from upsampler.data.images import to_float, to_uint8
 
     lr = np.asarray(lr_uint8)
     if lr.dtype != np.uint8 or lr.ndim != 3 or lr.shape[-1] != 3:
@@ -331,7 +331,7 @@ def center_mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
 
     For figures; metric code uses :func:`upsampler.metrics.sr.mod_crop` (MATLAB's top-left modcrop).
     """
-    from .images import center_crop
+    from upsampler.data.images import center_crop
 
     h, w = image.shape[:2]
     hh, ww = h - h % scale, w - w % scale
@@ -343,7 +343,7 @@ def center_mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
 def make_lr(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """``(hr_cropped, lr)``: mod-crop the HR image, then Pillow-bicubic downscale it by ``scale``
     (how the study made its LR inputs)."""
-    from .images import bicubic_downscale
+    from upsampler.data.images import bicubic_downscale
 
     hr = center_mod_crop(hr, scale)
     return hr, bicubic_downscale(hr, scale)
@@ -372,8 +372,8 @@ def render_kind(
     resolution (an image with alpha as PNG when ``ext`` is jpg); the other kinds write one
     figure ``<stem>_<kind>.png``.
     """
-    from .images import bicubic_upscale, save_image
-    from .plots import close, panel_figure
+    from upsampler.data.images import bicubic_upscale, save_image
+    from upsampler.study.plots import close, panel_figure
 
     kind = KINDS[kind] if isinstance(kind, str) else kind
     out_dir = Path(out_dir)
@@ -521,7 +521,7 @@ def validate_upscale(args) -> tuple["FigureKind", bool, int | None, list[Path]]:
     tile, the input image paths)."""
     settings = _upscale_settings(args)
     images = expand_images(args.images)
-    from .pretrained import resolve
+    from upsampler.pretrained import resolve
 
     for name in filter(None, (args.model, args.model_b)):
         if not resolve(name).exists():
@@ -541,7 +541,7 @@ def restore_mode(sr: np.ndarray, header: "ImageHeader", alpha: np.ndarray | None
     channel back, upscaled bicubically to the SR size."""
     from PIL import Image
 
-    from .images import is_grey_mode
+    from upsampler.data.images import is_grey_mode
 
     out = np.asarray(Image.fromarray(sr).convert("L")) if is_grey_mode(header.mode) else sr
     if alpha is None:
@@ -553,9 +553,9 @@ def restore_mode(sr: np.ndarray, header: "ImageHeader", alpha: np.ndarray | None
 def run_upscale(args) -> int:
     from tqdm import tqdm
 
-    from .images import load_alpha, load_rgb, read_header, readable_name, resize_to
-    from .plots import note_for_run
-    from .pretrained import resolve
+    from upsampler.data.images import load_alpha, load_rgb, read_header, readable_name, resize_to
+    from upsampler.study.plots import note_for_run
+    from upsampler.pretrained import resolve
 
     kind, input_is_lr, tile, paths = validate_upscale(args)
     failed: list[str] = []
@@ -572,7 +572,7 @@ def run_upscale(args) -> int:
         except (OSError, ValueError) as exc:
             fail(path, exc)
     model_paths = [resolve(args.model)] + ([resolve(args.model_b)] if args.model_b else [])
-    from .models import load_generator
+    from upsampler.archs.srgan import load_generator
 
     generators = [load_generator(path) for path in model_paths]
     scales = [infer_scale(g) for g in generators]

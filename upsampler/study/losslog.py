@@ -2,7 +2,7 @@
 
 Two formats are read into one table (:data:`COLUMNS`):
 
-* a run's ``loss.csv`` written by :mod:`upsampler.train` (one row per phase and epoch:
+* a run's ``loss.csv`` written by :mod:`upsampler.training.train` (one row per phase and epoch:
   ``phase, epoch, step, d_loss, g_loss, content_loss, adversarial_loss, d_real, d_fake,
   seconds``; ``d_real``/``d_fake`` are the discriminator's mean probabilities in [0, 1]);
 * the original study's text logs (``COCO_loss.txt``, ``CelebA_loss.txt``), one line per

@@ -51,7 +51,7 @@ def git_commit() -> str:
     import os
 
     declared = os.environ.get(COMMIT_ENV)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if declared and not (root / ".git").exists():
         return f"{declared} (declared)"
     try:
@@ -66,7 +66,8 @@ def git_commit() -> str:
 
 def provenance() -> dict[str, Any]:
     """Versions, commit and machine; ``line`` is a one-line summary for logs and tables."""
-    from . import __version__, hardware
+    from upsampler import __version__
+    from upsampler.utils import hardware
 
     import keras
 

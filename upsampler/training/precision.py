@@ -20,7 +20,7 @@ A run resolves ``auto`` once, when it starts, and writes the result into ``confi
 
 from __future__ import annotations
 
-from . import hardware
+from upsampler.utils import hardware
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 

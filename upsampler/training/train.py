@@ -1,7 +1,7 @@
 """SRGAN training: the epoch loop, with exact resume.
 
-Three parts, one job each: the training steps (:mod:`upsampler.steps`: G, D, optimisers, one
-compiled step), the run directory (:mod:`upsampler.rundir`: config, log, loss.csv, checkpoints,
+Three parts, one job each: the training steps (:mod:`upsampler.training.steps_tf`: G, D, optimisers, one
+compiled step), the run directory (:mod:`upsampler.training.rundir`: config, log, loss.csv, checkpoints,
 export, samples) and, here, the epoch loop that drives them with hooks.
 
 ``train(...)`` runs (or continues) to ``config.train.epochs`` adversarial epochs after
@@ -31,10 +31,10 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .argtypes import integer, number
-from .config import PROFILES, Config, get_profile
-from .rundir import RunDirectory
-from .steps import STEP_VALUES, Speedups
+from upsampler.utils.argtypes import integer, number
+from upsampler.config import PROFILES, Config, get_profile
+from upsampler.training.rundir import RunDirectory
+from upsampler.training.steps_tf import STEP_VALUES, Speedups
 
 # The metrics of an epoch: the step values and the epoch's wall time. The checkpoint keeps those
 # of the last finished epoch, so loss.csv can be completed exactly once even if the process dies
@@ -67,13 +67,13 @@ class TrainResult:
 def training_arrays(config: Config, data_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(train_lr, train_hr, sample_lr, sample_hr)`` of a processed data folder: what a run trains on.
 
-    :func:`upsampler.feed.load_training_arrays`, with the training images restricted to
-    ``data.train_images`` when it is set (:func:`upsampler.data.load_train_split`: a subset
+    :func:`upsampler.training.feed.load_training_arrays`, with the training images restricted to
+    ``data.train_images`` when it is set (:func:`upsampler.data.preprocess.load_train_split`: a subset
     chosen with ``data.split_seed``, the same for every ``train.seed``; only those are read).
     The sample batch comes from the test split, else from the start of the (restricted) training set.
     """
-    from . import data as data_lib
-    from .feed import check_sizes, load_training_arrays
+    from upsampler.data import preprocess as data_lib
+    from upsampler.training.feed import check_sizes, load_training_arrays
 
     if config.data.train_images is None:
         return load_training_arrays(config, data_dir)
@@ -90,7 +90,7 @@ def training_arrays(config: Config, data_dir: str | Path) -> tuple[np.ndarray, n
 def train_images_note(config: Config, data_dir: str | Path) -> list[str]:
     """A line saying how many training images a run with ``data.train_images`` uses ([] when it is
     not set); a ValueError (naming the folder, the count and the field) when the set has fewer."""
-    from . import data as data_lib
+    from upsampler.data import preprocess as data_lib
 
     d = config.data
     if d.train_images is None:
@@ -112,14 +112,14 @@ class SRGANTrainer:
         arrays: ``(train_lr, train_hr)`` uint8 arrays instead of ``data_dir``, used as given
             (``data.train_images`` chooses among a processed set's files); the sample batch is
             then their first images.
-        strategy, precision, speedups: passed to :class:`upsampler.steps.SRGANSteps`.
+        strategy, precision, speedups: passed to :class:`upsampler.training.steps_tf.SRGANSteps`.
     """
 
     def __init__(self, config: Config, data_dir: str | Path | None = None, run_dir: str | Path | None = None, *,
                  arrays=None, strategy=None, precision: str | None = None, speedups: Speedups | None = None):
         import keras
 
-        from .feed import TrainingFeed, check_sizes
+        from upsampler.training.feed import TrainingFeed, check_sizes
 
         self.config = config
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -135,11 +135,11 @@ class SRGANTrainer:
         self.run = run_dir if isinstance(run_dir, RunDirectory) or run_dir is None else RunDirectory(run_dir)
         self.backend = keras.backend.backend()
         if self.backend == "tensorflow":
-            from .steps import SRGANSteps
+            from upsampler.training.steps_tf import SRGANSteps
 
             self.steps = SRGANSteps(config, strategy=strategy, precision=precision, speedups=speedups)
         elif self.backend == "jax":
-            from .steps_jax import JaxSRGANSteps
+            from upsampler.training.steps_jax import JaxSRGANSteps
 
             self.steps = JaxSRGANSteps(config, strategy=strategy, precision=precision, speedups=speedups)
         else:
@@ -264,13 +264,13 @@ class SRGANTrainer:
         """The generator as a plain-Keras model (stock layers), refreshed with the current weights,
         with population BatchNorm statistics when ``train.precise_bn_batches`` is set (the training
         state keeps its moving averages: resume is unchanged)."""
-        from .models import portable_generator
+        from upsampler.archs.srgan import portable_generator
 
         self.sync_models()
         self._portable = portable_generator(self.generator, self._portable)
         n = self.config.train.precise_bn_batches
         if n:
-            from .bn import recompute_batchnorm_statistics
+            from upsampler.training.bn import recompute_batchnorm_statistics
 
             report = recompute_batchnorm_statistics(self._portable, self.precise_bn_inputs(n))
             self.precise_bn_report = report
@@ -279,8 +279,8 @@ class SRGANTrainer:
     def precise_bn_inputs(self, n_batches: int) -> list[np.ndarray]:
         """A fixed set of ``n_batches`` training LR batches in [-1, 1] (data epoch key
         :data:`PRECISE_BN_EPOCH_KEY`, the training crops and flips): the same for every export of a run."""
-        from . import data as data_lib
-        from .images import to_float
+        from upsampler.data import preprocess as data_lib
+        from upsampler.data.images import to_float
 
         d, t = self.config.data, self.config.train
         batches = data_lib.train_batches(self.feed.train_lr, self.feed.train_hr, batch_size=t.batch_size, seed=t.seed,
@@ -330,7 +330,7 @@ class SRGANTrainer:
         """Render the sample batch as rows of bicubic | SR | HR into ``samples/``."""
         from keras import ops
 
-        from .images import bicubic_upscale, to_float, to_uint8
+        from upsampler.data.images import bicubic_upscale, to_float, to_uint8
 
         self.sync_models()
         sr = to_uint8(ops.convert_to_numpy(self.generator(to_float(self.sample_lr), training=False)))
@@ -341,8 +341,8 @@ class SRGANTrainer:
 
 
 def _attach_array_checkpoint(trainer: SRGANTrainer) -> None:
-    """Host counters and an array checkpoint (:mod:`upsampler.checkpoints`) for non-TensorFlow engines."""
-    from .checkpoints import ArrayCheckpoint, HostCounter
+    """Host counters and an array checkpoint (:mod:`upsampler.training.checkpoints`) for non-TensorFlow engines."""
+    from upsampler.training.checkpoints import ArrayCheckpoint, HostCounter
 
     trainer.pretrain_epochs_done, trainer.epochs_done, trainer.global_step = HostCounter(), HostCounter(), HostCounter()
     trainer.last_metrics = HostCounter(np.zeros(len(EPOCH_METRICS)), np.float64)
@@ -373,7 +373,7 @@ class EpochHook(Protocol):
 
 class DiscriminatorHealth:
     """Warns once each when D saturates or collapses over ``patience`` adversarial epochs
-    (:func:`upsampler.losslog.detect_saturation`, :func:`upsampler.losslog.detect_collapse`)."""
+    (:func:`upsampler.study.losslog.detect_saturation`, :func:`upsampler.study.losslog.detect_collapse`)."""
 
     def __init__(self, patience: int, threshold: float):
         self.patience, self.threshold = patience, threshold
@@ -385,7 +385,7 @@ class DiscriminatorHealth:
             return []
         import pandas as pd
 
-        from .losslog import detect_collapse, detect_saturation
+        from upsampler.study.losslog import detect_collapse, detect_saturation
 
         frame = pd.read_csv(trainer.run.loss_path)
         frame = frame[frame["phase"] == "adversarial"].reset_index(drop=True)
@@ -421,7 +421,7 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path, *, hooks: S
     ``snapshot_pretrained`` keeps the generator at the end of MSE pre-training as
     ``generator_pretrained.keras``. One process at a time per run directory (a lock); under
     ``train.strategy=multiworker`` every worker runs this, the chief writes the run directory
-    and runs the hooks (:mod:`upsampler.distribute`).
+    and runs the hooks (:mod:`upsampler.training.distribute`).
     """
     import keras
 
@@ -430,7 +430,7 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path, *, hooks: S
         raise FileNotFoundError(f"{data_dir}: no such processed data folder (run `upsampler preprocess` first)")
     config.validate()
     if keras.backend.backend() == "tensorflow":
-        from . import distribute
+        from upsampler.training import distribute
 
         strategy = distribute.make_strategy(config.train.strategy)  # first: multiworker needs a fresh TensorFlow
         run = RunDirectory(run_dir, worker=None if distribute.is_chief(strategy) else distribute.task_name(strategy))
@@ -446,11 +446,11 @@ def train(config: Config, data_dir: str | Path, run_dir: str | Path, *, hooks: S
 
 def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, speedups,
                   snapshot_pretrained: bool, strategy) -> TrainResult:
-    from . import distribute
-    from .models import parameter_counts
-    from .precision import POLICIES
-    from .provenance import provenance
-    from .rundir import data_source
+    from upsampler.training import distribute
+    from upsampler.archs.srgan import parameter_counts
+    from upsampler.training.precision import POLICIES
+    from upsampler.utils.provenance import provenance
+    from upsampler.training.rundir import data_source
 
     notes = run.start_fresh()
     torn = run.repair_loss_log()
@@ -467,7 +467,7 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
     t = config.train
     pre_done, adv_done = int(trainer.pretrain_epochs_done.numpy()), int(trainer.epochs_done.numpy())
     if strategy is not None:
-        from . import distribute
+        from upsampler.training import distribute
 
         distribute.check_workers_agree(  # the same checkpoint and the same precision (auto differs by hardware)
             strategy, [pre_done, adv_done, int(trainer.global_step.numpy()), POLICIES.index(trainer.steps.precision)],
@@ -535,7 +535,7 @@ def _train_locked(config: Config, data_dir: Path, run: RunDirectory, *, hooks, s
         f"adversarial epochs, step {int(trainer.global_step.numpy())}, run directory {run.path}",
     ]
     if config.uses_untrained_features:
-        from .config import UNTRAINED_VGG_WARNING
+        from upsampler.config import UNTRAINED_VGG_WARNING
 
         summary.append(UNTRAINED_VGG_WARNING)
     summary.extend(warnings)
@@ -642,7 +642,7 @@ def config_from_args(args) -> Config:
 
 
 def run_train(args) -> int:
-    from .images import first_line
+    from upsampler.data.images import first_line
 
     config = config_from_args(args)
     try:

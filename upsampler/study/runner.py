@@ -1,6 +1,6 @@
 """The study runner: the notebooks, in order, through papermill, in the Python that runs this.
 
-``./run_all.sh`` is a thin shim over ``python -m upsampler.runner``; ``upsampler study`` is the
+``./run_all.sh`` is a thin shim over ``python -m upsampler.study.runner``; ``upsampler study`` is the
 same command. The plan - which notebook runs with which parameters - is data
 (:func:`plan`), so tests and other tools read the same plan the runner executes::
 
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, MutableMapping, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
-from .argtypes import integer  # noqa: E402
-from .config import CONTENT_NETWORKS, PROFILES  # noqa: E402 - the choices are the config's own
-from .notebook import seed_run_name  # noqa: E402
+from upsampler.utils.argtypes import integer  # noqa: E402
+from upsampler.config import CONTENT_NETWORKS, PROFILES  # noqa: E402 - the choices are the config's own
+from upsampler.study.notebook import seed_run_name  # noqa: E402
 EXTRACTORS = ("none", "fid-inception", "inception-imagenet", "inception-untrained")
 DEMO_LABEL = (
     "DEMO: everything under this folder comes from the built-in demo - small image sets cut from photos bundled "
@@ -126,8 +126,8 @@ TRAINED_SETS = (("Model A", "coco"), ("Model B", "celeba"))
 
 def training_split_sizes(options: Options) -> dict[str, int]:
     """Images in the train split of each processed set of the study (its manifest), by dataset."""
-    from .data import split_names
-    from .notebook import StudyPaths
+    from upsampler.data.preprocess import split_names
+    from upsampler.study.notebook import StudyPaths
 
     paths = StudyPaths(options.out, options.study)
     return {dataset: len(split_names(paths.data(dataset), "train")) for _, dataset in TRAINED_SETS}
@@ -274,8 +274,8 @@ def resolve(args: argparse.Namespace) -> Options:
 
 def prepare_demo(options: Options) -> Options:
     """Write the demo images (once) and the DEMO label; point --coco/--celeba at them."""
-    from .config import get_profile
-    from .demo import write_demo_datasets
+    from upsampler.config import get_profile
+    from upsampler.data.demo import write_demo_datasets
 
     folder = options.root / "demo-data"
     if (folder / "broad" / "README.txt").is_file() and (folder / "narrow" / "README.txt").is_file():

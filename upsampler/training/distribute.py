@@ -1,11 +1,11 @@
 """Running the trainer on several devices with ``tf.distribute``.
 
-Design (what :class:`upsampler.steps.SRGANSteps` does with a strategy):
+Design (what :class:`upsampler.training.steps_tf.SRGANSteps` does with a strategy):
 
 * **Global-batch semantics.** ``train.batch_size`` is the *global* batch. Each of the N
   replicas gets ``batch_size / N`` images (consecutive slices of the global batch, in
   replica order) and computes every loss as ``sum(per-example loss) / batch_size``
-  (:func:`upsampler.losses.global_batch_mean`, i.e. ``tf.nn.compute_average_loss``). The
+  (:func:`upsampler.losses.srgan.global_batch_mean`, i.e. ``tf.nn.compute_average_loss``). The
   optimisers sum the replicas' gradients (an all-reduce), which is then exactly the gradient
   of the mean over the global batch; the logged metrics are the SUM over replicas of those
   partial means, i.e. the global-batch means.
@@ -18,7 +18,7 @@ Design (what :class:`upsampler.steps.SRGANSteps` does with a strategy):
   the global batch), so one step on N replicas equals one step on one device with the same
   global batch (``tests/test_distribute.py`` checks this on two logical CPUs, within 1e-5).
   On one replica the fused single-device BN is used.
-* **Mixed precision** (``train.precision``, :mod:`upsampler.precision`): ``mixed_float16``
+* **Mixed precision** (``train.precision``, :mod:`upsampler.training.precision`): ``mixed_float16``
   with a dynamic ``LossScaleOptimizer``, or ``mixed_bfloat16`` (no loss scaling needed).
   Every replica scales its own partial loss by the same (mirrored) loss scale; a step whose
   gradients are non-finite on *any* replica is skipped on all of them (the trainer makes
@@ -58,7 +58,7 @@ Several machines (``multiworker``), what is the same and what changes:
   devices. Variables start from the chief's initial values (TensorFlow broadcasts them).
 * **Input:** every worker builds the same global-batch dataset (the order is a pure function
   of seed, epoch and step) and hands each of its replicas that replica's rows of every global
-  batch (``experimental_distribute_values_from_function``, :meth:`upsampler.feed.TrainingFeed
+  batch (``experimental_distribute_values_from_function``, :meth:`upsampler.training.feed.TrainingFeed
   .replica_batches`; also used for ``mirrored``). Preparing the other workers' rows and
   dropping them costs little next to a step, and nothing is exchanged per batch. No tf.data
   auto-sharding, whose file- or element-wise split would not give replica ``r`` rows
@@ -85,7 +85,7 @@ Beyond that (a documented path, not exercised by the test suite):
   strategy = tf.distribute.TPUStrategy(resolver)``, with ``mixed_bfloat16``, static batch
   shapes (already the case: ``drop_remainder`` batches) and the dataset fed from memory or
   GCS (TPUs cannot read the local disk of the Colab VM). Pass that strategy as
-  ``SRGANTrainer(..., strategy=strategy)`` (:mod:`upsampler.train`), which hands it to the steps.
+  ``SRGANTrainer(..., strategy=strategy)`` (:mod:`upsampler.training.train`), which hands it to the steps.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The TensorFlow engine keeps ``tf.train.Checkpoint``; the others (JAX) use :class:`ArrayCheckpoint`,
 which offers the small part of the ``tf.train.Checkpoint`` / ``CheckpointManager`` interface the
 run directory uses (``save(checkpoint_number)``, ``checkpoints``, ``latest_checkpoint``,
-``checkpoint.restore(path).assert_existing_objects_matched()``), so :class:`upsampler.rundir.RunDirectory`
+``checkpoint.restore(path).assert_existing_objects_matched()``), so :class:`upsampler.training.rundir.RunDirectory`
 manages both alike. A checkpoint file ``checkpoints/ckpt-<step>.npz`` holds named arrays (the
 engine's state: weights, BatchNorm statistics, optimiser slots, counters, the last epoch's metrics)
 and a JSON record of names, shapes and dtypes; a torn or foreign file fails ``restore`` and the
@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .files import replaced_atomically
+from upsampler.utils.files import replaced_atomically
 
 _NAME = re.compile(r"^ckpt-(\d+)\.npz$")
 

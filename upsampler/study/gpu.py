@@ -25,7 +25,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from .argtypes import integer, number
+from upsampler.utils.argtypes import integer, number
 
 PACKED = ("config.json", "loss.csv", "train.log", "exports.json", "generator.keras", "generator_pretrained.keras")
 
@@ -55,8 +55,8 @@ def configure_gpu_study_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare(args) -> dict[str, Path]:
-    from .config import get_profile
-    from .data import preprocess, read_groups_csv, split_sources
+    from upsampler.config import get_profile
+    from upsampler.data.preprocess import preprocess, read_groups_csv, split_sources
 
     data_config = get_profile(args.profile).override(args.set).data  # the runs' own image size and scale
     out = Path(args.out)

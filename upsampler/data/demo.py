@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .argtypes import integer
+from upsampler.utils.argtypes import integer
 
 DEMO_LABEL = "DEMO"
 SCALES = (1.0, 1.5, 2.0)
@@ -101,7 +101,7 @@ def package_photo_path(package: str, filename: str) -> Path:
 
 def load_photo(package: str, filename: str) -> np.ndarray:
     """A bundled photo as ``uint8 (H, W, 3)`` RGB (grey replicated, alpha on white)."""
-    from .images import load_rgb
+    from upsampler.data.images import load_rgb
 
     return load_rgb(package_photo_path(package, filename))
 
@@ -187,7 +187,7 @@ def _file_sha256(path: Path) -> str:
 def _write_set(
     folder: Path, role: str, photos: dict[str, tuple[str, str, str]], count: int, size: int, seed: int
 ) -> Path:
-    from .images import save_png
+    from upsampler.data.images import save_png
 
     if count < len(photos):
         raise ValueError(f"{role}: count {count} is smaller than the number of photos ({len(photos)})")
@@ -222,7 +222,7 @@ def _write_set(
                              f"{c.scale:g}", c.group])
     description, _ = ROLES[role]
     readme = [
-        f"{DEMO_LABEL} DATA - NOT A REAL DATASET. Built by `upsampler demo-data` (upsampler.demo.write_demo_datasets)",
+        f"{DEMO_LABEL} DATA - NOT A REAL DATASET. Built by `upsampler demo-data` (upsampler.data.demo.write_demo_datasets)",
         f"with seed {seed}: {len(all_crops)} crops of {size}x{size} px, {description}.",
         "",
         "Results trained or evaluated on this folder are a demo of the pipeline, not a result of the study.",

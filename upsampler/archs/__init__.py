@@ -1,0 +1,1 @@
+"""Networks: the SRGAN generator and discriminator (srgan), the VGG content / feature networks (vgg)."""

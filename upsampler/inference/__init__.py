@@ -1,0 +1,1 @@
+"""Upscaling photos with a trained generator: tiled inference and the upscale command."""

@@ -1,0 +1,1 @@
+"""Training losses: the VGG content loss, pixel MSE, the adversarial losses and the study's noisy labels."""

@@ -1,0 +1,1 @@
+"""Small shared helpers: hardware and backends, atomic files, provenance, argparse types."""
