@@ -27,14 +27,14 @@ VARIANTS = ["baseline", "+hr-cache", "+fused-adam", "+fused-layers", "+d-head-co
 
 
 def build(variant: str, batch: int, arrays):
-    from upsampler.tools import bench
+    from upsampler.tools import measure
     from upsampler.training.steps_tf import Speedups
-    from upsampler.training.train import SRGANTrainer
+    from upsampler.training.trainer import SRGANTrainer
 
     index = VARIANTS.index(variant)
     cache = "auto" if index >= 1 else "off"
-    config = bench.build_config("paper", batch_size=batch, xla="off", precision="float32", content_network="untrained",
-                                hr_cache=cache, strategy="default", deterministic=None, overrides=[])
+    config = measure.build_config("paper", batch_size=batch, xla="off", precision="float32", content_network="untrained",
+                                  hr_cache=cache, strategy="default", deterministic=None, overrides=[])
     speedups = Speedups(fused_adam=index >= 2, fused_layers=index >= 3, shared_d_head=index >= 4)
     trainer = SRGANTrainer(config, arrays=arrays, speedups=speedups)
     trainer.feed.prepare_hr_features()
@@ -51,19 +51,20 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from upsampler.tools import bench  # before TensorFlow: it picks the CPU kernels
+    from upsampler.tools import bench, measure  # before TensorFlow: it picks the CPU kernels
+    from upsampler.tools.flops import step_flops
 
     import tensorflow as tf
 
     variants = [v for v in args.variants.split(",") if v]
-    arrays = bench.synthetic_arrays(2 * args.batch_size, 44, 176)
+    arrays = measure.synthetic_arrays(2 * args.batch_size, 44, 176)
     runs = []
     flops = None
     for variant in variants:
         trainer = build(variant, args.batch_size, arrays)
         if flops is None:
-            flops = bench.step_flops(trainer.generator, trainer.discriminator, trainer.steps.content_loss.vgg,
-                                     lr_size=44, hr_size=176, batch=args.batch_size)["adversarial_gflop_per_step"]
+            flops = step_flops(trainer.generator, trainer.discriminator, trainer.steps.content_loss.vgg,
+                               lr_size=44, hr_size=176, batch=args.batch_size)["adversarial_gflop_per_step"]
         lr, hr = next(iter(trainer.feed.dataset(1)))
         counter = [0]
 
@@ -76,12 +77,12 @@ def main(argv=None) -> int:
         print(f"{variant:>15}: built, first step {time.perf_counter() - start:.1f} s, metrics {np.round(first, 4)}",
               file=sys.stderr, flush=True)
         runs.append((variant, step, []))
-    a, b = bench.matmul_operands()
+    a, b = measure.matmul_operands()
     np.matmul(a, b)
     matmul = []
     for r in range(args.rounds):
         for variant, step, times in runs:
-            matmul.append(bench.matmul_gflops_once(a, b))
+            matmul.append(measure.matmul_gflops_once(a, b))
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)

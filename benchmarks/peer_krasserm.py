@@ -84,8 +84,8 @@ def main(argv=None) -> int:
     import numpy as np
     import tensorflow as tf  # before upsampler: its oneDNN preference must not reach the peer
 
-    from upsampler.tools.bench import (TensorFlowMatmul, choose_yardstick, device_info, matmul_gflops_once,
-                                 matmul_operands)
+    from upsampler.tools.measure import (TensorFlowMatmul, choose_yardstick, device_info, matmul_gflops_once,
+                                         matmul_operands)
 
     srgan, train = _import_peer(args.peer_dir.resolve())
     trainer = train.SrganTrainer(generator=srgan.generator(), discriminator=srgan.discriminator())

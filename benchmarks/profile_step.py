@@ -120,14 +120,14 @@ def main(argv=None) -> int:
     p.add_argument("--output")
     args = p.parse_args(argv)
 
-    from upsampler.tools import bench
-    from upsampler.training.train import SRGANTrainer
+    from upsampler.tools import bench, measure
+    from upsampler.training.trainer import SRGANTrainer
 
-    config = bench.build_config(args.profile, batch_size=args.batch_size, xla="auto", precision=args.precision,
-                                content_network="untrained", hr_cache="auto", strategy="default", deterministic=None,
-                                overrides=args.set)
+    config = measure.build_config(args.profile, batch_size=args.batch_size, xla="auto", precision=args.precision,
+                                  content_network="untrained", hr_cache="auto", strategy="default", deterministic=None,
+                                  overrides=args.set)
     d = config.data
-    trainer = SRGANTrainer(config, arrays=bench.synthetic_arrays(4 * args.batch_size, d.lr_size, d.hr_size))
+    trainer = SRGANTrainer(config, arrays=measure.synthetic_arrays(4 * args.batch_size, d.lr_size, d.hr_size))
     if trainer.feed.use_hr_feature_cache:
         trainer.feed.prepare_hr_features()
     parts = build_parts(trainer)

@@ -60,17 +60,17 @@ def main(argv=None) -> int:
     p.add_argument("--output")
     args = p.parse_args(argv)
 
-    from upsampler.tools import bench  # before TensorFlow: it picks the CPU kernels
+    from upsampler.tools import bench, measure  # before TensorFlow: it picks the CPU kernels
     from upsampler.utils import hardware
-    from upsampler.training.train import SRGANTrainer
+    from upsampler.training.trainer import SRGANTrainer
 
     import tensorflow as tf
 
-    config = bench.build_config(args.profile, batch_size=args.batch_size, xla="auto", precision=args.precision,
-                                content_network="untrained", hr_cache="auto", strategy="default",
-                                deterministic=None, overrides=args.set)
+    config = measure.build_config(args.profile, batch_size=args.batch_size, xla="auto", precision=args.precision,
+                                  content_network="untrained", hr_cache="auto", strategy="default",
+                                  deterministic=None, overrides=args.set)
     d = config.data
-    trainer = SRGANTrainer(config, arrays=bench.synthetic_arrays(2 * args.batch_size, d.lr_size, d.hr_size))
+    trainer = SRGANTrainer(config, arrays=measure.synthetic_arrays(2 * args.batch_size, d.lr_size, d.hr_size))
     if trainer.feed.use_hr_feature_cache:
         trainer.feed.prepare_hr_features()
     lr, hr = next(iter(trainer.feed.dataset(1)))

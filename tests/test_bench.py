@@ -16,6 +16,8 @@ tf = require_module("tensorflow")
 import keras  # noqa: E402
 
 from upsampler.tools import bench  # noqa: E402
+from upsampler.tools.flops import count_model, step_flops  # noqa: E402
+from upsampler.tools.measure import TensorFlowMatmul, choose_yardstick, measure_matmul, synthetic_arrays  # noqa: E402
 from upsampler.config import get_profile  # noqa: E402
 
 
@@ -44,15 +46,15 @@ TINY_MACS_POOLED = {**TINY_MACS, "d1": 30}
 def test_flop_counter_matches_a_hand_count(size):
     model = _tiny_model(size)
     expected = TINY_MACS if size else TINY_MACS_POOLED
-    count = bench.count_model(model, (1, 8, 8, 3))
+    count = count_model(model, (1, 8, 8, 3))
     assert {l.name: l.macs for l in count.layers} == expected
     assert {l.name: l.kind for l in count.layers} == {"c1": "Conv", "c2": "Conv", "d1": "Dense", "d2": "Dense"}
     total = sum(expected.values())
     assert count.forward_flops == 2 * total
     assert count.backward_flops == 2 * 2 * total  # trainable: input and weight gradients
-    frozen = bench.count_model(model, (1, 8, 8, 3), trainable=False)
+    frozen = count_model(model, (1, 8, 8, 3), trainable=False)
     assert frozen.backward_flops == 2 * total  # frozen: input gradient only
-    assert bench.count_model(model, (3, 8, 8, 3)).macs == 3 * total  # linear in the batch
+    assert count_model(model, (3, 8, 8, 3)).macs == 3 * total  # linear in the batch
 
 
 def test_flop_counter_walks_nested_models_and_unknown_sizes():
@@ -60,7 +62,7 @@ def test_flop_counter_walks_nested_models_and_unknown_sizes():
     inner.trainable = False
     inputs = keras.Input((None, None, 3))
     outer = keras.Model(inputs, keras.layers.Dense(2, name="head")(inner(inputs)))
-    count = bench.count_model(outer, (1, 8, 8, 3))
+    count = count_model(outer, (1, 8, 8, 3))
     assert {l.name: l.macs for l in count.layers} == {**TINY_MACS_POOLED, "head": 2}
     assert not any(l.trainable for l in count.layers if l.name != "head")
 
@@ -76,9 +78,9 @@ def test_discriminator_count_matches_the_architecture():
         trunk += size * size * 9 * cin * 8 * multiple
         cin = 8 * multiple
     pooled = build_discriminator(hr_size=32, filters=8, dense_units=16)
-    assert bench.count_model(pooled, (1, 32, 32, 3)).macs == trunk + cin * 16 + 16 * 1
+    assert count_model(pooled, (1, 32, 32, 3)).macs == trunk + cin * 16 + 16 * 1
     flatten = build_discriminator(hr_size=32, filters=8, dense_units=16, head="flatten")
-    assert bench.count_model(flatten, (1, 32, 32, 3)).macs == trunk + size * size * cin * 16 + 16 * 1
+    assert count_model(flatten, (1, 32, 32, 3)).macs == trunk + size * size * cin * 16 + 16 * 1
 
 
 def test_step_flops_follow_the_documented_convention():
@@ -88,10 +90,10 @@ def test_step_flops_follow_the_documented_convention():
     g = build_generator(num_blocks=1, filters=8)
     d = build_discriminator(hr_size=32, filters=8, dense_units=16)
     v = build_vgg_feature_extractor("block2_conv2", "untrained")
-    f = bench.step_flops(g, d, v, lr_size=8, hr_size=32, batch=4)
-    G = bench.count_model(g, (1, 8, 8, 3)).forward_flops
-    D = bench.count_model(d, (1, 32, 32, 3)).forward_flops
-    V = bench.count_model(v, (1, 32, 32, 3)).forward_flops
+    f = step_flops(g, d, v, lr_size=8, hr_size=32, batch=4)
+    G = count_model(g, (1, 8, 8, 3)).forward_flops
+    D = count_model(d, (1, 32, 32, 3)).forward_flops
+    V = count_model(v, (1, 32, 32, 3)).forward_flops
     assert f["adversarial_gflop_per_image"] * 1e9 == pytest.approx(3 * G + 6 * D + 3 * V)
     assert f["adversarial_gflop_per_step"] == pytest.approx(4 * f["adversarial_gflop_per_image"])
     assert f["pretrain_gflop_per_step"] * 1e9 == pytest.approx(4 * 3 * G)
@@ -103,32 +105,32 @@ def test_paper_step_is_about_134_gflop_per_image():
     from upsampler.losses.srgan import build_vgg_feature_extractor
     from upsampler.archs.srgan import build_discriminator, build_generator
 
-    f = bench.step_flops(build_generator(), build_discriminator(head="flatten"), build_vgg_feature_extractor("block5_conv4", "untrained"),
+    f = step_flops(build_generator(), build_discriminator(head="flatten"), build_vgg_feature_extractor("block5_conv4", "untrained"),
                          lr_size=44, hr_size=176, batch=8)
     assert f["generator_forward_gflop_per_image"] == pytest.approx(8.589, abs=1e-3)
     assert f["discriminator_forward_gflop_per_image"] == pytest.approx(5.943, abs=1e-3)
     assert f["vgg_forward_gflop_per_image"] == pytest.approx(24.087, abs=1e-3)
     assert f["adversarial_gflop_per_step"] == pytest.approx(1069.5, abs=0.1)
-    pooled = bench.step_flops(build_generator(), build_discriminator(), build_vgg_feature_extractor("block5_conv4", "untrained"),
+    pooled = step_flops(build_generator(), build_discriminator(), build_vgg_feature_extractor("block5_conv4", "untrained"),
                               lr_size=44, hr_size=176, batch=8)
     assert pooled["discriminator_forward_gflop_per_image"] == pytest.approx(5.818, abs=1e-3)
     assert pooled["adversarial_gflop_per_step"] == pytest.approx(1063.5, abs=0.1)
 
 
 def test_matmul_measurement_is_positive():
-    values = bench.measure_matmul(n=128, reps=2, warmup=1)
+    values = measure_matmul(n=128, reps=2, warmup=1)
     assert len(values) == 2 and all(v > 0 and math.isfinite(v) for v in values)
     for dtype in ("float32", "bfloat16"):
-        matmul = bench.TensorFlowMatmul(dtype, "/CPU:0", n=128)
+        matmul = TensorFlowMatmul(dtype, "/CPU:0", n=128)
         assert matmul.a.dtype == dtype and all(matmul() > 0 for _ in range(2))
 
 
 def test_the_yardstick_is_the_faster_median_and_says_which():
-    name, value = bench.choose_yardstick({"numpy": [200.0, 240.0, 236.0], "tensorflow": [460.0, 455.0, 300.0]})
+    name, value = choose_yardstick({"numpy": [200.0, 240.0, 236.0], "tensorflow": [460.0, 455.0, 300.0]})
     assert (name, value) == ("tensorflow", 455.0)
-    assert bench.choose_yardstick({"numpy": [10.0], "tensorflow": []}) == ("numpy", 10.0)
+    assert choose_yardstick({"numpy": [10.0], "tensorflow": []}) == ("numpy", 10.0)
     with pytest.raises(ValueError):
-        bench.choose_yardstick({"numpy": []})
+        choose_yardstick({"numpy": []})
 
 
 class _FakeExtractor:
@@ -209,10 +211,10 @@ def test_skip_leaves_sections_out_and_unavailable_sections_are_reported(capsys, 
 # ---- speed-ups that must not change the maths ---------------------------------------------
 
 def _smoke_trainer(**sets):
-    from upsampler.training.train import SRGANTrainer
+    from upsampler.training.trainer import SRGANTrainer
 
     config = get_profile("smoke").override([f"{k}={v}" for k, v in sets.items()])
-    lr, hr = bench.synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=5)
+    lr, hr = synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=5)
     return SRGANTrainer(config, arrays=(lr, hr))
 
 
@@ -298,10 +300,10 @@ def test_space_to_depth_output_conv_matches_conv2d():
 
 def test_mixed_float16_step_uses_loss_scaling_and_stays_finite():
     """The GPU precision path (LossScaleOptimizer), exercised on the CPU with smoke shapes."""
-    from upsampler.training.train import SRGANTrainer
+    from upsampler.training.trainer import SRGANTrainer
 
     config = get_profile("smoke")
-    lr, hr = bench.synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=6)
+    lr, hr = synthetic_arrays(8, config.data.lr_size, config.data.hr_size, seed=6)
     trainer = SRGANTrainer(config, arrays=(lr, hr), precision="mixed_float16")
     assert trainer.steps.loss_scaling and isinstance(trainer.steps.g_optimizer, keras.optimizers.LossScaleOptimizer)
     assert trainer.generator.get_layer("res_block_0_conv_1").compute_dtype == "float16"

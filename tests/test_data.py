@@ -16,15 +16,11 @@ import pytest
 from PIL import Image
 
 from upsampler import cli
-from upsampler.data import preprocess as data
-from upsampler.data.preprocess import (
-    epoch_order,
-    load_split,
-    make_train_dataset,
-    preprocess,
-    read_groups_csv,
-    steps_per_epoch,
-)
+from upsampler.data import preprocess as data, sources
+from upsampler.data.pipeline import epoch_order, make_train_dataset, steps_per_epoch
+from upsampler.data.preprocess import preprocess
+from upsampler.data.processed import load_split
+from upsampler.data.splits import read_groups_csv
 
 HR = 32  # small crops keep the synthetic tests fast
 SCALE = 4
@@ -328,7 +324,7 @@ def test_a_zip_bomb_member_is_rejected_without_decompressing_it(tmp_path: Path, 
         zf.writestr("big.bmp", np.random.default_rng(0).bytes(3 * 2**20), compress_type=zipfile.ZIP_STORED)
         zf.writestr("good.png", _png_bytes(_noise(40, 48, 1)))
     assert zipfile.ZipFile(archive).getinfo("bomb.png").compress_size < 200_000
-    monkeypatch.setattr(data, "MAX_FILE_BYTES", 2 * 2**20)  # a low size limit, to test it on 3 MB
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 2 * 2**20)  # a low size limit, to test it on 3 MB
     opened: list[str] = []
     real_open = zipfile.ZipFile.open
 
@@ -638,7 +634,7 @@ def test_real_faces_limit_40(shared_data: Path, tmp_path: Path) -> None:
 
 
 def test_random_crops_keep_lr_and_hr_aligned_and_are_keyed(arrays) -> None:
-    from upsampler.data.preprocess import make_train_dataset
+    from upsampler.data.pipeline import make_train_dataset
 
     lr_big = np.random.default_rng(5).integers(0, 256, (10, 6, 6, 3), dtype=np.uint8)
     hr_big = np.repeat(np.repeat(lr_big, 4, axis=1), 4, axis=2)  # HR = LR blown up: crops must line up

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from upsampler import cli
-from upsampler.data.preprocess import preprocess, read_groups_csv
+from upsampler.data.preprocess import preprocess
+from upsampler.data.splits import read_groups_csv
 from upsampler.data.demo import (
     BROAD_PHOTOS,
     GROUPS_FILE,

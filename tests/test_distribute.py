@@ -27,9 +27,9 @@ SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     from upsampler.training import distribute
-    from upsampler.tools.bench import synthetic_arrays
+    from upsampler.tools.measure import synthetic_arrays
     from upsampler.config import get_profile
-    from upsampler.training.train import SRGANTrainer
+    from upsampler.training.trainer import SRGANTrainer
 
     out = {}
     # At the study's Adam epsilon 1e-8. Adam's first step is lr * g / (|g| + eps): a gradient that

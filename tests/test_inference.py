@@ -9,15 +9,8 @@ import pytest
 from PIL import Image
 
 from upsampler.inference import upscale as inference
-from upsampler.inference.upscale import (
-    KINDS,
-    infer_scale,
-    make_lr,
-    receptive_field_radius,
-    render_kind,
-    tile_starts,
-    upscale_image,
-)
+from upsampler.inference.tiles import infer_scale, receptive_field_radius, tile_starts, upscale_image
+from upsampler.inference.upscale import KINDS, make_lr, render_kind
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

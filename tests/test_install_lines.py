@@ -15,6 +15,8 @@ import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 TENSORFLOWS = {"tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos",
                "tensorflow-aarch64", "intel-tensorflow", "tf-nightly", "tf-nightly-cpu"}
@@ -54,6 +56,7 @@ def _resolve(extras: str, folder: Path) -> list[str]:
     return [item["metadata"]["name"].lower().replace("_", "-") for item in report["install"]]
 
 
+@pytest.mark.slow
 def test_every_documented_install_line_holds_one_tensorflow_at_most(tmp_path):
     extras = sorted(documented_extras())
     # the lines the README, environment.yml, the test command and Colab's setup cell use

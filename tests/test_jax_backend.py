@@ -81,7 +81,7 @@ def _one_step_script(weights: Path, out: Path, batch: Path) -> str:
     return f"""
 import numpy as np, keras
 from upsampler.config import get_profile
-from upsampler.training.train import SRGANTrainer
+from upsampler.training.trainer import SRGANTrainer
 config = get_profile("smoke").override(["loss.label_std=0", "train.epsilon=1.0"])
 b = np.load("{batch}")
 trainer = SRGANTrainer(config, arrays=(b["lr"], b["hr"]))
@@ -104,8 +104,8 @@ def test_one_float32_step_agrees_on_tensorflow_and_jax(data, tmp_path):
     about ``lr * g`` rather than ``lr * sign(g)``: round-off in a near-zero gradient cannot flip
     an update, and the weights may differ only by lr x the gradients' round-off."""
     from upsampler.config import get_profile
-    from upsampler.data.preprocess import load_split
-    from upsampler.training.train import SRGANTrainer
+    from upsampler.data.processed import load_split
+    from upsampler.training.trainer import SRGANTrainer
 
     lr_u8, hr_u8, _ = load_split(data, "train")
     lr_u8, hr_u8 = lr_u8[:4], hr_u8[:4]

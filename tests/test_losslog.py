@@ -11,13 +11,8 @@ import pandas as pd
 import pytest
 
 from upsampler.study import plots
-from upsampler.study.losslog import (
-    detect_saturation,
-    find_copied_records,
-    format_ranges,
-    read_loss_log,
-    saturated_bce_d_loss,
-)
+from upsampler.study.losslog import find_copied_records, format_ranges, read_loss_log
+from upsampler.training.health import detect_saturation, saturated_bce_d_loss
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -299,7 +294,7 @@ def test_losses_cli_via_main_reports_bad_input(tmp_path, capsys, monkeypatch):
 def test_detect_collapse_flags_d_at_one_half_only():
     import pandas as pd
 
-    from upsampler.study.losslog import collapse_line, detect_collapse
+    from upsampler.training.health import collapse_line, detect_collapse
 
     healthy = pd.DataFrame({"epoch": range(1, 7), "d_real": [0.8] * 6, "d_fake": [0.2] * 6})
     stuck = pd.DataFrame({"epoch": range(1, 7), "d_real": [0.8, 0.52, 0.5, 0.49, 0.51, 0.8],

@@ -85,7 +85,7 @@ def test_colab_setup_cell_and_explanations(name):
 # ---- the helpers behind the notebooks (fast) ----------------------------------------------------
 
 def test_study_paths_layout(tmp_path):
-    from upsampler.study.notebook import study_paths
+    from upsampler.study.outputs import study_paths
 
     paths = study_paths(tmp_path, "demo")
     assert paths.data("coco") == tmp_path / "demo/data/coco"
@@ -98,7 +98,7 @@ def test_study_paths_layout(tmp_path):
 
 def test_labels(tmp_path):
     from upsampler.data.demo import write_demo_datasets
-    from upsampler.study.notebook import join_notes, run_label
+    from upsampler.study.outputs import join_notes, run_label
 
     assert run_label("paper", [tmp_path]) is None
     assert "SMOKE TEST" in run_label("smoke")
@@ -136,7 +136,7 @@ def test_training_config_from_parameters():
 def test_a_finished_evaluation_is_reused_only_for_the_same_inputs(tmp_path):
     import pandas as pd
 
-    from upsampler.study.notebook import EVALUATION_KEY_FILE, evaluation_key, reuse_evaluation
+    from upsampler.study.evaluation import EVALUATION_KEY_FILE, evaluation_key, reuse_evaluation
 
     test_dir, out = tmp_path / "test", tmp_path / "evaluation"
     (test_dir / "hr").mkdir(parents=True)

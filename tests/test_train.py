@@ -19,7 +19,8 @@ tf = require_module("tensorflow")
 from upsampler.config import UNTRAINED_VGG_WARNING, get_profile  # noqa: E402
 from upsampler.data.preprocess import preprocess  # noqa: E402
 from upsampler.data.images import save_png  # noqa: E402
-from upsampler.training.train import FAULT_ENV, TrainingDiverged, train  # noqa: E402
+from upsampler.training.train import FAULT_ENV, train  # noqa: E402
+from upsampler.training.trainer import TrainingDiverged  # noqa: E402
 
 
 def _synthetic_images(folder: Path, count: int, size: int = 40, seed: int = 0) -> Path:
@@ -205,7 +206,7 @@ def test_smoke_training_with_the_pretrained_offline_content_network(smoke_data, 
 
 
 def _one_step_weights(smoke_data, order: str):
-    from upsampler.training.train import SRGANTrainer
+    from upsampler.training.trainer import SRGANTrainer
 
     config = get_profile("smoke").override([f"train.update_order={order}", "train.steps_per_epoch=1",
                                             "loss.adversarial_weight=1.0"])
@@ -226,7 +227,7 @@ def test_d_then_g_updates_d_as_before_and_g_against_the_updated_d(smoke_data):
 
 
 def test_random_training_crops_train_a_discriminator_of_the_crop_size(smoke_data, tmp_path):
-    from upsampler.training.train import SRGANTrainer
+    from upsampler.training.trainer import SRGANTrainer
 
     config = get_profile("smoke").override(["data.train_crop=16", "train.steps_per_epoch=2"])
     trainer = SRGANTrainer(config, smoke_data)
@@ -237,7 +238,7 @@ def test_random_training_crops_train_a_discriminator_of_the_crop_size(smoke_data
 
 
 def test_exported_generator_loads_without_upsampler_and_matches_the_trainer(smoke_data, tmp_path):
-    from upsampler.training.train import SRGANTrainer
+    from upsampler.training.trainer import SRGANTrainer
 
     config = get_profile("smoke").override(["train.epochs=1"])
     train(config, smoke_data, tmp_path / "run")

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from upsampler.data import preprocess as data
+from upsampler.data import pipeline
 from upsampler.config import Config, get_profile
-from upsampler.data.preprocess import MANIFEST_COLUMNS, choose_train_images, preprocess, split_names, train_image_names
+from upsampler.data.preprocess import preprocess
+from upsampler.data.processed import MANIFEST_COLUMNS, choose_train_images, split_names, train_image_names
 from upsampler.training.rundir import resolve_run_config
 
 HR = 32
@@ -82,7 +83,7 @@ def test_the_override_takes_a_count_and_none() -> None:
 # ---- the pipeline draws only from the subset ------------------------------------------------------
 
 def test_the_training_batches_come_only_from_the_chosen_images(processed: Path) -> None:
-    from upsampler.training.train import training_arrays
+    from upsampler.training.trainer import training_arrays
 
     config = _smoke("data.train_images=8")  # batch 4: two batches an epoch
     chosen = train_image_names(processed, config.data)
@@ -92,7 +93,7 @@ def test_the_training_batches_come_only_from_the_chosen_images(processed: Path) 
     assert len(sample_hr) == config.train.num_samples  # the samples still come from the test split
     seen = set()
     for epoch in (1, 2, 3):
-        for lr_batch, hr_batch in data.train_batches(train_lr, train_hr, batch_size=config.train.batch_size,
+        for lr_batch, hr_batch in pipeline.train_batches(train_lr, train_hr, batch_size=config.train.batch_size,
                                                      seed=config.train.seed, epoch=epoch):
             seen |= {img.tobytes() for img in hr_batch}
     assert seen == chosen_hr
@@ -104,7 +105,8 @@ def test_the_training_batches_come_only_from_the_chosen_images(processed: Path) 
 
 def test_the_trainer_feeds_only_the_subset_and_refuses_too_many_before_writing(processed: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from upsampler.training.train import SRGANTrainer, train
+    from upsampler.training.train import train
+    from upsampler.training.trainer import SRGANTrainer
 
     config = _smoke("data.train_images=8")
     chosen = train_image_names(processed, config.data)

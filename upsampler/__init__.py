@@ -33,7 +33,7 @@ def __getattr__(name: str):
 
         return load_generator
     if name == "upscale_image":
-        from upsampler.inference.upscale import upscale_image
+        from upsampler.inference.tiles import upscale_image
 
         return upscale_image
     raise AttributeError(f"module 'upsampler' has no attribute {name!r}")

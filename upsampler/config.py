@@ -57,7 +57,7 @@ class DataConfig:
     train_crop: int | None = None  # HR side of a random LR/HR-aligned crop drawn per image and step; None: whole image
     shuffle_buffer: int = 4096
     # Use only this many training images: a seeded subset of the processed train split, the same for every
-    # training seed (chosen with split_seed, not train.seed; upsampler.data.preprocess.choose_train_images); None: all.
+    # training seed (chosen with split_seed, not train.seed; upsampler.data.processed.choose_train_images); None: all.
     train_images: int | None = None
 
     @property

@@ -12,12 +12,10 @@ from upsampler import cli
 from upsampler.metrics import UNTRAINED_LABEL
 from upsampler.metrics.evaluate import (
     PAIRED_COLUMNS,
-    TABLE_COLUMNS,
-    comparison_grid,
     evaluate_study,
     mean_interval,
-    paired_figure,
 )
+from upsampler.metrics.report import TABLE_COLUMNS, comparison_grid, paired_figure
 from upsampler.metrics.perceptual import FEATDIST_LABEL, SHARED_LAYER_NOTE
 
 SIZE = 75  # test-only extractor input size

@@ -14,7 +14,7 @@ from scipy.spatial.distance import cdist
 from upsampler import cli
 from upsampler.metrics import faces, paired
 from upsampler.metrics.evaluate import PAIRED_COLUMNS, evaluate_study, read_split_groups
-from upsampler.metrics.fid import mmd2_unbiased
+from upsampler.metrics.kid import mmd2_unbiased
 
 N_IDS, PER_ID = 40, 13  # faces_2600's test split: 40 identities x 13 photos
 GROUPS = [f"id{i // PER_ID:02d}" for i in range(N_IDS * PER_ID)]

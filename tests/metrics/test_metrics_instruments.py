@@ -9,7 +9,7 @@ import pytest
 
 from upsampler.data.images import bicubic_downscale, bicubic_upscale, center_crop, load_rgb
 from upsampler.metrics import paired
-from upsampler.metrics.fid import mmd2_unbiased
+from upsampler.metrics.kid import mmd2_unbiased
 
 
 # ---- paired bootstrap ------------------------------------------------------------------------

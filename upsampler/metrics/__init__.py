@@ -9,9 +9,10 @@ NumPy-level API, importable without TensorFlow (the extractors import it when th
     fid = frechet_distance(*activation_statistics(f_sr), *activation_statistics(f_hr))
     result = distribution_metrics(f_sr, f_hr, ext)  # FID + interval, KID ± std, N, dim, extractor
 
-Modules: :mod:`.fid` (FID, KID, bootstrap, cached statistics), :mod:`.extractors`,
+Modules: :mod:`.features` (activations, statistics), :mod:`.fid` (FID, bootstrap, the FID + KID bundle, cached statistics), :mod:`.kid`, :mod:`.extractors`,
 :mod:`.sr` (PSNR, SSIM, MATLAB imresize), :mod:`.srbench` (``upsampler sr-bench``),
-:mod:`.evaluate` (the study's Bicubic vs Model A vs Model B evaluation), :mod:`.paired` (paired and
+:mod:`.evaluate` (the study's Bicubic vs Model A vs Model B evaluation; its tables, notes and figures:
+:mod:`.report`), :mod:`.paired` (paired and
 identity-level bootstrap intervals), :mod:`.faces` (dlib identity metrics), :mod:`.cli`.
 """
 
@@ -23,21 +24,19 @@ from upsampler.metrics.extractors import (
     FeatureExtractor,
     get_extractor,
 )
+from upsampler.metrics.features import activation_statistics, activations
 from upsampler.metrics.fid import (
     DistributionMetrics,
     FrechetTerms,
-    activation_statistics,
-    activations,
     distribution_metrics,
     fid_bootstrap,
     fid_from_features,
     frechet_distance,
     frechet_terms,
-    kernel_inception_distance,
     load_statistics,
-    mmd2_unbiased,
     save_statistics,
 )
+from upsampler.metrics.kid import kernel_inception_distance, mmd2_unbiased
 from upsampler.metrics.sr import imresize, mod_crop, psnr, rgb_to_y, shave, sr_metrics, ssim
 
 __all__ = [

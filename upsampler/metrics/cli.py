@@ -75,7 +75,8 @@ def configure_fid_parser(parser: argparse.ArgumentParser) -> None:
 
 def _features_or_stats(source: str, args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
     """{'features': (N, D) or None, 'mu', 'sigma', 'n'} for a folder or a cached .npz."""
-    from upsampler.metrics.fid import activation_statistics, activations, load_statistics
+    from upsampler.metrics.features import activation_statistics, activations
+    from upsampler.metrics.fid import load_statistics
     from upsampler.metrics.srbench import list_images
 
     path = Path(source)

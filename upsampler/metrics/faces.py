@@ -119,7 +119,7 @@ def split_half_kid(embeddings: np.ndarray, identities: Sequence[Any], seed: int 
     """KID (unbiased MMD^2, cubic kernel) between two disjoint halves of ``embeddings`` split by
     identity (:func:`identity_halves`): what KID shows between two sets of real faces of
     different people, beside which a method's ``kid_face`` can be read."""
-    from upsampler.metrics.fid import mmd2_unbiased
+    from upsampler.metrics.kid import mmd2_unbiased
 
     e = np.asarray(embeddings, np.float64)
     if len(identities) != len(e):

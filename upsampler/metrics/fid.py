@@ -1,8 +1,10 @@
-"""Fréchet Inception Distance and Kernel Inception Distance, in pytorch-fidelity's composable style.
+"""Fréchet Inception Distance, and FID + KID bundled, in pytorch-fidelity's composable style.
 
-Pipeline: images -> :func:`activations` (an extractor from :mod:`.extractors`) -> either
-:func:`activation_statistics` + :func:`frechet_distance`, or the feature-level functions
-:func:`fid_from_features`, :func:`fid_bootstrap`, :func:`kernel_inception_distance` and
+Pipeline: images -> :func:`~upsampler.metrics.features.activations` (an extractor from
+:mod:`.extractors`) -> either
+:func:`~upsampler.metrics.features.activation_statistics` + :func:`frechet_distance`, or the
+feature-level functions :func:`fid_from_features`, :func:`fid_bootstrap`,
+:func:`~upsampler.metrics.kid.kernel_inception_distance` (:mod:`.kid`) and
 :func:`distribution_metrics`, which bundles all of them with the extractor's name into a
 :class:`DistributionMetrics`.
 
@@ -20,21 +22,20 @@ import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
+
+from upsampler.metrics.features import _check_features, activation_statistics
+from upsampler.metrics.kid import kernel_inception_distance
 
 __all__ = [
     "DistributionMetrics",
     "FrechetTerms",
-    "activations",
-    "activation_statistics",
     "frechet_distance",
     "frechet_terms",
     "fid_from_features",
     "fid_bootstrap",
-    "mmd2_unbiased",
-    "kernel_inception_distance",
     "distribution_metrics",
     "save_statistics",
     "load_statistics",
@@ -42,90 +43,6 @@ __all__ = [
 
 # A clipped negative eigenvalue mass above this fraction of the trace triggers a warning.
 CLIP_WARN_FRACTION = 1e-6
-
-
-# ---- features ---------------------------------------------------------------------------------
-
-def _iter_batches(items: Sequence[Any], batch_size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), batch_size):
-        yield items[start:start + batch_size]
-
-
-def _extract_uint8(batch: Sequence[np.ndarray], extractor: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Run the extractor on a list of uint8 images that may differ in size (grouped by shape)."""
-    out: list[np.ndarray | None] = [None] * len(batch)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, img in enumerate(batch):
-        by_shape.setdefault(img.shape, []).append(i)
-    for idxs in by_shape.values():
-        feats = np.asarray(extractor(np.stack([batch[i] for i in idxs])), dtype=np.float64)
-        for j, i in enumerate(idxs):
-            out[i] = feats[j]
-    return np.stack(out)  # type: ignore[arg-type]
-
-
-def activations(
-    images: np.ndarray | Sequence[str | Path],
-    extractor: Callable[[np.ndarray], np.ndarray],
-    batch_size: int = 16,
-    progress: bool = False,
-) -> np.ndarray:
-    """Features of a set of images, float64 array of shape (N, D).
-
-    ``images``: a uint8 array (N, H, W, 3) with values 0..255, or a list of image file paths
-    (decoded with Pillow and converted to RGB). ``extractor``: a
-    :class:`~upsampler.metrics.extractors.FeatureExtractor` (or any callable mapping a uint8
-    NHWC batch to (n, D) features). ``batch_size``: images per forward pass (small on CPU).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if isinstance(images, np.ndarray):
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be a uint8 (N, H, W, 3) array, got {images.dtype} {images.shape}")
-        items: Sequence[Any] = images
-        from_paths = False
-    else:
-        items = [Path(p) for p in images]
-        from_paths = True
-    if len(items) == 0:
-        raise ValueError("no images given")
-    batches = _iter_batches(items, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, total=math.ceil(len(items) / batch_size), desc=getattr(extractor, "name", "features"),
-                       unit="batch")
-    chunks = []
-    for batch in batches:
-        if from_paths:
-            from upsampler.metrics.srbench import read_image
-
-            chunks.append(_extract_uint8([read_image(p, mode="RGB") for p in batch], extractor))
-        else:
-            chunks.append(np.asarray(extractor(np.asarray(batch)), dtype=np.float64))
-    feats = np.concatenate(chunks, axis=0).astype(np.float64, copy=False)
-    if not np.all(np.isfinite(feats)):
-        raise ValueError("the extractor produced NaN or Inf features")
-    return feats
-
-
-def _check_features(feats: np.ndarray, name: str = "features") -> np.ndarray:
-    feats = np.asarray(feats, dtype=np.float64)
-    if feats.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {feats.shape}")
-    if feats.shape[0] < 2:
-        raise ValueError(f"{name}: need at least 2 images for a covariance, got {feats.shape[0]}")
-    if not np.all(np.isfinite(feats)):
-        raise ValueError(f"{name} contain NaN or Inf")
-    return feats
-
-
-def activation_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and covariance (D, D) of features (N, D), float64; covariance with ddof=1 (N >= 2)."""
-    feats = _check_features(feats)
-    mu = feats.mean(axis=0)
-    sigma = np.cov(feats, rowvar=False, ddof=1)
-    return mu, np.atleast_2d(sigma)
 
 
 # ---- Fréchet distance -------------------------------------------------------------------------
@@ -362,62 +279,6 @@ def fid_bootstrap(
         half = float(norm.ppf(1 - alpha / 2)) * float(np.std(reps, ddof=1))
         low, high = max(value - half, 0.0), value + half
     return float(value), float(low), float(high)
-
-
-# ---- KID ---------------------------------------------------------------------------------------
-
-def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Cubic polynomial kernel k(x, y) = (x . y / d + 1)^3, matrix over rows of x and y."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
-
-
-def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 between samples x (m, D) and y (n, D) with the cubic polynomial kernel.
-
-    mean_{i!=j} k(x_i, x_j) + mean_{i!=j} k(y_i, y_j) - 2 mean_{i,j} k(x_i, y_j)
-    (Bińkowski et al. 2018). Can be negative; its expectation is 0 for equal distributions.
-    """
-    x, y = _check_features(x, "x"), _check_features(y, "y")
-    m, n = x.shape[0], y.shape[0]
-    kxx, kyy, kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
-    term_xx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    term_yy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-    return float(term_xx + term_yy - 2.0 * kxy.mean())
-
-
-def kernel_inception_distance(
-    feats1: np.ndarray,
-    feats2: np.ndarray,
-    num_subsets: int = 100,
-    subset_size: int | None = None,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """KID: (mean, std) of unbiased MMD^2 over random subsets, as clean-fid / torch-fidelity.
-
-    Each of ``num_subsets`` draws takes ``subset_size`` images from each set without
-    replacement (``numpy.random.default_rng(seed)``). Default ``subset_size``:
-    min(1000, N // 2) with N the smaller set — equal to clean-fid's 1000 for N >= 2000; for
-    smaller sets, half the images, because subsets of the *whole* set would all be the same
-    set and report a standard deviation of 0. The std (ddof=1) describes MMD^2 at the subset
-    size, a conservative spread for the mean.
-    """
-    f1, f2 = _check_features(feats1, "feats1"), _check_features(feats2, "feats2")
-    if f1.shape[1] != f2.shape[1]:
-        raise ValueError(f"feature dimensions differ: {f1.shape[1]} vs {f2.shape[1]}")
-    n = min(f1.shape[0], f2.shape[0])
-    m = min(1000, max(2, n // 2)) if subset_size is None else int(subset_size)
-    if not 2 <= m <= n:
-        raise ValueError(f"subset_size must be in [2, {n}], got {m}")
-    if num_subsets < 1:
-        raise ValueError(f"num_subsets must be >= 1, got {num_subsets}")
-    rng = np.random.default_rng(seed)
-    values = np.empty(num_subsets)
-    for i in range(num_subsets):
-        x = f1[rng.choice(f1.shape[0], m, replace=False)]
-        y = f2[rng.choice(f2.shape[0], m, replace=False)]
-        values[i] = mmd2_unbiased(x, y)
-    std = float(np.std(values, ddof=1)) if num_subsets > 1 else float("nan")
-    return float(values.mean()), std
 
 
 def format_value(value: float, decimals: int = 2) -> str:

@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from upsampler.metrics.fid import _poly_kernel
+from upsampler.metrics.kid import _poly_kernel
 
 LOWER_IS_BETTER = {"featdist_hed", "identity_distance", "kid_face", "kid_hed", "fd_hed", "fid", "kid", "piqe"}
 PAIRED_COLUMNS = ["metric", "method_a", "method_b", "difference", "ci_low", "ci_high", "n", "better",

@@ -56,7 +56,9 @@ def configure_gpu_study_parser(p: argparse.ArgumentParser) -> None:
 
 def _prepare(args) -> dict[str, Path]:
     from upsampler.config import get_profile
-    from upsampler.data.preprocess import preprocess, read_groups_csv, split_sources
+    from upsampler.data.preprocess import preprocess
+    from upsampler.data.sources import split_sources
+    from upsampler.data.splits import read_groups_csv
 
     data_config = get_profile(args.profile).override(args.set).data  # the runs' own image size and scale
     out = Path(args.out)

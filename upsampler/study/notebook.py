@@ -2,21 +2,10 @@
 
 The notebooks are thin: a ``parameters`` cell (papermill), a cell that derives paths from
 it, and one call per step into this module or the package. The study's output root has a
-Drive-friendly layout (:class:`StudyPaths`)::
-
-    OUT/<study>/data/{coco,celeba}/     processed sets (upsampler preprocess)
-    OUT/<study>/runs/{model_a,model_b}/ run directories (upsampler train)
-    OUT/<study>/evaluation/             evaluate_study's raw outputs (per-image metrics, SR images)
-    OUT/<study>/figures/                every figure, PNG
-    OUT/<study>/tables/                 every table, CSV + Markdown
-    OUT/<study>/notebooks/              executed notebooks, .ipynb + .html (run_all.sh)
-
-Labels. Whatever is not a real result of the study says so on every output: the *run label*
-(:func:`run_label`: the built-in demo data, the demo or smoke profile), the untrained-VGG
-warning of a run (:data:`upsampler.config.UNTRAINED_VGG_WARNING`) and the untrained-Inception
-label of the metrics (:data:`upsampler.metrics.extractors.UNTRAINED_LABEL`). They are printed
-in the notebook (:func:`banner`), drawn in red under every figure and written into every
-table (a ``label`` column in CSVs, a warning line in Markdown).
+Drive-friendly layout (:class:`~upsampler.study.outputs.StudyPaths`); :mod:`.outputs` holds the paths,
+the labels and the display helpers, :mod:`.evaluation` the evaluation step, and this module the
+preprocessing and training steps. The names of those modules that the notebooks call are imported
+here, so that every notebook reaches its helpers as ``nb.<name>``.
 
 TensorFlow is imported only by the functions that train or evaluate.
 """
@@ -25,219 +14,28 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from upsampler.utils.hardware import import_tensorflow_quietly  # noqa: F401 - the notebooks call it from here
 from upsampler.training.rundir import PRETRAINED_SNAPSHOT
+from upsampler.study.evaluation import evaluate, paired_table, psnr_lines, summary_table  # noqa: F401 - the notebooks' API
+from upsampler.study.outputs import (  # noqa: F401 - the notebooks' API
+    banner,
+    data_dir_of_run,
+    join_notes,
+    run_label,
+    run_notes,
+    show,
+    show_table,
+    study_paths,
+    write_label,
+)
 
 DATASETS = ("coco", "celeba")
 MODELS = {"model_a": ("Model A", "coco"), "model_b": ("Model B", "celeba")}
-LABEL_FILE = "LABEL.txt"
-DATA_DIR_FILE = "data_dir.txt"  # runs made before config.json recorded data_source
-
-
-# ---- where things go --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class StudyPaths:
-    """The folders of one study under an output root (see the module docstring)."""
-
-    output_root: Path
-    study: str
-
-    @property
-    def root(self) -> Path:
-        return Path(self.output_root) / self.study
-
-    def data(self, dataset: str) -> Path:
-        return self.root / "data" / dataset
-
-    def run(self, model: str) -> Path:
-        return self.root / "runs" / model
-
-    def seed_runs(self, model: str, seeds: int = 1) -> list[Path]:
-        """The run directories of ``model`` trained with ``seeds`` seeds (:func:`seed_run_name`)."""
-        return [self.run(seed_run_name(model, k)) for k in range(seeds)]
-
-    @property
-    def evaluation(self) -> Path:
-        return self.root / "evaluation"
-
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
-
-    @property
-    def tables(self) -> Path:
-        return self.root / "tables"
-
-    @property
-    def notebooks(self) -> Path:
-        return self.root / "notebooks"
-
-    def make(self) -> "StudyPaths":
-        """Create figures/, tables/ and notebooks/ (never deletes anything)."""
-        for folder in (self.figures, self.tables, self.notebooks):
-            folder.mkdir(parents=True, exist_ok=True)
-        return self
-
-
-def seed_run_name(model: str, seed: int) -> str:
-    """The run of ``model`` with training seed ``seed``: ``model`` itself for seed 0 (a one-seed
-    study keeps its names), ``<model>_seed<k>`` for the others."""
-    if seed < 0:
-        raise ValueError(f"a training seed is >= 0, got {seed}")
-    return model if seed == 0 else f"{model}_seed{seed}"
-
-
-def study_paths(output_root: str | os.PathLike, study: str) -> StudyPaths:
-    if not study or "/" in study or study in (".", ".."):
-        raise ValueError(f"study must be a plain folder name, got {study!r}")
-    return StudyPaths(Path(output_root), study).make()
-
-
-# ---- labels -----------------------------------------------------------------------------
-
-def is_demo_data(path: str | os.PathLike | None) -> bool:
-    """True for the built-in demo data: a ``upsampler demo-data`` folder or a set processed from one."""
-    from upsampler.data.demo import is_demo_folder
-
-    return path is not None and Path(path).exists() and is_demo_folder(path)
-
-
-def run_label(profile: str | None = None, data_dirs: Iterable[str | os.PathLike | None] = ()) -> str | None:
-    """The "this is not a study result" label for a profile and its data, or None for real runs."""
-    parts = []
-    if any(is_demo_data(d) for d in data_dirs):
-        parts.append("DEMO: built-in demo data (crops of photos bundled with scikit-image and matplotlib)")
-    if profile == "demo":
-        parts.append("DEMO profile (small network, a few CPU minutes)")
-    elif profile == "smoke":
-        parts.append("SMOKE TEST profile (tiny network, a few steps)")
-    if not parts:
-        return None
-    return "; ".join(parts) + ": a demonstration of the pipeline, not a result of the study."
-
-
-def profile_of_run(run_dir: str | os.PathLike) -> str | None:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("profile")
-
-
-def data_dir_of_run(run_dir: str | os.PathLike) -> Path | None:
-    """The processed data folder a run was trained on (``data_source`` in its config.json;
-    ``data_dir.txt`` in runs made before that was recorded)."""
-    config = Path(run_dir) / "config.json"
-    if config.is_file():
-        try:
-            path = json.loads(config.read_text()).get("data_source", {}).get("path")
-        except (ValueError, AttributeError):
-            path = None
-        if path:
-            return Path(path)
-    info = Path(run_dir) / DATA_DIR_FILE
-    return Path(info.read_text().strip()) if info.is_file() else None
-
-
-def run_notes(run_dir: str | os.PathLike) -> list[str]:
-    """Labels that apply to a run directory: its run label and its untrained-VGG warning."""
-    from upsampler.study.plots import note_for_run
-
-    notes = []
-    label = run_label(profile_of_run(run_dir), [data_dir_of_run(run_dir)])
-    if label:
-        notes.append(label)
-    vgg = note_for_run(run_dir)
-    if vgg:
-        notes.append(vgg)
-    return notes
-
-
-def join_notes(notes: Iterable[str | None]) -> str | None:
-    """One note line from several (duplicates dropped), or None."""
-    unique: list[str] = []
-    for note in notes:
-        if note and note not in unique:
-            unique.append(note)
-    return " | ".join(unique) if unique else None
-
-
-def banner(notes: Iterable[str | None]) -> None:
-    """Print every label loudly (or that there is none)."""
-    notes = [n for n in notes if n]
-    if not notes:
-        print("Real run: no demo, smoke or untrained-feature labels apply.")
-        return
-    width = 100
-    print("#" * width)
-    for note in notes:
-        print(f"# {note}")
-    print("#" * width)
-
-
-def write_label(folder: str | os.PathLike, notes: Iterable[str | None]) -> Path | None:
-    """Write ``LABEL.txt`` (the labels, one per line) into ``folder``; None when there are none."""
-    notes = [n for n in notes if n]
-    if not notes:
-        return None
-    path = Path(folder) / LABEL_FILE
-    path.write_text("\n".join(notes) + "\n")
-    return path
-
-
-# ---- display ------------------------------------------------------------------------------
-
-def show(fig_or_path: Any, path: str | os.PathLike | None = None) -> Path | None:
-    """Save a matplotlib figure to ``path`` (when given) and display the saved PNG.
-
-    Accepts a ``Figure`` or the path of a PNG already written. Displays through IPython when
-    running in a kernel, so the executed notebook (and its HTML) embeds the picture; prints the
-    path otherwise.
-    """
-    from upsampler.study.plots import close, save_figure
-
-    if isinstance(fig_or_path, (str, os.PathLike)):
-        saved = Path(fig_or_path)
-    else:
-        if path is None:
-            raise ValueError("show(figure) needs the path to save it to")
-        saved = save_figure(fig_or_path, path)
-        close(fig_or_path)
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-
-        if get_ipython() is not None:
-            display(Image(filename=str(saved), alt=saved.stem.replace("_", " ")))
-    except ImportError:  # pragma: no cover - IPython ships with the notebooks extra
-        pass
-    print(f"figure: {saved}")
-    return saved
-
-
-def show_table(frame: Any, floatfmt: int = 4) -> None:
-    """Display a DataFrame in full (rich in a notebook, text elsewhere)."""
-    import pandas as pd
-
-    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_colwidth", None,
-                           "display.precision", floatfmt, "display.max_rows", 500):
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-
-            if get_ipython() is not None:
-                display(frame)
-                return
-        except ImportError:  # pragma: no cover
-            pass
-        print(frame)
 
 
 # ---- step 1: preprocessing ----------------------------------------------------------------
@@ -284,7 +82,8 @@ def preprocess_dataset(
     ``groups_csv="auto"`` uses :func:`find_groups_csv`. ``group_column`` None: ``group`` or
     ``celeba_identity``, whichever the CSV has.
     """
-    from upsampler.data.preprocess import preprocess, read_groups_csv
+    from upsampler.data.preprocess import preprocess
+    from upsampler.data.splits import read_groups_csv
 
     d = profile_config(profile, overrides).data
     groups = None
@@ -327,7 +126,7 @@ def split_counts(processed_dir: str | os.PathLike) -> dict[str, int]:
 def pairs_figure(processed_dir: str | os.PathLike, n: int = 4, split: str = "test", *, title: str | None = None,
                  note: str | None = None):
     """A few LR | Bicubic | HR rows of a processed split (LR shown as blocky pixels)."""
-    from upsampler.data.preprocess import load_split
+    from upsampler.data.processed import load_split
     from upsampler.data.images import bicubic_upscale
     from upsampler.study.plots import grid_figure
 
@@ -421,7 +220,8 @@ def loss_figures(
     quarter. The adversarial weight and the saturation thresholds default to the run's
     config. Prints the saturation verdict. Returns ``{"losses": path, "discriminator": path}``.
     """
-    from upsampler.study.losslog import detect_saturation, read_loss_log
+    from upsampler.study.losslog import read_loss_log
+    from upsampler.training.health import detect_saturation
     from upsampler.study.plots import DEFAULT_ZOOM, plot_discriminator, plot_losses
 
     log = read_loss_log(run_dir_or_log)
@@ -491,243 +291,3 @@ def samples_figure(run_dir: str | os.PathLike, figures_dir: str | os.PathLike, *
     when = f"{match.group(1)} epoch {int(match.group(2))}" if match else path.stem
     fig = grid_figure(rows, title=f"{title or name}: test samples after {when}", note=join_notes(notes))
     return show(fig, Path(figures_dir) / f"{name}_samples_latest.png")
-
-
-# ---- step 4: evaluation -------------------------------------------------------------------
-
-def study_label(run_dirs: Iterable[str | os.PathLike], data_dirs: Iterable[str | os.PathLike | None] = ()) -> str | None:
-    """One run label for several runs (and extra data folders, e.g. the test set's)."""
-    run_dirs = [Path(r) for r in run_dirs]
-    profiles = sorted({p for p in (profile_of_run(r) for r in run_dirs) if p})
-    data = [*data_dirs, *(data_dir_of_run(r) for r in run_dirs)]
-    if len(profiles) <= 1:
-        return run_label(profiles[0] if profiles else None, data)
-    return join_notes(run_label(p, data) for p in profiles)
-
-
-def evaluate(
-    test_dir: str | os.PathLike,
-    runs: Mapping[str, str | os.PathLike | Sequence[str | os.PathLike]],
-    paths: StudyPaths,
-    *,
-    extractor: str | None = None,
-    input_size: int | None = None,
-    faces: bool = True,
-    n_boot: int = 1000,
-    grid_images: int = 6,
-    include_pretrained: bool = False,
-    name: str = "evaluation",
-):
-    """Bicubic vs each run's generator on ``test_dir``, with every output labelled.
-
-    ``runs``: display name -> run directory (its ``generator.keras``), or a list of run
-    directories: the model trained with several seeds, scored per run and pooled over its runs
-    (``tables/<name>_pooled.csv``, ``tables/<name>_pooled_paired.csv``). With
-    ``include_pretrained``, a run's ``generator_pretrained.keras`` (the generator after MSE
-    pre-training) is evaluated too, as "<name> (MSE pre-trained)". ``extractor``: an Inception
-    for FID (None: no FID). Writes ``tables/<name>_metrics.{csv,md}``, ``tables/<name>_paired.csv``
-    (+ per-image CSV) and ``figures/<name>_*.png``. Returns the
-    :class:`~upsampler.metrics.evaluate.StudyResults`.
-    """
-    import logging
-
-    from upsampler.config import UNTRAINED_VGG_WARNING
-    from upsampler.metrics.evaluate import evaluate_study
-    from upsampler.metrics.extractors import ExtractorUnavailableError
-    from upsampler.metrics.seeds import expand_runs
-
-    test_dir = Path(test_dir)
-    models: dict[str, Path | list[Path]] = {}
-    untrained: dict[str, bool] = {}
-    every_run: list[Path] = []
-    for label, run_dirs in runs.items():
-        run_dirs = [Path(r) for r in (run_dirs if isinstance(run_dirs, (list, tuple)) else [run_dirs])]
-        every_run += run_dirs
-        generators, snapshots = [], []
-        for run_dir in run_dirs:
-            generator = run_dir / "generator.keras"
-            if not generator.is_file():
-                raise FileNotFoundError(f"{generator}: no trained generator (run the training notebook first)")
-            generators.append(generator)
-            if include_pretrained and (run_dir / PRETRAINED_SNAPSHOT).is_file():
-                snapshots.append(run_dir / PRETRAINED_SNAPSHOT)
-        untrained_vgg = any(UNTRAINED_VGG_WARNING in run_notes(r) for r in run_dirs)
-        for method, found in ((label, generators), (f"{label} (MSE pre-trained)", snapshots)):
-            if found:
-                models[method] = found if len(found) > 1 else found[0]
-                untrained[method] = untrained_vgg
-    methods, model_of = expand_runs(models)
-    vgg_notes = {m: "untrained VGG19 content loss" if untrained[model] else ""
-                 for model, labels in model_of.items() for m in labels}
-    import_tensorflow_quietly().get_logger().setLevel(logging.ERROR)  # Keras' retracing chatter (one trace per model)
-    key = evaluation_key(test_dir, models, faces=faces, extractor=extractor, input_size=input_size, n_boot=n_boot)
-    results = reuse_evaluation(paths.evaluation, key, [*methods])
-    if results is None:
-        try:
-            results = evaluate_study(test_dir, models, paths.evaluation, faces=faces, extractor=extractor,
-                                     input_size=input_size, n_boot=n_boot, grid_images=0, save_sr=True)
-        except ExtractorUnavailableError as exc:
-            raise RuntimeError(str(exc)) from exc
-        from upsampler.utils.files import write_atomically
-
-        write_atomically(paths.evaluation / EVALUATION_KEY_FILE, json.dumps(key, indent=2, sort_keys=True) + "\n")
-    note = join_notes([
-        study_label(every_run, [test_dir.parent]),
-        UNTRAINED_VGG_WARNING if any(vgg_notes.values()) else None,
-    ])
-    banner(note.split(" | ") if note else [])
-    write_label(paths.evaluation, note.split(" | ") if note else [])
-
-    from upsampler.utils.provenance import provenance
-
-    stamp = provenance()
-    table = results.table.copy()
-    table.insert(1, "model_path", [str(methods.get(m, "")) for m in table["method"]])
-    table["training_note"] = [vgg_notes.get(m, "") for m in table["method"]]
-    table["label"] = note or ""
-    table["provenance"] = stamp["line"]
-    csv_path = paths.tables / f"{name}_metrics.csv"
-    table.to_csv(csv_path, index=False, float_format="%.6g")
-    paired_path = paths.tables / f"{name}_paired.csv"
-    paired = results.paired.copy()
-    paired["provenance"] = stamp["line"]
-    paired.to_csv(paired_path, index=False, float_format="%.6g")
-    shutil.copy2(results.per_image_csv, paths.tables / f"{name}_per_image_metrics.csv")
-    for suffix, frame in (("pooled", results.pooled), ("pooled_paired", results.pooled_paired)):
-        if frame is not None:
-            frame.assign(provenance=stamp["line"]).to_csv(paths.tables / f"{name}_{suffix}.csv", index=False,
-                                                          float_format="%.6g")
-    md = results.markdown.read_text() + f"\n{stamp['line']}\n"
-    if note:
-        md = "".join(f"> **{n}**\n>\n" for n in note.split(" | ")) + "\n" + md
-    md_path = paths.tables / f"{name}_metrics.md"
-    md_path.write_text(md)
-    print(f"tables: {csv_path}, {paired_path}, {md_path}")
-    if "paired_differences" in results.figures:
-        shutil.copy2(results.figures["paired_differences"], paths.figures / f"{name}_paired_differences.png")
-    if grid_images > 0:
-        show(comparison_figure(test_dir, results, [*methods], n=grid_images, note=note),
-             paths.figures / f"{name}_comparison_grid.png")
-    return results
-
-
-EVALUATION_KEY_FILE = "inputs.json"
-
-
-def evaluation_key(test_dir: Path, models: Mapping[str, Path | Sequence[Path]], **settings: Any) -> dict[str, Any]:
-    """What an evaluation depends on: each generator file's SHA-256, the test images', the settings."""
-    import hashlib
-
-    from upsampler import __version__
-
-    def digest(paths: Iterable[Path]) -> str:
-        h = hashlib.sha256()
-        for path in paths:
-            h.update(path.name.encode() + b"\0" + path.read_bytes())
-        return h.hexdigest()
-
-    images = sorted(p for p in Path(test_dir).rglob("*") if p.is_file())
-    def files(p) -> list[Path]:
-        return [Path(x) for x in p] if isinstance(p, (list, tuple)) else [Path(p)]
-
-    return {"models": {m: digest(files(p)) for m, p in models.items()}, "test_images": digest(images),
-            "settings": {k: str(v) for k, v in settings.items()}, "upsampler": __version__}
-
-
-def reuse_evaluation(out_dir: Path, key: dict[str, Any], methods: Sequence[str]):
-    """The finished evaluation in ``out_dir`` when it was made from exactly ``key``; else None.
-
-    A rerun of the study then shows the same numbers instead of spending the evaluation's time
-    again; delete ``out_dir/inputs.json`` to recompute.
-    """
-    import pandas as pd
-
-    from upsampler.metrics.evaluate import BICUBIC, StudyResults, _slug
-
-    out_dir = Path(out_dir)
-    try:
-        saved = json.loads((out_dir / EVALUATION_KEY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    files = {name: out_dir / name for name in ("metrics.csv", "per_image_metrics.csv", "paired.csv", "metrics.md")}
-    sr_dirs = {m: out_dir / "sr" / _slug(m) for m in [BICUBIC, *methods]}
-    if saved != key or not all(p.is_file() for p in files.values()) or not all(d.is_dir() for d in sr_dirs.values()):
-        return None
-    table = pd.read_csv(files["metrics.csv"])
-    if sorted(table["method"]) != sorted([BICUBIC, *methods]):
-        return None
-    figures = {"paired_differences": out_dir / "paired_differences.png"}
-    print(f"evaluation: the generators, test images and settings are those of the finished evaluation in {out_dir}; "
-          f"showing it (delete {EVALUATION_KEY_FILE} there to recompute)")
-    pooled = {name: pd.read_csv(out_dir / f"{name}.csv") if (out_dir / f"{name}.csv").is_file() else None
-              for name in ("pooled", "pooled_paired")}
-    return StudyResults(table, pd.read_csv(files["per_image_metrics.csv"]), out_dir, files["metrics.csv"],
-                        files["per_image_metrics.csv"], files["metrics.md"], paired=pd.read_csv(files["paired.csv"]),
-                        paired_csv=files["paired.csv"], pooled=pooled["pooled"], pooled_paired=pooled["pooled_paired"],
-                        figures={k: v for k, v in figures.items() if v.is_file()}, sr_dirs=sr_dirs)
-
-
-def summary_table(table: Any):
-    """The metrics table, compact: one formatted column per metric with its interval."""
-    import pandas as pd
-
-    from upsampler.metrics.evaluate import PER_IMAGE_METRICS, SET_METRICS, _cell, metric_title
-
-    metrics = [m for m in (*PER_IMAGE_METRICS, *SET_METRICS) if m in table.columns]
-    rows = []
-    for _, r in table.iterrows():
-        row = {"method": r["method"], "N": r["n"]}
-        row.update({metric_title(m): _cell(m, r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in metrics})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def paired_table(paired: Any):
-    """The paired differences, compact: metric, A - B [95% CI], which side the interval favours."""
-    import pandas as pd
-
-    from upsampler.metrics.evaluate import _cell, metric_title
-
-    return pd.DataFrame([{"metric": metric_title(r["metric"]), "A": r["method_a"], "B": r["method_b"],
-                          "A - B [95% CI]": _cell(r["metric"], r["difference"], r["ci_low"], r["ci_high"]),
-                          "favours": r["better"]} for _, r in paired.iterrows()])
-
-
-def psnr_lines(table: Any) -> list[str]:
-    """``method: PSNR xx.xx dB`` per method, rounded to 0.01 dB (deterministic checked output)."""
-    return [f"{r['method']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}" for _, r in table.iterrows()]
-
-
-def _note_below(fig: Any, note: str) -> None:
-    import textwrap
-
-    from upsampler.study.plots import NOTE_COLOR
-
-    width = max(40, int(fig.get_figwidth() * 13))
-    fig.supxlabel("\n".join(textwrap.wrap(note, width)), color=NOTE_COLOR, fontsize=9)
-
-
-def comparison_figure(test_dir: str | os.PathLike, results: Any, methods: Sequence[str], *, n: int = 6,
-                      note: str | None = None):
-    """LR | Bicubic | <methods...> | HR for ``n`` test images spread over the sorted test set
-    (from evaluate's saved SR images)."""
-    from upsampler.data.images import bicubic_upscale, load_rgb
-    from upsampler.study.plots import grid_figure
-
-    test_dir = Path(test_dir)
-    names = sorted(p.name for p in (test_dir / "hr").glob("*.png"))
-    if len(names) > n:  # spread over the (sorted) test set rather than its first few names
-        names = [names[int(i)] for i in np.linspace(0, len(names) - 1, n).round()]
-    rows = []
-    for file in names:
-        lr = load_rgb(test_dir / "lr" / file)
-        hr = load_rgb(test_dir / "hr" / file)
-        scale = hr.shape[0] // lr.shape[0]
-        row = [(f"LR {Path(file).stem}", lr), ("Bicubic", bicubic_upscale(lr, scale))]
-        for method in methods:
-            row.append((method, load_rgb(results.sr_dirs[method] / (Path(file).stem + ".png"))))
-        row.append(("HR", hr))
-        rows.append(row)
-    where = "/".join(test_dir.parts[-3:])  # e.g. data/celeba/test: readable, no machine paths
-    return grid_figure(rows, title=f"{where}: LR | Bicubic | models | HR", note=note)
-

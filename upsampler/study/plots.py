@@ -132,7 +132,7 @@ def zoom_window(epochs: Sequence[int] | np.ndarray, zoom: tuple[int, int] | None
 
 
 def _loss_series(frame, adversarial_weight: float):
-    from upsampler.study.losslog import adversarial_rows, per_epoch
+    from upsampler.training.health import adversarial_rows, per_epoch
 
     rows = per_epoch(adversarial_rows(frame))
     epochs = rows["epoch"].to_numpy()
@@ -261,12 +261,12 @@ def plot_discriminator(
 ):
     """``d_loss`` (top) and the mean D(real) / D(fake) probabilities (bottom) per epoch.
 
-    Saturated stretches found by :func:`upsampler.study.losslog.detect_saturation` are shaded red
+    Saturated stretches found by :func:`upsampler.training.health.detect_saturation` are shaded red
     on both axes and the verdict is printed under the title. For logs without probabilities
     (the original's) the bottom axes says so, and the top one shows the clipped-BCE ``d_loss``
     of a saturated D as a dashed reference line.
     """
-    from upsampler.study.losslog import adversarial_rows, detect_saturation, per_epoch, saturated_bce_d_loss
+    from upsampler.training.health import adversarial_rows, detect_saturation, per_epoch, saturated_bce_d_loss
 
     rows = per_epoch(adversarial_rows(frame))
     report = detect_saturation(frame, patience=patience, threshold=threshold)
@@ -413,7 +413,8 @@ def configure_losses_parser(p) -> None:
 
 
 def run_losses(args) -> int:
-    from upsampler.study.losslog import _unique_labels, detect_saturation, find_copied_records, read_loss_log
+    from upsampler.study.losslog import _unique_labels, find_copied_records, read_loss_log
+    from upsampler.training.health import detect_saturation
 
     logs = [read_loss_log(p) for p in args.paths]
     labels = _unique_labels(logs)

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 from upsampler.utils.argtypes import integer  # noqa: E402
 from upsampler.config import CONTENT_NETWORKS, PROFILES  # noqa: E402 - the choices are the config's own
-from upsampler.study.notebook import seed_run_name  # noqa: E402
+from upsampler.study.outputs import seed_run_name  # noqa: E402
 EXTRACTORS = ("none", "fid-inception", "inception-imagenet", "inception-untrained")
 DEMO_LABEL = (
     "DEMO: everything under this folder comes from the built-in demo - small image sets cut from photos bundled "
@@ -126,8 +126,8 @@ TRAINED_SETS = (("Model A", "coco"), ("Model B", "celeba"))
 
 def training_split_sizes(options: Options) -> dict[str, int]:
     """Images in the train split of each processed set of the study (its manifest), by dataset."""
-    from upsampler.data.preprocess import split_names
-    from upsampler.study.notebook import StudyPaths
+    from upsampler.data.processed import split_names
+    from upsampler.study.outputs import StudyPaths
 
     paths = StudyPaths(options.out, options.study)
     return {dataset: len(split_names(paths.data(dataset), "train")) for _, dataset in TRAINED_SETS}

@@ -36,7 +36,6 @@ def recompute_batchnorm_statistics(model, batches: Iterable[np.ndarray]) -> dict
     ``{"layers": n, "images": m, "max_variance_ratio": r}``: r is the largest ratio, over channels
     and layers, of the old stored variance to the new one (or its inverse), a measure of how
     stale the statistics were."""
-    import keras
     from keras import ops
     from keras.src.models.functional import operation_fn  # the call-context wrapper Functional.call uses
 

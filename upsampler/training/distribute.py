@@ -85,7 +85,7 @@ Beyond that (a documented path, not exercised by the test suite):
   strategy = tf.distribute.TPUStrategy(resolver)``, with ``mixed_bfloat16``, static batch
   shapes (already the case: ``drop_remainder`` batches) and the dataset fed from memory or
   GCS (TPUs cannot read the local disk of the Colab VM). Pass that strategy as
-  ``SRGANTrainer(..., strategy=strategy)`` (:mod:`upsampler.training.train`), which hands it to the steps.
+  ``SRGANTrainer(..., strategy=strategy)`` (:mod:`upsampler.training.trainer`), which hands it to the steps.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the training steps eat: the training arrays, the sample batch and one epoch of batches.
 
-:class:`TrainingFeed` wraps :func:`upsampler.data.preprocess.make_train_dataset` (the order, flips and
+:class:`TrainingFeed` wraps :func:`upsampler.data.pipeline.make_train_dataset` (the order, flips and
 crops of every batch are pure functions of seed, epoch and step) and, with fixed crops, the HR
 VGG feature cache: the content loss's features of every training HR image computed once per
 dataset (``train.cache_hr_features``), stored under ``run_dir/cache/`` and fed with the
@@ -28,13 +28,13 @@ def load_training_arrays(config: Config, data_dir: str | Path) -> tuple[np.ndarr
     The sample batch (``train.num_samples`` images rendered every few epochs) comes from the
     test split when there is one, else from the start of the training split.
     """
-    from upsampler.data import preprocess as data_lib
+    from upsampler.data import processed
 
-    train_lr, train_hr, _ = data_lib.load_split(data_dir, "train")
+    train_lr, train_hr, _ = processed.load_split(data_dir, "train")
     check_sizes(config, train_lr, train_hr, data_dir)
     n = config.train.num_samples
     try:
-        sample_lr, sample_hr, _ = data_lib.load_split(data_dir, "test")
+        sample_lr, sample_hr, _ = processed.load_split(data_dir, "test")
     except (FileNotFoundError, ValueError):
         sample_lr, sample_hr = train_lr, train_hr
     if len(sample_hr) == 0:
@@ -65,14 +65,14 @@ class TrainingFeed:
 
     def __init__(self, config: Config, steps, train_lr: np.ndarray, train_hr: np.ndarray,
                  cache_dir: str | Path | None = None, write_cache: bool = True):
-        from upsampler.data import preprocess as data_lib
+        from upsampler.data import pipeline
 
         self.config, self.steps = config, steps
         self.train_lr, self.train_hr = np.asarray(train_lr), np.asarray(train_hr)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.write_cache = write_cache
         t = config.train
-        self.steps_per_epoch = t.steps_per_epoch or data_lib.steps_per_epoch(len(self.train_hr), t.batch_size)
+        self.steps_per_epoch = t.steps_per_epoch or pipeline.steps_per_epoch(len(self.train_hr), t.batch_size)
         self.hr_features: np.ndarray | None = None  # (N, h, w, c) float32 once computed
         self.hr_feature_cache_reason = ""
         self.use_hr_feature_cache = self._decide_hr_feature_cache()
@@ -179,20 +179,20 @@ class TrainingFeed:
         return ds
 
     def array_batches(self, epoch: int, skip_batches: int = 0):
-        """The epoch's uint8 NumPy batches (:func:`upsampler.data.preprocess.train_batches`), repeated to
+        """The epoch's uint8 NumPy batches (:func:`upsampler.data.pipeline.train_batches`), repeated to
         ``train.steps_per_epoch`` when that is set: what the JAX step eats."""
-        from upsampler.data import preprocess as data_lib
+        from upsampler.data import pipeline
 
         d, t = self.config.data, self.config.train
 
         def one_pass(skip):
-            return data_lib.train_batches(self.train_lr, self.train_hr, batch_size=t.batch_size, seed=t.seed,
+            return pipeline.train_batches(self.train_lr, self.train_hr, batch_size=t.batch_size, seed=t.seed,
                                           epoch=epoch, flips=d.flips, crop=d.train_crop, skip_batches=skip)
 
         if not t.steps_per_epoch:
             yield from one_pass(skip_batches)
             return
-        per_pass = data_lib.steps_per_epoch(len(self.train_hr), t.batch_size)
+        per_pass = pipeline.steps_per_epoch(len(self.train_hr), t.batch_size)
         position = skip_batches
         while position < t.steps_per_epoch:
             for batch in one_pass(position % per_pass):
@@ -232,16 +232,16 @@ class TrainingFeed:
         """The epoch's global batches as a plain ``tf.data.Dataset`` (see :meth:`dataset`)."""
         import tensorflow as tf
 
-        from upsampler.data import preprocess as data_lib
+        from upsampler.data import pipeline
 
         d, t = self.config.data, self.config.train
-        ds = data_lib.make_train_dataset(
+        ds = pipeline.make_train_dataset(
             self.train_lr, self.train_hr, batch_size=t.batch_size, seed=t.seed, epoch=epoch, flips=d.flips,
             crop=d.train_crop, shuffle_buffer=d.shuffle_buffer, skip_batches=skip_batches,
         )
         features = self.prepare_hr_features() if phase == "adversarial" else None
         if features is not None:
-            indices, _ = data_lib.epoch_order(len(self.train_hr), seed=t.seed, epoch=epoch, flips=False)
+            indices, _ = pipeline.epoch_order(len(self.train_hr), seed=t.seed, epoch=epoch, flips=False)
             n_batches = len(indices) // t.batch_size
             b = t.batch_size
 

@@ -114,7 +114,7 @@ def with_resolved_precision(requested: Config, saved: Config | None = None) -> C
 
 def data_source(data_dir: str | Path) -> dict[str, str]:
     """The identity of a processed data folder: its absolute path and its manifest's SHA-256."""
-    from upsampler.data.preprocess import MANIFEST_FILE
+    from upsampler.data.processed import MANIFEST_FILE
 
     data_dir = Path(data_dir).resolve()
     manifest = data_dir / MANIFEST_FILE

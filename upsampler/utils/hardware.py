@@ -1,7 +1,7 @@
 """What this machine is: the CPU (``/proc/cpuinfo``) and the GPUs as TensorFlow sees them.
 
 One place reads the hardware; :mod:`upsampler.training.precision` turns it into a dtype policy and
-:mod:`upsampler.tools.bench` into the benchmark's device description.
+:mod:`upsampler.tools.measure` into the benchmark's device description.
 """
 
 from __future__ import annotations
