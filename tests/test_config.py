@@ -99,3 +99,33 @@ def test_old_configs_with_vgg_weights_still_load():
 def test_new_fields_are_validated(assignment, message):
     with pytest.raises(ValueError, match=message):
         get_profile("study-cpu").override([assignment])
+
+
+def test_typed_values_are_the_one_path_from_options_to_the_config():
+    from upsampler.config import Config, get_profile
+
+    base = get_profile("smoke")
+    cfg = base.with_values({"train.epochs": 7, "train.budget_minutes": 2, "loss.content_network": "vgg16-hed",
+                            "train.progress": True, "train.batch_size": None})
+    assert (cfg.train.epochs, cfg.train.budget_minutes, cfg.loss.content_network) == (7, 2.0, "vgg16-hed")
+    assert isinstance(cfg.train.budget_minutes, float) and cfg.train.batch_size == base.train.batch_size  # None: unset
+    assert base.train.epochs == get_profile("smoke").train.epochs  # a copy; the original is untouched
+    for values, message in (({"train.epochs": "7"}, "train.epochs: expected a value of type int"),
+                            ({"train.epochs": True}, "train.epochs: expected"),
+                            ({"train.nope": 1}, "section 'train' has no field 'nope'"),
+                            ({"loss.content_network": "resnet"}, "loss.content_network must be one of")):
+        with pytest.raises(ValueError, match=message):
+            base.with_values(values)
+    # the command line reaches the config through it, and its choices are the config's own
+    from upsampler.cli import build_parser
+    from upsampler.config import CONTENT_NETWORKS, STRATEGIES
+    from upsampler.training.train import config_from_args
+
+    args = build_parser("train").parse_args(["train", "--data", "d", "--run-dir", "r", "--profile", "smoke",
+                                              "--epochs", "4", "--minutes", "1.5", "--set", "train.epochs=5"])
+    cfg = config_from_args(args)
+    assert (cfg.train.epochs, cfg.train.budget_minutes) == (5, 1.5)  # --set comes last
+    train_parser = next(a for a in build_parser("train")._actions if a.dest == "command").choices["train"]
+    choices = {a.dest: a.choices for a in train_parser._actions if a.choices}
+    assert tuple(choices["content_network"]) == CONTENT_NETWORKS and tuple(choices["strategy"]) == STRATEGIES
+    assert isinstance(Config.from_dict(cfg.to_dict()), Config)

@@ -83,7 +83,7 @@ def test_the_override_takes_a_count_and_none() -> None:
 # ---- the pipeline draws only from the subset ------------------------------------------------------
 
 def test_the_training_batches_come_only_from_the_chosen_images(processed: Path) -> None:
-    from upsampler.training.trainer import training_arrays
+    from upsampler.training.feed import load_training_arrays as training_arrays
 
     config = _smoke("data.train_images=8")  # batch 4: two batches an epoch
     chosen = train_image_names(processed, config.data)

@@ -20,7 +20,7 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 UNTRAINED = "untrained"
 IMAGENET = "imagenet"
@@ -32,6 +32,8 @@ DISC_HEADS = ("pooled", "flatten")
 # "mixed": the device's mixed policy whatever its native support (mixed_float16 on a GPU,
 # mixed_bfloat16 elsewhere); what configs written with `mixed_precision: true` asked for.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16", "mixed")
+JIT_COMPILE = ("auto", "on", "off")
+STRATEGIES = ("default", "mirrored", "auto", "multiworker")
 
 # How feature_scale is chosen for a network other than the paper's VGG19 (see docs/instruments.md):
 # the paper scales VGG19 features by 1/12.75 "to obtain VGG losses of a scale that is comparable to
@@ -195,6 +197,47 @@ class Config:
         return cls.from_dict(raw)
 
     # ---- overrides -----------------------------------------------------------------
+    def with_values(self, values: Mapping[str, Any]) -> "Config":
+        """Return a copy with typed values set: ``{"train.epochs": 3, "loss.content_network":
+        "vgg16-hed"}``; a value of None leaves the field as it is (an option not given). The
+        one path from a command-line flag or a notebook parameter to the config; each value must
+        have its field's type (an int where a float is declared is taken as that float)."""
+        cfg = Config.from_dict(self.to_dict())
+        for key, value in values.items():
+            if value is None:
+                continue
+            section, field_name, declared = cfg._field(key)
+            current = getattr(section, field_name)
+            if isinstance(current, float) or "float" in declared:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                value = float(value) if ok else value
+            elif isinstance(current, bool) or declared == "bool":
+                ok = isinstance(value, bool)
+            elif isinstance(current, int) or "int" in declared:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(current, str) or "str" in declared:
+                ok = isinstance(value, str)
+            else:
+                ok = True
+            if not ok:
+                raise ValueError(f"{key}: expected a value of type {declared}, got {value!r}")
+            setattr(section, field_name, value)
+        cfg.validate()
+        return cfg
+
+    def _field(self, key: str) -> tuple[Any, str, str]:
+        """(section object, field name, declared type) of ``section.field``; ValueError naming it."""
+        if "." not in key:
+            raise ValueError(f"'{key}' is not of the form section.field")
+        section_name, field_name = key.strip().split(".", 1)
+        section = getattr(self, section_name, None)
+        if section is None or not dataclasses.is_dataclass(section):
+            raise ValueError(f"'{key}': no config section '{section_name}'")
+        declared = {f.name: str(f.type) for f in fields(section)}
+        if field_name not in declared:
+            raise ValueError(f"'{key}': section '{section_name}' has no field '{field_name}'")
+        return section, field_name, declared[field_name]
+
     def override(self, assignments: Iterable[str]) -> "Config":
         """Return a copy with ``section.field=value`` assignments applied.
 
@@ -207,13 +250,10 @@ class Config:
             if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
                 raise ValueError(f"override '{assignment}' is not of the form section.field=value")
             key, value_text = assignment.split("=", 1)
-            section_name, field_name = key.strip().split(".", 1)
-            section = getattr(cfg, section_name, None)
-            if section is None or not dataclasses.is_dataclass(section):
-                raise ValueError(f"override '{assignment}': no config section '{section_name}'")
-            if field_name not in {f.name for f in fields(section)}:
-                raise ValueError(f"override '{assignment}': section '{section_name}' has no field '{field_name}'")
-            annotation = str(next(f.type for f in fields(section) if f.name == field_name))
+            try:
+                section, field_name, annotation = cfg._field(key)
+            except ValueError as exc:
+                raise ValueError(f"override '{assignment}': {str(exc).split(': ', 1)[-1]}") from None
             setattr(section, field_name, _parse_value(value_text, getattr(section, field_name), annotation))
         cfg.validate()
         return cfg
@@ -249,9 +289,9 @@ class Config:
             if d.train_crop > d.hr_size or d.train_crop % d.scale or d.train_crop % 16:
                 raise ValueError(f"data.train_crop ({d.train_crop}) must be <= data.hr_size ({d.hr_size}) and a "
                                  f"multiple of data.scale and of 16 (the discriminator's four stride-2 blocks)")
-        if self.train.jit_compile not in ("auto", "on", "off"):
+        if self.train.jit_compile not in JIT_COMPILE:
             raise ValueError(f"train.jit_compile must be auto/on/off, got {self.train.jit_compile!r}")
-        if self.train.strategy not in ("default", "mirrored", "auto", "multiworker"):
+        if self.train.strategy not in STRATEGIES:
             raise ValueError(f"train.strategy must be default/mirrored/auto/multiworker, got {self.train.strategy!r}")
         if self.train.cache_hr_features not in ("auto", "on", "off"):
             raise ValueError(f"train.cache_hr_features must be auto/on/off, got {self.train.cache_hr_features!r}")

@@ -66,7 +66,7 @@ def train_batches(
     """One epoch of uint8 ``(lr, hr)`` NumPy batches, fully determined by (seed, epoch).
 
     Args:
-        lr, hr: uint8 arrays ``(N, h, w, 3)`` and ``(N, H, W, 3)`` (from :func:`load_split`).
+        lr, hr: uint8 arrays ``(N, h, w, 3)`` and ``(N, H, W, 3)`` (from :func:`upsampler.data.processed.load_split`).
         batch_size: images per batch; the last partial batch is dropped, so every batch
             has this static size.
         seed, epoch: the shuffle key (see :func:`epoch_order`). Same key, same batches.

@@ -12,7 +12,7 @@
 Hostile inputs (see ``docs/hostile_inputs.md``) end as rows of ``rejected.csv``: zip members
 with absolute or ``..`` paths (``unsafe path``; a zip is never extracted, members are read in
 memory), members declaring more than :data:`~upsampler.data.images.MAX_FILE_BYTES` or compressed
-more than :data:`MAX_ZIP_RATIO` times (``too large``, ``zip bomb``; never decompressed),
+more than :data:`~upsampler.data.sources.MAX_ZIP_RATIO` times (``too large``, ``zip bomb``; never decompressed),
 images declaring more than :data:`~upsampler.data.images.MAX_IMAGE_PIXELS` (``too large``; never
 decoded), animations and multi-page files (``multi-frame``), symlink loops, broken links and
 special files (``unreadable``; directory loops are walked once). File names that are not UTF-8

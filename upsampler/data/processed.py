@@ -42,7 +42,7 @@ IN_PROGRESS_FILE = ".preprocess-in-progress.json"
 
 @dataclass
 class PreprocessSummary:
-    """What :func:`preprocess` made (or found already made) in ``out_dir``."""
+    """What :func:`upsampler.data.preprocess.preprocess` made (or found already made) in ``out_dir``."""
 
     source: str
     out_dir: Path

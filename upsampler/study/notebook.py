@@ -154,14 +154,9 @@ def training_config(
     from upsampler.config import Config
 
     config = Config.from_json(config_json) if config_json else profile_config(profile)
-    assignments = list(overrides)
-    if epochs is not None:
-        assignments.append(f"train.epochs={int(epochs)}")
-    if pretrain_epochs is not None:
-        assignments.append(f"train.pretrain_epochs={int(pretrain_epochs)}")
-    if content_network is not None:
-        assignments.append(f"loss.content_network={content_network}")
-    return config.override(assignments)
+    config = config.with_values({"train.epochs": epochs, "train.pretrain_epochs": pretrain_epochs,
+                                 "loss.content_network": content_network})
+    return config.override(overrides)
 
 
 def train_model(config: Any, data_dir: str | os.PathLike, run_dir: str | os.PathLike, *,

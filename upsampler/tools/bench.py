@@ -36,6 +36,7 @@ import numpy as np
 
 from upsampler.tools.measure import build_config, run
 from upsampler.utils import hardware
+from upsampler.config import CONTENT_NETWORKS, JIT_COMPILE, PRECISIONS, STRATEGIES
 from upsampler.utils.argtypes import integer, number
 
 SECTIONS = ("train", "matmul", "pretrain", "inference", "pipeline", "fid")
@@ -118,11 +119,11 @@ def configure_benchmark_parser(p) -> None:
     p.add_argument("--batch-size", type=integer(1), help="global batch (default: the profile's)")
     p.add_argument("--steps", type=integer(1), default=5, help="timed repetitions per section (default %(default)s)")
     p.add_argument("--warmup", type=integer(0), default=1, help="untimed repetitions first (default %(default)s)")
-    p.add_argument("--xla", choices=["on", "off", "auto"], default="auto", help="XLA: auto = on GPU only")
-    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+    p.add_argument("--xla", choices=JIT_COMPILE, default="auto", help="XLA: auto = on GPU only")
+    p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "mixed"],
                    help="train.precision (default: the profile's; paper: auto = bf16 where the hardware has it, "
                         "else float32 on CPU / float16 on older GPUs; upsampler.training.precision)")
-    p.add_argument("--content-network", choices=["untrained", "vgg19", "vgg16-hed"], default="untrained",
+    p.add_argument("--content-network", choices=CONTENT_NETWORKS, default="untrained",
                    help="content-loss network (default untrained VGG19: weights change values, not speed)")
     p.add_argument("--hr-cache", choices=["auto", "on", "off"],
                    help="precompute HR VGG features once per dataset (train.cache_hr_features; "
@@ -130,7 +131,7 @@ def configure_benchmark_parser(p) -> None:
     p.add_argument("--baseline", action="store_true",
                    help="the straightforward step: stock Keras layers and Adam, two D calls, no HR feature "
                         "cache (what the speed-ups are measured against)")
-    p.add_argument("--strategy", choices=["default", "mirrored", "auto"], default="default",
+    p.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "multiworker"], default="default",
                    help="tf.distribute strategy (train.strategy)")
     p.add_argument("--nondeterministic", action="store_true", help="train.deterministic=false")
     p.add_argument("--intra-op-threads", type=integer(0), help="TensorFlow intra-op threads (default: TF's)")

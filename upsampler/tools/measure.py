@@ -134,14 +134,11 @@ def build_config(profile: str, *, batch_size: int | None, xla: str, precision: s
                  hr_cache: str, strategy: str, deterministic: bool | None, overrides: list[str]):
     from upsampler.config import get_profile
 
-    sets = [f"train.jit_compile={xla}", *([f"train.precision={precision}"] if precision else []),
-            f"loss.content_network={content_network}", f"train.cache_hr_features={hr_cache}", f"train.strategy={strategy}",
-            "train.progress=false"]
-    if batch_size is not None:
-        sets.append(f"train.batch_size={batch_size}")
-    if deterministic is not None:
-        sets.append(f"train.deterministic={'true' if deterministic else 'false'}")
-    config = get_profile(profile).override(sets + list(overrides))
+    config = get_profile(profile).with_values({
+        "train.jit_compile": xla, "train.precision": precision, "loss.content_network": content_network,
+        "train.cache_hr_features": hr_cache, "train.strategy": strategy, "train.progress": False,
+        "train.batch_size": batch_size, "train.deterministic": deterministic,
+    }).override(overrides)
     config.train.steps_per_epoch = None  # one pass over the synthetic set per epoch
     return config
 

@@ -23,14 +23,18 @@ HR_FEATURE_CACHE_LIMIT = 4 * 2**30
 
 
 def load_training_arrays(config: Config, data_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(train_lr, train_hr, sample_lr, sample_hr)`` of a processed data folder, sizes checked.
+    """``(train_lr, train_hr, sample_lr, sample_hr)`` of a processed data folder, sizes checked:
+    what a run trains on.
 
-    The sample batch (``train.num_samples`` images rendered every few epochs) comes from the
-    test split when there is one, else from the start of the training split.
+    The training images are restricted to ``data.train_images`` when it is set
+    (:func:`upsampler.data.processed.load_train_split`: a subset chosen with ``data.split_seed``,
+    the same for every ``train.seed``; only those are read). The sample batch
+    (``train.num_samples`` images rendered every few epochs) comes from the test split when
+    there is one, else from the start of the (restricted) training split.
     """
     from upsampler.data import processed
 
-    train_lr, train_hr, _ = processed.load_split(data_dir, "train")
+    train_lr, train_hr, _ = processed.load_train_split(data_dir, config.data)
     check_sizes(config, train_lr, train_hr, data_dir)
     n = config.train.num_samples
     try:

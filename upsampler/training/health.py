@@ -117,7 +117,7 @@ def detect_saturation(
     ``patience`` judged epochs the verdict is "not saturated".
 
     Args:
-        frame: a loss table as in :func:`read_loss_log` (columns ``epoch``, ``d_loss`` and,
+        frame: a loss table as in :func:`upsampler.study.losslog.read_loss_log` (columns ``epoch``, ``d_loss`` and,
             when available, ``d_real``/``d_fake``). Pre-training rows are ignored.
         patience: consecutive saturated epochs needed for the verdict (>= 1).
         threshold: probability margin: an epoch is saturated when D(real) and D(fake) are

@@ -20,7 +20,6 @@ collapse warnings).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from upsampler.utils.argtypes import integer, number
-from upsampler.config import PROFILES, Config, get_profile
+from upsampler.config import CONTENT_NETWORKS, JIT_COMPILE, PRECISIONS, PROFILES, STRATEGIES, Config, get_profile
 from upsampler.training.budget import phase_budget, phase_budget_used, seconds_left
 from upsampler.training.rundir import RunDirectory
 from upsampler.training.steps_tf import Speedups
@@ -282,15 +281,15 @@ def configure_train_parser(p) -> None:
     p.add_argument("--pretrain-epochs", type=integer(0), help="generator-only MSE epochs before the adversarial phase")
     p.add_argument("--batch-size", type=integer(1))
     p.add_argument("--steps-per-epoch", type=integer(1), help="default: one pass over the training set")
-    p.add_argument("--content-network", choices=["vgg19", "vgg16-hed", "untrained"],
+    p.add_argument("--content-network", choices=CONTENT_NETWORKS,
                    help="network of the content loss (default: the profile's): vgg19 = ImageNet VGG19 (downloaded "
                         "once), vgg16-hed = pretrained VGG16-HED (offline), untrained = tests only, labelled")
-    p.add_argument("--strategy", choices=["default", "mirrored", "auto", "multiworker"],
+    p.add_argument("--strategy", choices=STRATEGIES,
                    help="tf.distribute: default = one device, mirrored = all local GPUs (global batch "
                         "--batch-size split between them), auto = mirrored when there are several GPUs, "
                         "multiworker = several machines, each running this command with its TF_CONFIG")
-    p.add_argument("--xla", choices=["auto", "on", "off"], help="XLA-compile the steps (auto: on GPU only)")
-    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+    p.add_argument("--xla", choices=JIT_COMPILE, help="XLA-compile the steps (auto: on GPU only)")
+    p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "mixed"],
                    help="train.precision (default auto: mixed_bfloat16 on GPUs from Ampere on and on CPUs with "
                         "AVX-512 BF16 or AMX, mixed_float16 on older GPUs, float32 elsewhere); a run keeps the "
                         "precision it started with")
@@ -299,18 +298,18 @@ def configure_train_parser(p) -> None:
     p.add_argument("--config", help="start from a saved config.json instead of a profile")
 
 
+# The command line's typed options and the config fields they set (Config.with_values).
+OPTION_FIELDS = {"epochs": "train.epochs", "pretrain_epochs": "train.pretrain_epochs", "batch_size": "train.batch_size",
+                 "steps_per_epoch": "train.steps_per_epoch", "content_network": "loss.content_network",
+                 "strategy": "train.strategy", "xla": "train.jit_compile", "precision": "train.precision",
+                 "pretrain_minutes": "train.pretrain_budget_minutes", "minutes": "train.budget_minutes"}
+
+
 def config_from_args(args) -> Config:
+    """The profile (or a saved config.json), the typed options, then the ``--set`` strings."""
     config = Config.from_json(args.config) if getattr(args, "config", None) else get_profile(args.profile)
-    overrides = list(args.set)
-    for flag, key in (("epochs", "train.epochs"), ("pretrain_epochs", "train.pretrain_epochs"),
-                      ("batch_size", "train.batch_size"), ("steps_per_epoch", "train.steps_per_epoch"),
-                      ("content_network", "loss.content_network"), ("strategy", "train.strategy"),
-                      ("xla", "train.jit_compile"), ("precision", "train.precision"),
-                      ("pretrain_minutes", "train.pretrain_budget_minutes"), ("minutes", "train.budget_minutes")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
-    return config.override(overrides)
+    config = config.with_values({key: getattr(args, option, None) for option, key in OPTION_FIELDS.items()})
+    return config.override(args.set)
 
 
 def run_train(args) -> int:

@@ -34,29 +34,6 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or Inf; the last good checkpoint is kept."""
 
 
-def training_arrays(config: Config, data_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(train_lr, train_hr, sample_lr, sample_hr)`` of a processed data folder: what a run trains on.
-
-    :func:`upsampler.training.feed.load_training_arrays`, with the training images restricted to
-    ``data.train_images`` when it is set (:func:`upsampler.data.processed.load_train_split`: a subset
-    chosen with ``data.split_seed``, the same for every ``train.seed``; only those are read).
-    The sample batch comes from the test split, else from the start of the (restricted) training set.
-    """
-    from upsampler.data import processed
-    from upsampler.training.feed import check_sizes, load_training_arrays
-
-    if config.data.train_images is None:
-        return load_training_arrays(config, data_dir)
-    train_lr, train_hr, _ = processed.load_train_split(data_dir, config.data)
-    check_sizes(config, train_lr, train_hr, data_dir)
-    n = config.train.num_samples
-    try:
-        sample_lr, sample_hr, _ = processed.load_split(data_dir, "test")
-    except (FileNotFoundError, ValueError):
-        sample_lr, sample_hr = train_lr, train_hr
-    return train_lr, train_hr, sample_lr[:n], sample_hr[:n]
-
-
 class SRGANTrainer:
     """A run: the steps, their feed, the progress counters and (optionally) the run directory.
 
@@ -75,7 +52,7 @@ class SRGANTrainer:
                  arrays=None, strategy=None, precision: str | None = None, speedups: Speedups | None = None):
         import keras
 
-        from upsampler.training.feed import TrainingFeed, check_sizes
+        from upsampler.training.feed import TrainingFeed, check_sizes, load_training_arrays
 
         self.config = config
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -87,7 +64,7 @@ class SRGANTrainer:
         elif self.data_dir is None:
             raise ValueError("SRGANTrainer needs data_dir or arrays")
         else:
-            train_lr, train_hr, self.sample_lr, self.sample_hr = training_arrays(config, self.data_dir)
+            train_lr, train_hr, self.sample_lr, self.sample_hr = load_training_arrays(config, self.data_dir)
         self.run = run_dir if isinstance(run_dir, RunDirectory) or run_dir is None else RunDirectory(run_dir)
         self.backend = keras.backend.backend()
         if self.backend == "tensorflow":
