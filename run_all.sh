@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The study through its notebooks: `./run_all.sh --help` for the options (python -m upsampler.study.runner).
 #
-# Runs in the active Python when it can import TensorFlow, papermill and this checkout's package
-# (a conda env, Colab, your own venv); otherwise it creates ./.venv once (scripts/ensure_venv.sh),
-# with the GPU build of TensorFlow when an NVIDIA GPU is present. UPSAMPLER_PYTHON picks the Python.
+# Runs in the active Python when it can import Keras (on TensorFlow, or on JAX where TensorFlow is
+# not installed), papermill and this checkout's package (a conda env, Colab, a GPU machine with JAX,
+# your own venv); otherwise it creates ./.venv once (scripts/ensure_venv.sh), with the GPU build of
+# TensorFlow when an NVIDIA GPU is present. UPSAMPLER_PYTHON picks the Python.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 py="${UPSAMPLER_PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 PYTHONHASHSEED=0 MPLBACKEND="${MPLBACKEND:-Agg}" TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
-ready() {  # $1 can import TensorFlow, papermill and upsampler from this checkout
+ready() {  # $1 can import papermill, upsampler from this checkout and Keras with its backend
   "$1" - "$root" >/dev/null 2>&1 <<'PY'
 import os, sys
-import papermill, tensorflow, upsampler
+import papermill, upsampler, keras  # upsampler first: it picks JAX where TensorFlow is missing
 sys.exit(0 if os.path.dirname(os.path.dirname(os.path.abspath(upsampler.__file__))) == sys.argv[1] else 1)
 PY
 }

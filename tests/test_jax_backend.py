@@ -338,3 +338,36 @@ def test_the_whole_workflow_on_jax_without_any_tensorflow(tmp_path):
     for metric in ("psnr", "ssim", "featdist_hed"):
         np.testing.assert_allclose(jax_rows[metric].to_numpy(), tf_rows[metric].to_numpy(), rtol=2e-3, atol=1e-4,
                                    err_msg=metric)
+
+
+@pytest.mark.slow
+def test_the_notebooks_run_on_jax_where_tensorflow_is_missing(data, tmp_path):
+    """02_train and 04_evaluate under papermill in a kernel that cannot import TensorFlow and was
+    not told which backend to use: upsampler picks JAX by itself, trains and evaluates."""
+    papermill = require_module("papermill")
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(NO_TENSORFLOW)
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env.update({"PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)]), "JAX_PLATFORMS": "cpu",
+                "TF_CPP_MIN_LOG_LEVEL": "3"})
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        run = tmp_path / "run"
+        papermill.execute_notebook(str(REPO / "notebooks" / "02_train.ipynb"), str(tmp_path / "02.ipynb"),
+                                   parameters={"data_dir": str(data), "run_dir": str(run), "profile": "smoke",
+                                               "epochs": 1, "pretrain_epochs": 1, "progress": False},
+                                   cwd=str(REPO), progress_bar=False, kernel_name="python3")
+        papermill.execute_notebook(str(REPO / "notebooks" / "04_evaluate.ipynb"), str(tmp_path / "04.ipynb"),
+                                   parameters={"output_root": str(tmp_path / "out"), "test_dir": str(data / "test"),
+                                               "model_a_run": str(run), "model_b_run": str(run), "faces": False,
+                                               "n_boot": 20, "grid_images": 2},
+                                   cwd=str(REPO), progress_bar=False, kernel_name="python3")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert json.loads((run / "config.json").read_text())["provenance"]["backend"] == "jax"
+    assert (tmp_path / "out" / "study" / "evaluation" / "metrics.csv").is_file()
+    assert "on Keras' jax backend" in (tmp_path / "02.ipynb").read_text()  # the run's provenance line

@@ -20,7 +20,7 @@ import numpy as np
 from upsampler.study.outputs import (StudyPaths, banner, data_dir_of_run, join_notes, profile_of_run, run_label,
                                      run_notes, show, write_label)
 from upsampler.training.rundir import PRETRAINED_SNAPSHOT
-from upsampler.utils.hardware import import_tensorflow_quietly
+from upsampler.utils.hardware import import_tensorflow_quietly, prepare_backend
 
 
 # ---- step 4: evaluation -------------------------------------------------------------------
@@ -89,7 +89,8 @@ def evaluate(
     methods, model_of = expand_runs(models)
     vgg_notes = {m: "untrained VGG19 content loss" if untrained[model] else ""
                  for model, labels in model_of.items() for m in labels}
-    import_tensorflow_quietly().get_logger().setLevel(logging.ERROR)  # Keras' retracing chatter (one trace per model)
+    if prepare_backend() == "tensorflow":
+        import_tensorflow_quietly().get_logger().setLevel(logging.ERROR)  # Keras' retracing chatter (one trace per model)
     key = evaluation_key(test_dir, models, faces=faces, extractor=extractor, input_size=input_size, n_boot=n_boot)
     results = reuse_evaluation(paths.evaluation, key, [*methods])
     if results is None:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from upsampler.utils.hardware import import_tensorflow_quietly  # noqa: F401 - the notebooks call it from here
+from upsampler.utils.hardware import prepare_backend  # noqa: F401 - the notebooks call it from here
 from upsampler.training.rundir import PRETRAINED_SNAPSHOT
 from upsampler.study.evaluation import evaluate, paired_table, psnr_lines, summary_table  # noqa: F401 - the notebooks' API
 from upsampler.study.outputs import (  # noqa: F401 - the notebooks' API

@@ -57,6 +57,16 @@ def import_tensorflow_quietly():
     return tf
 
 
+def prepare_backend():
+    """Import Keras' backend library before the first model is built: TensorFlow quietly
+    (:func:`import_tensorflow_quietly`) when Keras runs on it, nothing else otherwise (JAX and
+    PyTorch start silently). What the notebooks call first; returns the backend's name."""
+    name = keras_backend_name()
+    if name == "tensorflow":
+        import_tensorflow_quietly()
+    return name
+
+
 def onednn_enabled() -> bool | None:
     """Whether the loaded TensorFlow runs its oneDNN CPU kernels (None before TensorFlow is imported,
     or where the build cannot say)."""
@@ -146,7 +156,14 @@ def choose_keras_backend() -> str | None:
 
     if os.environ.get("KERAS_BACKEND"):
         return None
-    if importlib.util.find_spec("tensorflow") is None and importlib.util.find_spec("jax") is not None:
+
+    def installed(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a finder that refuses it: as good as not installed
+            return False
+
+    if not installed("tensorflow") and installed("jax"):
         os.environ["KERAS_BACKEND"] = "jax"
         return "jax"
     return None
