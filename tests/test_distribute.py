@@ -110,6 +110,7 @@ def two_replica_result():
     return json.loads(line[len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_two_logical_cpus_make_a_two_replica_mirrored_strategy_with_synchronized_bn(two_replica_result):
     r = two_replica_result
     assert r["replicas"] == [1, 2]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from upsampler.utils import hardware
 
 CPUINFO = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: Some CPU 9000\n"
@@ -39,6 +41,7 @@ def test_onednn_is_asked_for_on_x86_only_and_a_user_s_choice_wins():
     assert not hardware.prefer_onednn(env, "aarch64") and env == {}
 
 
+@pytest.mark.slow
 def test_importing_upsampler_first_gives_tensorflow_its_onednn_kernels_and_the_run_records_it():
     import os
     import platform

@@ -259,6 +259,7 @@ def test_data_parallel_over_two_devices_matches_one_device(data, tmp_path):
         np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-4 * scale, err_msg=key)
 
 
+@pytest.mark.slow
 def test_upscale_on_jax_never_loads_tensorflow_and_matches_it(tmp_path):
     """The shipped face generator upscales on JAX without importing TensorFlow, to the pixels
     TensorFlow gives up to float round-off (8-bit outputs: at most a level or two)."""

@@ -174,6 +174,7 @@ def test_multiworker_without_tf_config_is_a_one_line_cli_error(processed, tmp_pa
     assert proc.stderr.strip().count("\n") == 0 and "needs TF_CONFIG" in proc.stderr, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_two_workers_train_as_one_device_and_resume_on_one_device(processed, tmp_path):
     two, one = tmp_path / "two-workers", tmp_path / "one-device"
     scratch = tmp_path / "worker-tmp"  # the workers' temporary directory: their private checkpoints go here

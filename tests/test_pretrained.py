@@ -60,6 +60,7 @@ def test_shipped_generators_load_by_name_and_upscale_x4():
     assert sr.shape == (176, 176, 3) and sr.dtype == np.uint8
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_upscale_cli_with_a_shipped_model(shared_data, tmp_path):
     face = sorted((shared_data / "faces").glob("*.jpg"))[0]
@@ -89,6 +90,7 @@ def test_a_plain_wheel_carries_the_generators_and_cards(tmp_path):
     (DOCS, {"Model A": "model_a_cpu", "Model B": "model_b_cpu"}),
     (GPU_DOCS, {"Model B, SRGAN": "model_b", "Model A, MSE #2": "model_a_mse"}),
 ], ids=["study-cpu", "study-gpu"])
+@pytest.mark.slow
 def test_committed_per_image_metrics_are_reproduced_on_a_subset(shared_data, tmp_path, docs, models):
     """Rebuild 8 held-out faces from their sources exactly as `preprocess` did, evaluate the shipped
     generators, and compare every per-image number with the committed table."""

@@ -237,6 +237,7 @@ def test_random_training_crops_train_a_discriminator_of_the_crop_size(smoke_data
     assert np.isfinite(metrics["g_loss"]) and np.isfinite(metrics["d_loss"])
 
 
+@pytest.mark.slow
 def test_exported_generator_loads_without_upsampler_and_matches_the_trainer(smoke_data, tmp_path):
     from upsampler.training.trainer import SRGANTrainer
 
@@ -279,6 +280,7 @@ def _second_processed_set(root: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_resuming_on_other_data_is_refused_naming_both_folders(smoke_data, tmp_path):
     run_dir = tmp_path / "run"
     common = ("train", "--profile", "smoke", "--run-dir", str(run_dir), "--epochs", "1")
@@ -341,6 +343,7 @@ def test_a_torn_loss_row_is_moved_aside_and_training_continues(smoke_data, tmp_p
     assert "incomplete last row" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(smoke_data, tmp_path):
     config = get_profile("smoke").override(["train.epochs=2"])
     run_dir = tmp_path / "run"
@@ -354,6 +357,7 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(smoke_data
     assert pd.read_csv(run_dir / "loss.csv")["epoch"].tolist() == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(smoke_data, tmp_path, monkeypatch, capsys):
     import errno
 

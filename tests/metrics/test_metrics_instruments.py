@@ -139,6 +139,7 @@ def faces(shared_data):
     return hr, [r["celeba_identity"] for r in rows]
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_identity_distance_known_cases(faces):
     from upsampler.metrics.faces import FaceEmbedder, identity_distance, retrieval_accuracy
