@@ -21,7 +21,6 @@ beside what it extracted, and a second call with the same request reuses it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import zipfile
@@ -29,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from upsampler.utils.files import file_digest
 
 CELEBA_PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 COCO_PAGE = "https://cocodataset.org/#download"
@@ -58,14 +59,6 @@ COCO_VAL2017 = Remote("val2017.zip", "http://images.cocodataset.org/zips/val2017
 
 class DownloadRefused(ValueError):
     """The source did not hand the file over; the message says how to get it by hand."""
-
-
-def file_digest(path: Path, algorithm: str = "md5") -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _by_hand(remote: Remote, folder: Path) -> str:

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from upsampler.utils.argtypes import integer
+from upsampler.utils.files import file_digest
 
 DEMO_LABEL = "DEMO"
 SCALES = (1.0, 1.5, 2.0)
@@ -180,10 +181,6 @@ def _split_counts(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _write_set(
     folder: Path, role: str, photos: dict[str, tuple[str, str, str]], count: int, size: int, seed: int
 ) -> Path:
@@ -205,7 +202,7 @@ def _write_set(
             save_png(_render(image, crop, size), folder / crop.file)
         all_crops.extend(crops)
         photo_lines.append(
-            f"  {key:<13} {package}: {filename} ({image.shape[1]}x{image.shape[0]}, sha256 {_file_sha256(path)[:16]}) "
+            f"  {key:<13} {package}: {filename} ({image.shape[1]}x{image.shape[0]}, sha256 {file_digest(path)[:16]}) "
             f"- {description}: {n} crops"
         )
     with (folder / GROUPS_FILE).open("w", newline="") as handle:

@@ -41,12 +41,11 @@ class HedFeatures:
 
         self.network = network
         self.model = backbones.multi_layer_model(network, FEATURE_LAYERS)
+        self._preprocess = backbones.preprocess
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
-        from upsampler.archs import vgg as backbones
-
         x = np.asarray(images, np.uint8).astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # as the trainer
-        x = np.asarray(backbones.preprocess(x, self.network))
+        x = np.asarray(self._preprocess(x, self.network))
         return [np.asarray(f, np.float32) for f in self.model.predict_on_batch(x)]
 
 

@@ -23,41 +23,34 @@ def _range_text(kind: str, low: float | None, high: float | None, low_open: bool
     return kind
 
 
-def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
-    """An integer in ``[low, high]`` (either end may be open-ended with None)."""
-    want = _range_text("an integer", low, high, False)
+def _bounded(kind: str, convert: Callable[[str], float], low, high, low_open: bool) -> Callable[[str], float]:
+    """``convert``-ed text, refused with the range in words (``kind``) when outside it."""
+    want = _range_text(kind, low, high, low_open)
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {want}, got {value}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        not_finite = isinstance(value, float) and not math.isfinite(value)
+        if not_finite or too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {value if convert is int else text}")
         return value
 
-    parse.__name__ = "integer"  # argparse names the type in some messages
+    parse.__name__ = "integer" if convert is int else "number"  # argparse names the type in some messages
     parse.checked_range = (low, high)  # type: ignore[attr-defined]
     return parse
+
+
+def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An integer in ``[low, high]`` (either end may be open-ended with None)."""
+    return _bounded("an integer", int, low, high, False)
 
 
 def number(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> Callable[[str], float]:
     """A finite number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
-    want = _range_text("a number", low, high, low_open)
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
-        too_low = low is not None and (value <= low if low_open else value < low)
-        if not math.isfinite(value) or too_low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {want}, got {text}")
-        return value
-
-    parse.__name__ = "number"
-    parse.checked_range = (low, high)  # type: ignore[attr-defined]
-    return parse
+    return _bounded("a number", float, low, high, low_open)
 
 
 def is_checked(type_: object) -> bool:
