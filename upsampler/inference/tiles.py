@@ -163,6 +163,31 @@ def _predict_fn(generator):
     return fn
 
 
+def upscale_batch(generator, lr_uint8: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
+    """Super-resolve a stack of equal-size ``uint8`` images, ``batch_size`` whole images per call.
+
+    The same call as :func:`upscale_image` with ``tile=None`` (one compiled function, [-1, 1] in and
+    out, the same rounding), for sets of small images such as a test split: on a CPU one call of
+    16 44x44 faces costs about as much as two calls of one. Results equal one-image calls up to
+    float rounding (a batch changes the order of the sums; at most one level of 255, in few pixels).
+    """
+    from upsampler.data.images import to_float, to_uint8
+
+    lr = np.asarray(lr_uint8)
+    if lr.dtype != np.uint8 or lr.ndim != 4 or lr.shape[-1] != 3:
+        raise ValueError(f"upscale_batch expects (N, H, W, 3) uint8 images, got {lr.dtype} {lr.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    predict = _predict_fn(generator)
+    parts = []
+    for first in range(0, len(lr), batch_size):
+        sr = np.asarray(predict(to_float(lr[first: first + batch_size])))
+        parts.append(to_uint8(sr))
+    if not parts:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    return np.concatenate(parts)
+
+
 def auto_batch_size(tile_height: int, tile_width: int, overlap: int) -> int:
     """Tiles per call so that one call sees about :data:`LR_PIXELS_PER_CALL` LR pixels (>= 1)."""
     return max(1, LR_PIXELS_PER_CALL // ((tile_height + 2 * overlap) * (tile_width + 2 * overlap)))

@@ -178,6 +178,9 @@ def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
                         help="bootstrap resamples; 0 = no intervals (default %(default)s). With identities recorded "
                              "for the test split, identities are resampled, then faces within them")
     parser.add_argument("--seed", type=integer(0), default=0, help="bootstrap seed (default %(default)s)")
+    parser.add_argument("--per-identity", type=integer(1), default=None, metavar="K",
+                        help="score only the first K faces of every identity (by file name; all identities kept), "
+                             "for a quicker evaluation (default: every face)")
     parser.add_argument("--batch-size", type=integer(1), default=16, help="images per batch (default %(default)s)")
     parser.add_argument("--grid-images", type=integer(0), default=4, help="rows of the comparison figure (default %(default)s)")
     parser.add_argument("--save-sr", action="store_true", help="also save every method's SR images under OUT/sr/")
@@ -202,7 +205,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_study(args.test_dir, models, args.out, faces=not args.no_faces, extractor=extractor,
                              perceptual=not args.no_perceptual, no_reference=not args.no_piqe, n_boot=args.n_boot,
                              seed=args.seed, grid_images=args.grid_images, batch_size=args.batch_size,
-                             input_size=args.input_size, save_sr=args.save_sr, progress=args.progress)
+                             input_size=args.input_size, save_sr=args.save_sr, progress=args.progress,
+                             per_identity=args.per_identity)
     if args.json:
         print(_to_json({"table": results.table.to_dict(orient="records"),
                         "paired": results.paired.to_dict(orient="records"),

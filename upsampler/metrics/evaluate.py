@@ -47,6 +47,7 @@ __all__ = [
     "read_split_folder",
     "read_split_groups",
     "run_generator",
+    "first_per_group",
     "mean_interval",
 ]
 
@@ -148,14 +149,24 @@ def split_description(test_dir: str | Path) -> str:
 def run_generator(model: Any, lr: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """SR images uint8 (N, H, W, 3) from a Keras generator mapping [-1, 1] LR to [-1, 1] SR.
 
-    Each image goes through :func:`upsampler.inference.tiles.upscale_image` whole, the code path of
-    ``upsampler upscale`` (whose default tile covers a 44x44 input): the pixels scored here are
-    the pixels a user gets. ``batch_size`` is kept for compatibility and unused.
+    Whole images, ``batch_size`` per call, through :func:`upsampler.inference.tiles.upscale_batch`:
+    the compiled call and rounding of ``upsampler upscale`` (whose default tile covers a 44x44
+    input), so the pixels scored here are the pixels a user gets, up to float rounding.
     """
-    from upsampler.inference.tiles import infer_scale, upscale_image
+    from upsampler.inference.tiles import upscale_batch
 
-    scale = infer_scale(model)
-    return np.stack([upscale_image(model, image, scale=scale, tile=None) for image in np.asarray(lr, np.uint8)])
+    return upscale_batch(model, np.asarray(lr, np.uint8), batch_size=batch_size)
+
+
+def first_per_group(groups: Sequence[Any], k: int) -> np.ndarray:
+    """Indices of the first ``k`` images of every group, in the given (file-name) order."""
+    taken: dict[str, int] = {}
+    keep = []
+    for i, group in enumerate(map(str, groups)):
+        if taken.get(group, 0) < k:
+            taken[group] = taken.get(group, 0) + 1
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
 
 
 def mean_interval(values: Sequence[float], ci: float = 0.95) -> tuple[float, float, float]:
@@ -215,6 +226,7 @@ def evaluate_study(
     ci: float = 0.95,
     progress: bool = False,
     groups: Sequence[str] | None = None,
+    per_identity: int | None = None,
 ) -> StudyResults:
     """Evaluate Bicubic and each model on ``test_dir`` and write the results into ``out_dir``.
 
@@ -234,7 +246,8 @@ def evaluate_study(
     ``groups``: each test image's identity, in file-name order (default: read from the processed
     set's ``manifest.csv``, :func:`read_split_groups`). With at least two identities every
     interval resamples identities, then faces within them, and with ``faces`` the table gains
-    ``identity_top1``; without, intervals resample images. Writes ``metrics.csv``,
+    ``identity_top1``; without, intervals resample images. ``per_identity``: score only the first
+    K faces of every identity (by file name), all identities kept; the notes say how many. Writes ``metrics.csv``,
     ``per_image_metrics.csv``, ``paired.csv``, ``metrics.md`` and figures into ``out_dir``.
     """
     import pandas as pd
@@ -252,6 +265,18 @@ def evaluate_study(
         groups = read_split_groups(test_dir, names)
     elif len(groups) != n:
         raise ValueError(f"groups lists {len(groups)} images, the test split holds {n}")
+    subset_note = ""
+    if per_identity is not None:
+        if per_identity < 1:
+            raise ValueError(f"per_identity must be >= 1, got {per_identity}")
+        if groups is None:
+            raise ValueError(f"{test_dir}: per_identity needs the identities of the test images (the processed "
+                             "set's manifest.csv records none)")
+        keep = first_per_group(groups, per_identity)
+        subset_note = (f"Scored: the first {per_identity} faces of each of the {len(set(map(str, groups)))} "
+                       f"identities by file name ({len(keep)} of the split's {n} images)")
+        names, hr, lr = [names[i] for i in keep], hr[keep], lr[keep]
+        groups, n = [groups[i] for i in keep], len(keep)
     if groups is not None and len(set(map(str, groups))) < 2:
         groups = None  # one identity: nothing to resample between, the images are the units
 
@@ -372,7 +397,8 @@ def evaluate_study(
     per_image_frame.to_csv(per_image_csv, index=False, float_format="%.6g")
     paired.to_csv(paired_csv, index=False, float_format="%.6g")
     notes = [f"Test set: {table['test_set'][0]} ({n} images, x{scale}: {lr.shape[2]}x{lr.shape[1]} -> "
-             f"{hr.shape[2]}x{hr.shape[1]}), {split}. Bicubic: Pillow bicubic upscaling of the LR images.",
+             f"{hr.shape[2]}x{hr.shape[1]}), {split}." + (f" {subset_note}." if subset_note else "")
+             + " Bicubic: Pillow bicubic upscaling of the LR images.",
              _intervals_note(ci, n, n_boot, min(n_boot, n_boot_fd), n_units if groups is not None else None),
              *_face_reference_notes(face_reference), *notes]
     pooled = pooled_paired = None

@@ -46,6 +46,7 @@ def evaluate(
     n_boot: int = 1000,
     grid_images: int = 6,
     include_pretrained: bool = False,
+    per_identity: int | None = None,
     name: str = "evaluation",
 ):
     """Bicubic vs each run's generator on ``test_dir``, with every output labelled.
@@ -54,7 +55,8 @@ def evaluate(
     directories: the model trained with several seeds, scored per run and pooled over its runs
     (``tables/<name>_pooled.csv``, ``tables/<name>_pooled_paired.csv``). With
     ``include_pretrained``, a run's ``generator_pretrained.keras`` (the generator after MSE
-    pre-training) is evaluated too, as "<name> (MSE pre-trained)". ``extractor``: an Inception
+    pre-training) is evaluated too, as "<name> (MSE pre-trained)". ``per_identity``: score only the
+    first K faces of every identity (:func:`~upsampler.metrics.evaluate.evaluate_study`). ``extractor``: an Inception
     for FID (None: no FID). Writes ``tables/<name>_metrics.{csv,md}``, ``tables/<name>_paired.csv``
     (+ per-image CSV) and ``figures/<name>_*.png``. Returns the
     :class:`~upsampler.metrics.evaluate.StudyResults`.
@@ -91,12 +93,14 @@ def evaluate(
                  for model, labels in model_of.items() for m in labels}
     if prepare_backend() == "tensorflow":
         import_tensorflow_quietly().get_logger().setLevel(logging.ERROR)  # Keras' retracing chatter (one trace per model)
-    key = evaluation_key(test_dir, models, faces=faces, extractor=extractor, input_size=input_size, n_boot=n_boot)
+    key = evaluation_key(test_dir, models, faces=faces, extractor=extractor, input_size=input_size, n_boot=n_boot,
+                         per_identity=per_identity)
     results = reuse_evaluation(paths.evaluation, key, [*methods])
     if results is None:
         try:
             results = evaluate_study(test_dir, models, paths.evaluation, faces=faces, extractor=extractor,
-                                     input_size=input_size, n_boot=n_boot, grid_images=0, save_sr=True)
+                                     input_size=input_size, n_boot=n_boot, grid_images=0, save_sr=True,
+                                     per_identity=per_identity)
         except ExtractorUnavailableError as exc:
             raise RuntimeError(str(exc)) from exc
         from upsampler.utils.files import write_atomically

@@ -76,6 +76,7 @@ class Options:
     overrides: list[str] = field(default_factory=list)
     seeds: int = 1
     match_train_size: bool = False
+    faces_per_identity: int | None = None
 
     @property
     def root(self) -> Path:
@@ -94,6 +95,8 @@ def plan(options: Options) -> list[Step]:
             train[key] = getattr(options, key)
     deferred = (TRAIN_IMAGES,) if options.match_train_size else ()
     evaluate = {**common, "faces": not options.demo, "seeds": options.seeds}
+    if options.faces_per_identity is not None:
+        evaluate["faces_per_identity"] = options.faces_per_identity
     if options.extractor != "none":
         evaluate["extractor"] = options.extractor
     if options.extractor_size is not None:
@@ -229,6 +232,8 @@ def configure_study_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=integer(1, 100), default=1, metavar="N",
                    help="train each model with N seeds (0..N-1; runs model_a, model_a_seed1, ...), evaluate every "
                         "run and report each model over its seeds (default 1)")
+    p.add_argument("--faces-per-identity", type=integer(1), metavar="K",
+                   help="evaluate the first K test faces of every identity (all identities kept; default: every face)")
     p.add_argument("--limit", type=integer(1), metavar="N", help="use at most N images of each dataset")
     p.add_argument("--seed-log", action="append", default=[], type=_existing, metavar="PATH",
                    help="also plot one of the original study's loss logs (repeatable)")
@@ -267,6 +272,7 @@ def resolve(args: argparse.Namespace) -> Options:
         epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, content_network=args.content_network,
         extractor_size=args.extractor_size, limit=args.limit, seed_logs=list(args.seed_log),
         overrides=list(args.overrides), seeds=args.seeds, match_train_size=match_train_size,
+        faces_per_identity=getattr(args, "faces_per_identity", None),
     )
 
 
