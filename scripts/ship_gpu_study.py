@@ -21,8 +21,8 @@ import re
 import shutil
 from pathlib import Path
 
-from ship_study import difference_cell  # scripts/ is on the path when a script here runs
-from upsampler.metrics.perceptual import FEATDIST_LABEL, SHARED_LAYER_NOTE
+from ship_study import findings_table  # scripts/ is on the path when a script here runs
+from upsampler.metrics.perceptual import FEATDIST_LABEL
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "upsampler" / "pretrained"
@@ -141,31 +141,8 @@ def model_card(name: str, stage: str, seed: int, metrics: dict, pooled: dict) ->
     return "\n".join(lines) + "\n"
 
 
-FINDINGS = (("psnr", "PSNR on Y (dB), higher is better", 1.0, 2), ("ssim", "SSIM on Y, higher is better", 1.0, 3),
-            ("identity_distance", "Identity distance (dlib face embedding), lower is better", 1.0, 3),
-            ("identity_top1", "Identity top-1 retrieval, higher is better", 1.0, 3),
-            ("featdist_hed", f"{FEATDIST_LABEL}, lower is better", 1.0, 3),
-            ("kid_face", "KID on face embeddings x10^3, lower is better", 1e3, 3),
-            ("fd_hed", "Fréchet distance on VGG16-HED features (not an FID), lower is better", 1.0, 0))
 COLUMNS = ("Bicubic", "Model A, MSE", "Model B, MSE", "Model A, SRGAN", "Model B, SRGAN")
 PAIRS = (("Model B, MSE", "Model A, MSE"), ("Model B, SRGAN", "Model A, SRGAN"), ("Model B, MSE", "Bicubic"))
-
-
-def findings_table(evaluation: Path) -> str:
-    """The README's table: each model's mean over its seeds, and paired differences (B - A at each
-    stage, B's MSE stage - bicubic) with intervals that resample seeds, identities and faces."""
-    pooled = {(r["model"], r["metric"]): r for r in _rows(evaluation / "pooled.csv")}
-    pairs = {(r["metric"], r["model_a"], r["model_b"]): r for r in _rows(evaluation / "pooled_paired.csv")}
-    seeds = {m: pooled[(m, "psnr")]["n_seeds"] for m in COLUMNS}
-    head = ["metric", *[f"{m.replace('Model ', '')} ({seeds[m]})" if m != "Bicubic" else m for m in COLUMNS],
-            *[f"{a.replace('Model ', '')} - {b.replace('Model ', '')} [95% CI]" for a, b in PAIRS]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key, title, scale, digits in FINDINGS:
-        cells = [f"{float(pooled[(m, key)]['value']) * scale:.{digits}f}" for m in COLUMNS]
-        cells += [difference_cell(pairs[(key, a, b)], scale, digits) for a, b in PAIRS]
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    lines += ["", f"VGG16-HED rows: {SHARED_LAYER_NOTE}."]
-    return "\n".join(lines) + "\n"
 
 
 def rename_cpu_generators() -> None:
@@ -207,7 +184,8 @@ def main() -> int:
         if image.width > 1800:
             image = image.resize((1800, round(image.height * 1800 / image.width)), Image.Resampling.LANCZOS)
         image.save(DOCS / f"evaluation_{name}.jpg", quality=85, optimize=True)
-    (DOCS / "findings.md").write_text(findings_table(args.evaluation))
+    (DOCS / "findings.md").write_text(findings_table(args.evaluation / "pooled.csv", args.evaluation / "pooled_paired.csv",
+                                                     COLUMNS, PAIRS))
     print(f"tables and figures -> {DOCS.relative_to(ROOT)}; the README's table: {DOCS.relative_to(ROOT)}/findings.md")
     return 0
 

@@ -33,7 +33,7 @@ DOC_FIGURES = ("evaluation_comparison_grid.png", "evaluation_paired_differences.
                "model_b_losses.png", "model_a_discriminator.png", "model_b_discriminator.png",
                "model_a_samples_latest.png", "model_b_samples_latest.png")
 DOC_TABLES = ("evaluation_metrics.csv", "evaluation_metrics.md", "evaluation_paired.csv",
-              "evaluation_per_image_metrics.csv")
+              "evaluation_per_image_metrics.csv", "evaluation_pooled.csv", "evaluation_pooled_paired.csv")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -100,7 +100,7 @@ def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str
     phases = _phase_summary(run, config)
     d, loss = config["data"], config["loss"]
     method = label if variant == "" else f"{label} (MSE pre-trained)"
-    row = metrics.get(method, {})
+    row = metrics.get(method) or metrics.get(f"{method} #1", {})  # #1: the first seed's run, the one shipped
     sources = data["parameters"]["source"].split(":")
     source_names = ", ".join(Path(s).name for s in sources)
     total = phases["pretrain"]["image_steps"] + phases["adversarial"]["image_steps"]
@@ -155,23 +155,38 @@ def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str
     return "\n".join(lines) + "\n"
 
 
-FINDING_METRICS = (("identity_distance", "Identity distance (dlib face embedding), lower is better", 1.0, 3),
-                   ("featdist_hed", f"{FEATDIST_LABEL}, lower is better", 1.0, 3),
-                   ("kid_face", "KID on face embeddings x10^3, lower is better", 1e3, 3),
-                   ("psnr", "PSNR on Y (dB), higher is better", 1.0, 2),
-                   ("ssim", "SSIM on Y, higher is better", 1.0, 3))
+FINDINGS = (("psnr", "PSNR on Y (dB), higher is better", 1.0, 2), ("ssim", "SSIM on Y, higher is better", 1.0, 3),
+            ("identity_distance", "Identity distance (dlib face embedding), lower is better", 1.0, 3),
+            ("identity_top1", "Identity top-1 retrieval, higher is better", 1.0, 3),
+            ("featdist_hed", f"{FEATDIST_LABEL}, lower is better", 1.0, 3),
+            ("kid_face", "KID on face embeddings x10^3, lower is better", 1e3, 3),
+            ("fd_hed", "Fréchet distance on VGG16-HED features (not an FID), lower is better", 1.0, 0))
+MSE = " (MSE pre-trained)"
+COLUMNS = ("Bicubic", f"Model A{MSE}", f"Model B{MSE}", "Model A", "Model B")
+PAIRS = ((f"Model B{MSE}", f"Model A{MSE}"), ("Model B", "Model A"), (f"Model B{MSE}", "Bicubic"), ("Model B", "Bicubic"))
 
 
-def findings_table(docs: Path) -> str:
-    """The README's table: each method's value and each pair's paired difference with its 95% CI."""
-    table = {r["method"]: r for r in _rows(docs / "evaluation_metrics.csv")}
-    paired = {(r["metric"], r["method_a"], r["method_b"]): r for r in _rows(docs / "evaluation_paired.csv")}
-    pairs = (("Model B", "Model A"), ("Model B", "Bicubic"), ("Model A", "Bicubic"))
-    head = ("| metric | Bicubic | Model A | Model B | B - A [95% CI] | B - Bicubic [95% CI] | A - Bicubic [95% CI] |\n"
-            "|---|---|---|---|---|---|---|")
-    lines = [head]
-    for key, title, scale, digits in FINDING_METRICS:
-        cells = [f"{float(table[m][key]) * scale:.{digits}f}" for m in ("Bicubic", "Model A", "Model B")]
+def _short(method: str) -> str:
+    """'Model A (MSE pre-trained)' -> 'A, MSE'; 'Model A' (the adversarial stage) -> 'A, SRGAN'."""
+    if method == "Bicubic":
+        return method
+    short = method.replace("Model ", "").replace(MSE, ", MSE")
+    return short if "," in short else f"{short}, SRGAN"
+
+
+def findings_table(pooled_csv: Path, pooled_paired_csv: Path, columns=COLUMNS, pairs=PAIRS) -> str:
+    """The README's table: each model's mean over its seeds (their number in brackets), and paired
+    differences with 95% intervals that resample seeds, identities and faces."""
+    pooled = {(r["model"], r["metric"]): r for r in _rows(pooled_csv)}
+    paired = {(r["metric"], r["model_a"], r["model_b"]): r for r in _rows(pooled_paired_csv)}
+    seeds = {m: pooled[(m, "psnr")]["n_seeds"] for m in columns}
+    head = ["metric", *[f"{_short(m)} ({seeds[m]})" if m != "Bicubic" else m for m in columns],
+            *[f"{_short(a)} - {_short(b)} [95% CI]" for a, b in pairs]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, title, scale, digits in FINDINGS:
+        if (columns[0], key) not in pooled:
+            continue
+        cells = [f"{float(pooled[(m, key)]['value']) * scale:.{digits}f}" for m in columns]
         cells += [difference_cell(paired[(key, a, b)], scale, digits) for a, b in pairs]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     lines += ["", f"VGG16-HED rows: {SHARED_LAYER_NOTE}."]
@@ -219,7 +234,7 @@ def main() -> int:
         writer = csv.DictWriter(handle, fieldnames=["name", "source", "sha256", "group"])
         writer.writeheader()
         writer.writerows(test_rows)
-    (docs / "findings.md").write_text(findings_table(docs))
+    (docs / "findings.md").write_text(findings_table(docs / "evaluation_pooled.csv", docs / "evaluation_pooled_paired.csv"))
     print((docs / "findings.md").read_text())
     size = sum(p.stat().st_size for p in docs.rglob("*") if p.is_file())
     print(f"{docs}: {size / 2**20:.1f} MiB")

@@ -413,7 +413,7 @@ def study_cpu() -> Config:
     cfg.model = ModelConfig(bn_momentum=0.99, disc_head="flatten", bias_before_bn=True)
     cfg.loss = LossConfig(content_network=VGG16_HED, content_layer="block5_conv3", feature_scale=HED_BLOCK5_CONV3_SCALE)
     cfg.train = TrainConfig(
-        epochs=1, pretrain_epochs=3, batch_size=16, steps_per_epoch=20, learning_rate=1e-4,
+        epochs=2, pretrain_epochs=10, batch_size=16, steps_per_epoch=20, learning_rate=1e-4,
         pretrain_learning_rate=2e-4, jit_compile="off", sample_every=1, num_samples=4,
         precision="float32",  # as the shipped generators were trained, whatever the CPU
     )

@@ -362,7 +362,9 @@ def evaluate_study(
     fd_metrics = [m for m in set_metrics if m.kind == "fd"]
     labels = {"resampling_unit": unit, "n_units": n_units}
     set_boots = {m.name: paired_lib.set_metric_boots(m, indices if m.kind == "kid" else fd_indices) for m in set_metrics}
-    rows_kid, spreads = paired_lib.paired_rows(per_image, kid_metrics, pairs, indices, ci, set_boots=set_boots, **labels)
+    image_indices = paired_lib.bootstrap_indices(n, n_boot, seed) if groups is not None else None
+    rows_kid, spreads = paired_lib.paired_rows(per_image, kid_metrics, pairs, indices, ci, set_boots=set_boots,
+                                               image_indices=image_indices, **labels)
     rows_fd, spreads_fd = paired_lib.paired_rows({}, fd_metrics, pairs, indices, ci, set_indices=fd_indices,
                                                  set_boots=set_boots, **labels)
     spreads.update(spreads_fd)
@@ -401,6 +403,11 @@ def evaluate_study(
              + " Bicubic: Pillow bicubic upscaling of the LR images.",
              _intervals_note(ci, n, n_boot, min(n_boot, n_boot_fd), n_units if groups is not None else None),
              *_face_reference_notes(face_reference), *notes]
+    widening = paired_lib.grouping_widening(paired) if groups is not None else None
+    if widening is not None:
+        notes.append("Resampling identities instead of images widens the paired intervals of the per-image metrics "
+                     f"{widening[0]:.2f}x (median; {widening[1]:.2f}-{widening[2]:.2f}x): faces of one person are not "
+                     "independent (paired.csv: image_ci_low, image_ci_high)")
     pooled = pooled_paired = None
     if any(len(labels) > 1 for labels in runs.values()):
         all_runs = {BICUBIC: [BICUBIC], **runs}

@@ -20,6 +20,7 @@ within each drawn group, and its index matrix goes wherever ``bootstrap_indices`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -29,7 +30,7 @@ from upsampler.metrics.kid import _poly_kernel
 
 LOWER_IS_BETTER = {"featdist_hed", "identity_distance", "kid_face", "kid_hed", "fd_hed", "fid", "kid", "piqe"}
 PAIRED_COLUMNS = ["metric", "method_a", "method_b", "difference", "ci_low", "ci_high", "n", "better",
-                  "resampling_unit", "n_units", "n_seeds"]
+                  "resampling_unit", "n_units", "n_seeds", "image_ci_low", "image_ci_high"]
 GROUPED_NOTE = "intervals resample identities, then faces within them"
 
 
@@ -221,6 +222,7 @@ def paired_rows(
     n_units: int | None = None,
     n_seeds: int = 1,
     set_boots: Mapping[str, Mapping[str, tuple[float, np.ndarray]]] | None = None,
+    image_indices: np.ndarray | None = None,
 ) -> tuple[list[dict], dict[str, dict[str, tuple[float, float, float]]]]:
     """Rows of ``paired.csv`` and, per set metric, each method's (value, spread_low, spread_high).
 
@@ -229,7 +231,9 @@ def paired_rows(
     records what was resampled (``resampling_unit``: "image" or "identity"), how many of those
     units there are (``n_units``, default N) and over how many training seeds the methods' results
     were pooled (``n_seeds``). ``set_boots``: the set metrics' :func:`set_metric_boots`, by name,
-    when already computed.
+    when already computed. ``image_indices``: image-level resamples; when given (the main intervals
+    resample identities), per-image metrics also get the interval an image-level bootstrap would
+    report (``image_ci_low``, ``image_ci_high``), to show how much the grouping widens it.
     """
     n = indices.shape[1]
     extra = {"resampling_unit": resampling_unit, "n_units": n if n_units is None else n_units, "n_seeds": n_seeds}
@@ -239,9 +243,11 @@ def paired_rows(
             if a not in by_method or b not in by_method:
                 continue
             diff, low, high = paired_difference(by_method[a], by_method[b], indices, ci)
+            image_level = (paired_difference(by_method[a], by_method[b], image_indices, ci)[1:]
+                           if image_indices is not None else (math.nan, math.nan))
             rows.append({"metric": metric, "method_a": a, "method_b": b, "difference": diff,
                          "ci_low": low, "ci_high": high, "n": n, "better": better_of(metric, a, b, low, high),
-                         **extra})
+                         **extra, "image_ci_low": image_level[0], "image_ci_high": image_level[1]})
     spreads = {}
     for metric in set_metrics:
         per_method, per_pair = set_metric_table(metric, indices if set_indices is None else set_indices, pairs, ci,
@@ -250,5 +256,16 @@ def paired_rows(
         for (a, b), (diff, low, high) in per_pair.items():
             rows.append({"metric": metric.name, "method_a": a, "method_b": b, "difference": diff,
                          "ci_low": low, "ci_high": high, "n": n, "better": better_of(metric.name, a, b, low, high),
-                         **extra})
+                         **extra, "image_ci_low": math.nan, "image_ci_high": math.nan})
     return rows, spreads
+
+
+def grouping_widening(paired) -> tuple[float, float, float] | None:
+    """(median, min, max) over the rows of a ``paired`` table that have both of the ratio of the
+    identity-level interval's width to the image-level one's; None when no row has both."""
+    frame = paired.dropna(subset=["ci_low", "ci_high", "image_ci_low", "image_ci_high"])
+    image_width = frame["image_ci_high"] - frame["image_ci_low"]
+    ratio = ((frame["ci_high"] - frame["ci_low"]) / image_width)[image_width > 0]
+    if ratio.empty:
+        return None
+    return float(ratio.median()), float(ratio.min()), float(ratio.max())
