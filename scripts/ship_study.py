@@ -90,6 +90,12 @@ def ship_generator(source: Path, target: Path) -> None:
     portable_generator(load_generator(source)).save(target)
 
 
+def _used(train_images: int | None, available: int) -> str:
+    """'603 of the 2079' when data.train_images chose a subset, else '2079'."""
+    return f"{train_images:,} (a seeded subset) of the {available:,}" if train_images and train_images < available \
+        else f"{available:,}"
+
+
 def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str, str]]) -> str:
     label, dataset, role = ROLES[name]
     run = study / "runs" / name
@@ -116,7 +122,8 @@ def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str
         "| | |",
         "|---|---|",
         f"| profile | `{config['profile']}` (`upsampler.config.study_cpu`) |",
-        f"| training data | {data['counts']['train']} {d['hr_size']}x{d['hr_size']} centre crops of {source_names} "
+        f"| training data | {_used(d.get('train_images'), data['counts']['train'])} {d['hr_size']}x{d['hr_size']} "
+        f"centre crops of {source_names} "
         f"({'stands in for the original 2,000 COCO images' if name == 'model_a' else 'CelebA aligned faces, the original used 2,500'}) |",
         f"| held out | {faces['counts']['test']} test faces; {faces.get('split', 'split unknown')} |",
         f"| content network | `{loss['content_network']}` `{loss['content_layer']}`, feature scale {loss['feature_scale']:.4g} "
@@ -138,9 +145,11 @@ def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str
         f"| code | upsampler {prov.get('upsampler', '?')}, commit {prov.get('commit', '?')} |",
     ]
     if row:
-        lines += ["", f"## Metrics on the {faces['counts']['test']} held-out faces (44->176; 95% bootstrap intervals)", "",
+        lines += ["", f"## Metrics of this run on {row['n']} of the {faces['counts']['test']} held-out faces "
+                  "(44->176; 95% intervals resampling identities, then faces)", "",
                   "| metric | value |", "|---|---|"]
         for key, title in (("identity_distance", "identity distance (dlib embedding, lower is better)"),
+                           ("identity_top1", "identity top-1 retrieval among the test identities"),
                            ("featdist_hed", f"{FEATDIST_LABEL}, lower is better"),
                            ("psnr", "PSNR on Y (dB)"), ("ssim", "SSIM on Y"),
                            ("kid_face", "KID on face embeddings x10^3 (bootstrap spread at N)")):
@@ -148,7 +157,9 @@ def model_card(name: str, variant: str, study: Path, metrics: dict[str, dict[str
                 scale = 1e3 if key.startswith("kid") else 1.0
                 v, lo, hi = (float(row[k]) * scale for k in (key, f"{key}_low", f"{key}_high"))
                 lines.append(f"| {title} | {v:.4g} [{lo:.4g}, {hi:.4g}] |")
-        lines += ["", "Paired comparisons with the other methods: `docs/study-cpu/evaluation_paired.csv` and the README."]
+        lines += ["", "This is the first of the model's training seeds (seed 0). Each model over all its seeds, and the "
+                  "paired comparisons: `docs/study-cpu/findings.md`, `docs/study-cpu/evaluation_pooled_paired.csv` and "
+                  "the README."]
     lines += ["", "Load it with `upsampler.load_generator(\"" + name + variant + SHIPPED_SUFFIX + "\")` or "
               f"`upsampler upscale photo.jpg --model {name}{variant}{SHIPPED_SUFFIX} --out up/`. Research use: trained on images with "
               "research-use licences (CelebA; BSDS, Yang91, Sun-Hays, COCO)."]

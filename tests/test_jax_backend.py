@@ -293,8 +293,8 @@ sys.meta_path.insert(0, _NoTensorFlow())
 
 @pytest.mark.slow
 def test_the_whole_workflow_on_jax_without_any_tensorflow(tmp_path):
-    """preprocess, train (MSE and adversarial epochs), evaluate (bicubic + the trained generator)
-    and upscale, in one process where importing TensorFlow fails; then the evaluation's numbers
+    """preprocess, train (MSE and adversarial epochs), evaluate (bicubic + the trained generator),
+    upscale and the benchmark, in one process where importing TensorFlow fails; then the evaluation's numbers
     are those TensorFlow gives for the same generator."""
     import pandas as pd
 
@@ -310,6 +310,8 @@ def test_the_whole_workflow_on_jax_without_any_tensorflow(tmp_path):
          "--out", str(tmp_path / "eval_jax"), "--no-faces", "--no-piqe", "--n-boot", "20", "--grid-images", "2"],
         ["upscale", str(images / "img_000.png"), "--model", str(tmp_path / "run" / "generator.keras"),
          "--out", str(tmp_path / "up")],
+        ["benchmark", "--profile", "smoke", "--steps", "1", "--warmup", "1", "--pipeline-seconds", "0.2",
+         "--matmul-size", "256", "--inference-size", "24", "--tile", "16", "--output", str(tmp_path / "bench.json")],
     ]
     code = NO_TENSORFLOW + (
         "from upsampler.cli import main\n"
@@ -323,13 +325,20 @@ def test_the_whole_workflow_on_jax_without_any_tensorflow(tmp_path):
                                  "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("STEP ")] == [
-        ["preprocess", "0"], ["train", "0"], ["evaluate", "0"], ["upscale", "0"]]
+        ["preprocess", "0"], ["train", "0"], ["evaluate", "0"], ["upscale", "0"], ["benchmark", "0"]]
     assert "TENSORFLOW LOADED False" in result.stdout
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert "jax" in json.dumps(config.get("provenance", config)).lower()
     assert (tmp_path / "up" / "img_000_sr.png").is_file()
     rows = pd.read_csv(tmp_path / "run" / "loss.csv")
     assert set(rows["phase"]) == {"pretrain", "adversarial"}
+    bench = json.loads((tmp_path / "bench.json").read_text())  # the benchmark names its backend and measures on it
+    assert bench["backend"] == "jax" and bench["backend_version"] and "tensorflow_version" not in bench
+    for key in ("train_images_per_s", "pretrain_images_per_s", "useful_gflops", "matmul_jax_gflops",
+                "inference_megapixels_per_s", "pipeline_images_per_s"):
+        assert isinstance(bench[key], (int, float)) and bench[key] > 0, key
+    assert bench["matmul_yardstick"] in ("jax", "numpy") and bench["inference_output_size"] == [96, 96]
+    assert "TensorFlow" in bench["skipped"]["fid"]
     # the same evaluation here, on TensorFlow: the same numbers up to float round-off
     assert cli.main(steps[2][:-8] + ["--out", str(tmp_path / "eval_tf"), "--no-faces", "--no-piqe", "--n-boot", "20",
                                      "--grid-images", "2"]) == 0

@@ -60,3 +60,15 @@ def test_every_rendered_notebook_is_complete(path):
     assert problems(json.loads(path.read_text())) == [], path.relative_to(DOCS).as_posix()
     html = path.with_suffix(".html")
     assert html.is_file(), f"{html.name}: no HTML beside the notebook"
+
+
+@pytest.mark.parametrize("study", ["study-gpu", "study-cpu"])
+def test_the_readme_shows_each_studys_findings_table_as_its_tables_give_it(study):
+    """Every row of docs/<study>/findings.md (written from the evaluation's tables by the ship
+    scripts) is in the README word for word: no number there was typed by hand or left stale."""
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in (DOCS / study / "findings.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| ") and not line.startswith("|---")]
+    assert len(rows) >= 6, "findings.md holds no table"
+    missing = [row for row in rows if row not in readme]
+    assert not missing, f"README.md lacks {len(missing)} row(s) of docs/{study}/findings.md, e.g. {missing[0]}"

@@ -123,6 +123,42 @@ def test_paired_rows_record_the_resampling_unit():
     assert (rows[0]["resampling_unit"], rows[0]["n_units"], rows[0]["n_seeds"]) == ("image", 520, 1)
 
 
+def test_image_level_intervals_sit_beside_the_identity_level_ones_and_their_widening_is_summed_up():
+    rng = np.random.default_rng(4)
+    shared = np.repeat(rng.normal(0, 1, N_IDS), PER_ID)  # faces of one identity move together
+    per_image = {"psnr": {"A": shared + rng.normal(0, 1, len(GROUPS)), "B": rng.normal(0, 1, len(GROUPS))}}
+    grouped, images = paired.grouped_bootstrap_indices(GROUPS, 400, 1), paired.bootstrap_indices(len(GROUPS), 400, 1)
+    rows, _ = paired.paired_rows(per_image, [], [("A", "B")], grouped, resampling_unit="identity", n_units=N_IDS,
+                                 image_indices=images)
+    frame = pd.DataFrame(rows, columns=paired.PAIRED_COLUMNS)
+    row = frame.iloc[0]
+    d = per_image["psnr"]["A"] - per_image["psnr"]["B"]
+    assert (row["image_ci_low"], row["image_ci_high"]) == pytest.approx(paired.mean_with_interval(d, images)[1:])
+    ratio = (row["ci_high"] - row["ci_low"]) / (row["image_ci_high"] - row["image_ci_low"])
+    assert ratio > 1.5  # the identity-level interval sees the shared part; the image-level one does not
+    assert paired.grouping_widening(frame) == pytest.approx((ratio, ratio, ratio))
+    rows, _ = paired.paired_rows(per_image, [], [("A", "B")], images)
+    assert np.isnan(rows[0]["image_ci_low"]) and paired.grouping_widening(pd.DataFrame(rows)) is None
+
+
+@pytest.mark.parametrize("pair", [("Model B, MSE #1", "Model A, MSE #1"), ("Model B, MSE #2", "Model A, MSE #2"),
+                                  ("Model B, SRGAN", "Model A, SRGAN #1")])
+def test_on_faces_2600_resampling_identities_widens_the_identity_distance_interval(pair):
+    """The GPU study's committed per-image identity distances on the 520 test faces (13 per
+    identity): the identity-level interval of B - A is 1.2-2.5x as wide as the image-level one."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    table = pd.read_csv(docs / "study-gpu" / "evaluation_per_image_metrics.csv")
+    with (docs / "study-gpu" / "test_split.csv").open(newline="") as handle:
+        group_of = {f"{r['name']}.png": r["group"] for r in csv.DictReader(handle)}
+    images = sorted(group_of)
+    a, b = (table[table["method"] == m].set_index("image").loc[images, "identity_distance"].to_numpy() for m in pair)
+    grouped = paired.grouped_bootstrap_indices([group_of[i] for i in images], 1000, 0)
+    ratio = width(a - b, grouped) / width(a - b, paired.bootstrap_indices(len(images), 1000, 0))
+    assert 1.2 <= ratio <= 2.5, ratio
+
+
 # ---- identity top-1 -------------------------------------------------------------------------------
 
 def clustered(rng, n_ids=N_IDS, per_id=PER_ID, spread=0.05, dim=128):

@@ -6,7 +6,8 @@ Sections (each can be skipped with ``--skip``):
               updates) on a fixed synthetic batch: images/s and *useful* GFLOP/s;
 ``matmul``    the yardstick: the best dense 4096x4096 matmul this machine reaches in the
               step's compute precision, measured interleaved with the training repetitions
-              (same load, same run) with TensorFlow (``tf.matmul`` on the step's device) and,
+              (same load, same run) with the backend (``tf.matmul`` on the step's device, or
+              ``jnp.matmul`` on JAX's default device) and,
               in float32 on a CPU, with NumPy's BLAS; the faster median is the yardstick
               (``matmul_yardstick`` names it) and ``ratio_to_matmul = useful_gflops /
               matmul_gflops``;
@@ -16,7 +17,9 @@ Sections (each can be skipped with ``--skip``):
               images/s, which must exceed what the training step consumes;
 ``fid``       ``inception-untrained`` feature extraction (299 px), images/s.
 
-Every figure is the median of ``--steps`` repetitions after ``--warmup`` untimed ones.
+Every figure is the median of ``--steps`` repetitions after ``--warmup`` untimed ones. It runs on
+the Keras backend in use (``KERAS_BACKEND``: TensorFlow, or JAX where the GPUs have no
+TensorFlow) and reports it (``backend``, ``backend_version``).
 
 Useful FLOPs follow the convention of :mod:`upsampler.tools.flops` (its docstring says what
 ``useful_gflops`` and ``executed_gflops`` count). The VGG weights default to ``untrained`` here:
@@ -58,15 +61,19 @@ def format_table(result: dict[str, Any]) -> str:
     """The human-readable table of a :func:`run` result."""
     rows = [
         ("device", result.get("device")),
-        ("TensorFlow / Keras", f"{result.get('tensorflow_version')} / {result.get('keras_version')}"),
-        ("oneDNN CPU kernels", hardware.onednn_word(result.get("onednn"))),
+        ("backend / Keras", f"{result.get('backend', 'tensorflow')} "
+                            f"{result.get('backend_version') or result.get('tensorflow_version')} / "
+                            f"{result.get('keras_version')}"),
+        ("oneDNN CPU kernels", hardware.onednn_word(result.get("onednn"))
+         if result.get("backend", "tensorflow") == "tensorflow" else "- (not TensorFlow)"),
         ("precision / XLA", f"{result.get('precision')} / {'on' if result.get('xla') else 'off'}"),
         ("strategy", f"{result.get('strategy')}"),
         ("threads intra / inter", f"{result.get('intra_op_threads') or 'auto'} / {result.get('inter_op_threads') or 'auto'}"),
         ("profile / batch", f"{result.get('profile')} / {result.get('batch_size')} "
                             f"({result.get('lr_size')}->{result.get('hr_size')} px)"),
         ("HR VGG feature cache", "on" if result.get("hr_feature_cache") else "off"),
-        ("step implementation", "fast paths" if result.get("fast_paths", True) else "baseline (straightforward)"),
+        ("step implementation", "one jitted step (training/steps_jax.py)" if result.get("backend") == "jax" else
+         "fast paths" if result.get("fast_paths", True) else "baseline (straightforward)"),
         ("useful GFLOP per step", _fmt(result.get("flops", {}).get("adversarial_gflop_per_step"), 4)),
         ("train step (median)", f"{_fmt(result.get('train_step_seconds'), 4)} s"),
         ("train images/s", _fmt(result.get("train_images_per_s"))),
@@ -75,7 +82,8 @@ def format_table(result: dict[str, Any]) -> str:
         (f"matmul GFLOP/s ({result.get('matmul_dtype')} {result.get('matmul_size', 4096)}, "
          f"{result.get('matmul_device')})",
          f"{_fmt(result.get('matmul_gflops'))} = {result.get('matmul_yardstick')}"
-         f" (TensorFlow {_fmt(result.get('matmul_tensorflow_gflops'))}, NumPy "
+         f" ({'JAX' if 'matmul_jax_gflops' in result else 'TensorFlow'} "
+         f"{_fmt(result.get('matmul_jax_gflops', result.get('matmul_tensorflow_gflops')))}, NumPy "
          f"{_fmt(result.get('matmul_numpy_gflops'))} {result.get('blas')})"),
         ("ratio useful / matmul (medians)", _fmt(result.get("ratio_to_matmul"))),
         ("ratio executed / matmul (medians)", _fmt(result.get("ratio_executed_to_matmul"))),
@@ -175,7 +183,16 @@ def run_benchmark(args) -> int:
     skip = _parse_skip(args.skip)
     if args.steps < 1 or args.warmup < 0:
         raise ValueError("--steps must be >= 1 and --warmup >= 0")
+    import keras
+
+    backend = keras.backend.backend()
+    if args.baseline and backend != "tensorflow":
+        raise ValueError("--baseline is TensorFlow's straightforward step (what its speed-ups are measured against); "
+                         f"on {backend} there is one jitted step")
     if args.intra_op_threads or args.inter_op_threads:
+        if backend != "tensorflow":
+            raise ValueError(f"--intra-op-threads / --inter-op-threads set TensorFlow's thread pools; the Keras "
+                             f"backend here is {backend}")
         import tensorflow as tf
 
         if args.intra_op_threads:

@@ -83,6 +83,26 @@ class TensorFlowMatmul:
         return 2.0 * self.n ** 3 / (time.perf_counter() - start) / 1e9
 
 
+class JaxMatmul:
+    """``jnp.matmul`` of two ``n x n`` operands of ``dtype`` on JAX's default device, jitted once;
+    each call returns one GFLOP/s sample (only a scalar comes back)."""
+
+    def __init__(self, dtype: str = "float32", n: int = 4096):
+        import jax
+        import jax.numpy as jnp
+
+        self.n = n
+        a, b = matmul_operands(n)
+        self.a, self.b = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
+        self.fn = jax.jit(lambda x, y: jnp.sum(jnp.matmul(x, y), dtype=jnp.float32))
+        self.fn(self.a, self.b).block_until_ready()
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        self.fn(self.a, self.b).block_until_ready()
+        return 2.0 * self.n ** 3 / (time.perf_counter() - start) / 1e9
+
+
 def choose_yardstick(samples: dict[str, list[float]]) -> tuple[str, float]:
     """(name, median GFLOP/s) of the fastest matmul by median among ``samples`` (name -> GFLOP/s samples)."""
     medians = {name: _median(values) for name, values in samples.items() if values}
@@ -103,17 +123,37 @@ def blas_info() -> str:
         return "unknown"
 
 
+def backend_info() -> dict[str, Any]:
+    """The Keras backend and the versions of it, Keras and the engine underneath."""
+    import keras
+
+    backend = keras.backend.backend()
+    info: dict[str, Any] = {"backend": backend, "keras_version": keras.__version__}
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        info["tensorflow_version"] = info["backend_version"] = tf.__version__
+    elif backend == "jax":
+        import jax
+
+        info["jax_version"] = info["backend_version"] = jax.__version__
+    return info
+
+
 def device_info() -> dict[str, Any]:
-    import tensorflow as tf
+    import keras
 
     info: dict[str, Any] = {
         "cpu": hardware.cpu_model(),
         "cpu_cores": os.cpu_count(),
         "gpus": [gpu["name"] for gpu in hardware.gpus()],
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-        "onednn": hardware.onednn_enabled(),
     }
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        info.update(intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+                    inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(),
+                    onednn=hardware.onednn_enabled())
     info["device"] = (f"GPU: {', '.join(info['gpus'])}" if info["gpus"]
                       else f"CPU: {info['cpu']} ({info['cpu_cores']} cores)")
     return info
@@ -173,11 +213,20 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
         fast: bool = True, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Run the benchmark sections for ``config`` and return the result dict (see :mod:`upsampler.tools.bench`)."""
     import keras
-    import tensorflow as tf
 
     from upsampler.training import distribute
     from upsampler.training.steps_tf import Speedups
     from upsampler.training.trainer import SRGANTrainer
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def step_number(k: int):
+            return tf.constant(k, tf.int64)
+    else:
+        def step_number(k: int):
+            return k
 
     t, d = config.train, config.data
     batch = t.batch_size
@@ -190,8 +239,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
         "lr_size": d.lr_size,
         "hr_size": d.hr_size,
         "train_hr_size": d.train_hr_size,
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
+        **backend_info(),
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
         "blas": blas_info(),
@@ -211,7 +259,8 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
     result.update({
         "precision": steps_.precision,
         "xla": bool(steps_.jit_compile),
-        "strategy": distribute.describe(steps_.strategy),
+        "strategy": distribute.describe(steps_.strategy) if backend == "tensorflow" else
+                    f"jax data parallel over {steps_.num_replicas} device(s)",
         "replicas": steps_.num_replicas,
         "hr_feature_cache": bool(feed.use_hr_feature_cache),
         "fast_paths": bool(fast),
@@ -231,7 +280,10 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
     on_gpu = bool(result.get("gpus"))
     matmuls: dict[str, Callable[[], float]] = {}
     if "matmul" not in skip:
-        matmuls["tensorflow"] = TensorFlowMatmul(matmul_dtype, "/GPU:0" if on_gpu else "/CPU:0", matmul_size)
+        if backend == "tensorflow":
+            matmuls["tensorflow"] = TensorFlowMatmul(matmul_dtype, "/GPU:0" if on_gpu else "/CPU:0", matmul_size)
+        else:
+            matmuls["jax"] = JaxMatmul(matmul_dtype, matmul_size)
         if not on_gpu and matmul_dtype == "float32":  # NumPy has no BLAS matmul in 16 bits
             a, b = matmul_operands(matmul_size)
             np.matmul(a, b)
@@ -254,7 +306,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
 
         def adversarial():
             counter[0] += 1
-            steps_.adversarial_step(lr_batch, hr_batch, tf.constant(counter[0], tf.int64)).numpy()
+            np.asarray(steps_.adversarial_step(lr_batch, hr_batch, step_number(counter[0])))  # waits for the device
 
         log(f"training step: {warmup} warm-up + {steps} timed (interleaved with the matmul) ...")
         for _ in range(warmup):
@@ -299,9 +351,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
             # Best against best: on a machine shared with other jobs both figures swing by 2x;
             # the fastest step over the fastest matmul estimates the ratio on a quiet machine.
             result["ratio_to_matmul_best"] = result["useful_gflops_best"] / result["matmul_gflops_best"]
-        if on_gpu:
-            import tensorflow as tf
-
+        if on_gpu and backend == "tensorflow":
             result["gpu_matmul_tf32"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
     else:
         result["skipped"]["matmul"] = "--skip"
@@ -313,7 +363,7 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
 
         def pretrain():
             counter[0] += 1
-            steps_.pretrain_step(lr_p, hr_p, tf.constant(counter[0], tf.int64)).numpy()
+            np.asarray(steps_.pretrain_step(lr_p, hr_p, step_number(counter[0])))
 
         log("pre-training step ...")
         times = time_calls(pretrain, steps, warmup)
@@ -331,6 +381,8 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
             result["skipped"]["inference"] = f"upsampler.inference.tiles.upscale_image unavailable ({exc})"
         else:
             try:
+                if hasattr(steps_, "sync_to_models"):  # JAX: the jitted steps own the weights until written back
+                    steps_.sync_to_models()
                 image = synthetic_arrays(1, inference_size, inference_size * d.scale)[0][0]  # the LR image
                 log(f"tiled inference ({inference_size}x{inference_size} LR, tile {tile}) ...")
                 shapes = []
@@ -357,7 +409,9 @@ def run(config, *, steps: int = 5, warmup: int = 1, skip: tuple[str, ...] = (), 
         result["skipped"]["pipeline"] = "--skip"
 
     # -- FID feature extraction ---------------------------------------------------------------
-    if "fid" not in skip:
+    if "fid" not in skip and backend != "tensorflow":
+        result["skipped"]["fid"] = "the FID Inception and its resize run on TensorFlow"
+    elif "fid" not in skip:
         try:
             from upsampler.metrics.extractors import get_extractor
 
