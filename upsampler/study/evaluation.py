@@ -244,13 +244,14 @@ def _note_below(fig: Any, note: str) -> None:
 
 def comparison_figure(test_dir: str | os.PathLike, results: Any, methods: Sequence[str], *, n: int = 6,
                       note: str | None = None):
-    """LR | Bicubic | <methods...> | HR for ``n`` test images spread over the sorted test set
+    """LR | Bicubic | <methods...> | HR for ``n`` test images spread over the sorted scored test images
     (from evaluate's saved SR images)."""
     from upsampler.data.images import bicubic_upscale, load_rgb
     from upsampler.study.plots import grid_figure
 
     test_dir = Path(test_dir)
-    names = sorted(p.name for p in (test_dir / "hr").glob("*.png"))
+    scored = set(results.per_image["image"])  # every test image, or the first K per identity (per_identity)
+    names = sorted(p.name for p in (test_dir / "hr").glob("*.png") if p.name in scored)
     if len(names) > n:  # spread over the (sorted) test set rather than its first few names
         names = [names[int(i)] for i in np.linspace(0, len(names) - 1, n).round()]
     rows = []
