@@ -137,7 +137,7 @@ def face_split(shared_data, tmp_path_factory) -> Path:
     return out
 
 
-GPU_BN_NOTE = ("exported on the GPU (bfloat16) with statistics over 4 batches of 32 when its run resumed "
+GPU_BN_NOTE = ("exported on the GPU with statistics over 4 batches of 32 when its run resumed "
                "(docs/study-gpu/README.md): a float32 estimate over 256 crops moves its PSNR by about 0.7 dB; "
                "the next GPU run re-exports it")
 
