@@ -99,3 +99,17 @@ def test_evaluate_pools_a_model_given_several_runs(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "pooled.csv").is_file() and (tmp_path / "out" / "pooled_paired.csv").is_file()
     text = r.markdown.read_text()
     assert "## Per model over its training seeds" in text and "| Model B | 3 |" in text
+    # What a reader is shown: the pairs between models (3 models: 3 pairs per metric, not the 10 run
+    # pairs), and the Markdown without its section of run pairs - both still in the files.
+    from upsampler.metrics.report import model_pairs
+    from upsampler.study.evaluation import readable_markdown
+
+    shown = model_pairs(r.paired, r.pooled_paired)
+    assert {"method_a", "method_b"} <= set(shown.columns)
+    assert len(shown[shown["metric"] == "psnr"]) == 3 and len(r.paired[r.paired["metric"] == "psnr"]) == 10
+    assert model_pairs(r.paired, None) is r.paired
+    short = readable_markdown(text)
+    assert "## Paired differences (" in text and "## Paired differences (" not in short
+    assert "## Per model over its training seeds" in short
+    assert "## Paired differences between models" in short and "## Per method" in short
+    assert readable_markdown("# one run\n\n## Paired differences (A - B)\n| x |\n").endswith("| x |\n")

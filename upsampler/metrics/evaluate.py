@@ -35,7 +35,7 @@ import numpy as np
 from upsampler.metrics.paired import PAIRED_COLUMNS
 from upsampler.metrics.report import (HED_NOTE, PER_IMAGE_METRICS, SET_METRICS, TABLE_COLUMNS, _cell,
                                       _face_reference_notes, _intervals_note, comparison_grid, metric_title,
-                                      metrics_markdown, paired_figure)
+                                      metrics_markdown, model_pairs, paired_figure)
 from upsampler.metrics.seeds import (POOLED_COLUMNS, POOLED_PAIRED_COLUMNS, expand_runs, pooled_markdown, pooled_rows,
                     run_draws)
 from upsampler.metrics.sr import sr_metrics
@@ -424,7 +424,7 @@ def evaluate_study(
     figures: dict[str, Path] = {}
     if len(paired):
         figures["paired_differences"] = out_dir / "paired_differences.png"
-        paired_figure(paired, figures["paired_differences"])
+        paired_figure(model_pairs(paired, pooled_paired), figures["paired_differences"])
     sr_dirs: dict[str, Path] = {}
     if save_sr:
         for method in methods:

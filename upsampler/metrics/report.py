@@ -25,6 +25,7 @@ __all__ = [
     "metric_title",
     "metrics_markdown",
     "paired_figure",
+    "model_pairs",
     "comparison_grid",
 ]
 
@@ -133,9 +134,19 @@ def metrics_markdown(table: Any, paired: Any = None, *, notes: Sequence[str] = (
     return "\n".join(lines) + "\n"
 
 
+def model_pairs(paired: Any, pooled_paired: Any = None) -> Any:
+    """The pairs a reader compares: between models over their training seeds (``pooled_paired``,
+    with ``method_a`` / ``method_b`` columns like ``paired``) when there are several seeds, else
+    the run pairs of ``paired``. Every run pair stays in ``paired.csv``."""
+    if pooled_paired is None or not len(pooled_paired):
+        return paired
+    return pooled_paired.rename(columns={"model_a": "method_a", "model_b": "method_b"})
+
+
 def paired_figure(paired: Any, path: str | Path | None = None):
     """One panel per metric: each pair's difference (A - B) with its 95% paired interval; the
-    side of zero that is better is shaded. Returns a Figure (saved as PNG with ``path``)."""
+    side of zero that is better is shaded. ``paired`` holds run pairs or model pairs over seeds
+    (:func:`model_pairs`). Returns a Figure (saved as PNG with ``path``)."""
     from matplotlib.figure import Figure
 
     from upsampler.metrics.paired import LOWER_IS_BETTER
@@ -163,9 +174,11 @@ def paired_figure(paired: Any, path: str | Path | None = None):
         ax.set_title(metric_title(metric), fontsize=9)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    grouped = "resampling_unit" in paired.columns and (paired["resampling_unit"] == "identity").any()
+    grouped = "resampling_unit" in paired.columns and paired["resampling_unit"].astype(str).str.contains("identity").any()
+    over_seeds = "n_seeds_a" in paired.columns
     fig.suptitle("Paired differences, 95% bootstrap intervals (green side: A better)"
-                 + (f"\n{GROUPED_NOTE}" if grouped else ""), fontsize=10)
+                 + ("\nmodels over their training seeds: intervals resample seeds as well (every run pair: paired.csv)"
+                    if over_seeds else "") + (f"\n{GROUPED_NOTE}" if grouped else ""), fontsize=10)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig

@@ -228,6 +228,19 @@ def paired_table(paired: Any):
                           "favours": r["better"]} for _, r in paired.iterrows()])
 
 
+def readable_markdown(md: str) -> str:
+    """``metrics.md`` as a notebook shows it: with several training seeds, without the section of
+    every run pair (13 methods make 78 of them; they stay in the file and in ``paired.csv``)."""
+    if "\n## Per model over its training seeds" not in md:
+        return md
+    head, _, rest = md.partition("\n## Paired differences (")
+    if not rest:
+        return md
+    _, _, tail = rest.partition("\n## ")
+    return (head + "\n\n(The paired differences of every pair of runs are in the saved file and in `paired.csv`.)\n"
+            + (f"\n## {tail}" if tail else ""))
+
+
 def psnr_lines(table: Any) -> list[str]:
     """``method: PSNR xx.xx dB`` per method, rounded to 0.01 dB (deterministic checked output)."""
     return [f"{r['method']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}" for _, r in table.iterrows()]

@@ -21,7 +21,8 @@ import numpy as np
 
 from upsampler.utils.hardware import prepare_backend  # noqa: F401 - the notebooks call it from here
 from upsampler.training.rundir import PRETRAINED_SNAPSHOT
-from upsampler.study.evaluation import evaluate, paired_table, psnr_lines, summary_table  # noqa: F401 - the notebooks' API
+from upsampler.metrics.report import model_pairs  # noqa: F401 - the notebooks' API
+from upsampler.study.evaluation import evaluate, paired_table, psnr_lines, readable_markdown, summary_table  # noqa: F401 - the notebooks' API
 from upsampler.study.outputs import (  # noqa: F401 - the notebooks' API
     banner,
     data_dir_of_run,

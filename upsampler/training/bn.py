@@ -14,9 +14,12 @@ touched when called on an export copy.
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterable
 
 import numpy as np
+
+PRECISE_BN_EPOCH_KEY = 3_000_000  # the data key of the batches precise BN statistics are computed on
 
 
 def batchnorm_layers(model) -> list:
@@ -82,3 +85,16 @@ def recompute_batchnorm_statistics(model, batches: Iterable[np.ndarray]) -> dict
         if pending:
             raise ValueError(f"{len(pending)} BatchNormalization layers of {model.name} were not reached from its input")
     return {"layers": len(layers), "images": int(sum(len(b) for b in batches)), "max_variance_ratio": worst[0]}
+
+
+def training_crops(train_lr: np.ndarray, train_hr: np.ndarray, *, n_batches: int, batch_size: int, seed: int,
+                   flips: bool, crop: int | None) -> list[np.ndarray]:
+    """The fixed LR inputs (in [-1, 1]) precise BN is computed on: the first ``n_batches`` batches
+    of the training pipeline under data key :data:`PRECISE_BN_EPOCH_KEY` with the run's seed,
+    crops and flips - the same for every export of a run, and other crops than any epoch's."""
+    from upsampler.data import pipeline
+    from upsampler.data.images import to_float
+
+    batches = pipeline.train_batches(train_lr, train_hr, batch_size=batch_size, seed=seed,
+                                     epoch=PRECISE_BN_EPOCH_KEY, flips=flips, crop=crop)
+    return [to_float(lr) for lr, _ in itertools.islice(batches, n_batches)]

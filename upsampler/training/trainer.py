@@ -8,7 +8,6 @@ loop that drives it is :func:`upsampler.training.train.train`.
 
 from __future__ import annotations
 
-import itertools
 import math
 import sys
 import time
@@ -27,7 +26,6 @@ from upsampler.training.steps_tf import STEP_VALUES, Speedups
 # between saving the checkpoint and appending the row.
 EPOCH_METRICS = [*STEP_VALUES, "seconds"]
 PRETRAIN_EPOCH_KEY_OFFSET = 1_000_000
-PRECISE_BN_EPOCH_KEY = 3_000_000  # the data key of the batches precise BN statistics are computed on
 
 
 class TrainingDiverged(RuntimeError):
@@ -210,15 +208,12 @@ class SRGANTrainer:
         return self._portable
 
     def precise_bn_inputs(self, n_batches: int) -> list[np.ndarray]:
-        """A fixed set of ``n_batches`` training LR batches in [-1, 1] (data epoch key
-        :data:`PRECISE_BN_EPOCH_KEY`, the training crops and flips): the same for every export of a run."""
-        from upsampler.data import pipeline
-        from upsampler.data.images import to_float
+        """A fixed set of ``n_batches`` training LR batches in [-1, 1] (:func:`upsampler.training.bn.training_crops`)."""
+        from upsampler.training.bn import training_crops
 
         d, t = self.config.data, self.config.train
-        batches = pipeline.train_batches(self.feed.train_lr, self.feed.train_hr, batch_size=t.batch_size, seed=t.seed,
-                                         epoch=PRECISE_BN_EPOCH_KEY, flips=d.flips, crop=d.train_crop)
-        return [to_float(lr) for lr, _ in itertools.islice(batches, n_batches)]
+        return training_crops(self.feed.train_lr, self.feed.train_hr, n_batches=n_batches, batch_size=t.batch_size,
+                              seed=t.seed, flips=d.flips, crop=d.train_crop)
 
     def sync_models(self) -> None:
         """Bring the Keras models up to date with the engine's state (a no-op on TensorFlow)."""
