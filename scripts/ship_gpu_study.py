@@ -67,7 +67,7 @@ def run_facts(run: Path, stage: str) -> dict:
                                and int(r["epoch"]) <= pre_epochs) / 60,
                "adversarial": sum(float(r["seconds"]) for r in rows if r["phase"] == "adversarial"
                                   and int(r["epoch"]) <= adv_epochs) / 60}
-    bn = [f"{stats}, re-estimated after the run on a CPU in float32 (`scripts/reexport_batchnorm.py`)" if again else stats
+    bn = [f"{stats}, re-estimated after the run on a CPU in float32 with `scripts/reexport_batchnorm.py`" if again else stats
           for again, stats in re.findall(rf"(re-)?exported generator at step {step} with "
                                          rf"(population BatchNorm statistics of .*?) \(stored", (run / "train.log").read_text())]
     return {"config": config, "step": step, "pre_step": pre_step, "pre_epochs": pre_epochs, "adv_epochs": adv_epochs,

@@ -53,28 +53,40 @@ def _final_checkpoint(run: Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files if k != "__record__" and "last_epoch_metrics" not in k}
 
 
-@pytest.mark.slow
-def test_jax_run_killed_and_resumed_equals_an_uninterrupted_one(data, tmp_path):
-    args = ["train", "--data", str(data), "--profile", "smoke", "--pretrain-epochs", "2", "--epochs", "3"]
-    whole = _jax_cli(*args, "--run-dir", str(tmp_path / "whole"))
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = _jax_cli(*args, "--run-dir", str(tmp_path / "killed"), env={"UPSAMPLER_FAULT_AT_STEP": "10"})
-    assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL mid adversarial epoch 2
-    resumed = _jax_cli(*args, "--run-dir", str(tmp_path / "killed"))
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed at pretrain epoch 2/2, adversarial epoch 1/3" in resumed.stdout
+RUN_ARGS = ("train", "--profile", "smoke", "--pretrain-epochs", "1", "--epochs", "2")  # 3 steps per epoch
 
-    a, b = _final_checkpoint(tmp_path / "whole"), _final_checkpoint(tmp_path / "killed")
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory) -> Path:
+    """One JAX training run on one device, never interrupted: the reference of the kill/resume and
+    the two-device tests (one run for both)."""
+    run = tmp_path_factory.mktemp("jax_runs") / "whole"
+    result = _jax_cli(*RUN_ARGS, "--data", str(data), "--run-dir", str(run))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "data parallel" not in (run / "train.log").read_text()
+    return run
+
+
+@pytest.mark.slow
+def test_jax_run_killed_and_resumed_equals_an_uninterrupted_one(data, uninterrupted, tmp_path):
+    args = [*RUN_ARGS, "--data", str(data), "--run-dir", str(tmp_path / "killed")]
+    killed = _jax_cli(*args, env={"UPSAMPLER_FAULT_AT_STEP": "7"})
+    assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL at the first step of adversarial epoch 2
+    resumed = _jax_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed at pretrain epoch 1/1, adversarial epoch 1/2" in resumed.stdout
+
+    a, b = _final_checkpoint(uninterrupted), _final_checkpoint(tmp_path / "killed")
     assert a.keys() == b.keys() and len(a) > 50
     assert max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a) == 0.0
     columns = slice(0, 9)  # every loss column but the epoch's seconds
-    rows = [(tmp_path / r / "loss.csv").read_text().splitlines() for r in ("whole", "killed")]
+    rows = [(run / "loss.csv").read_text().splitlines() for run in (uninterrupted, tmp_path / "killed")]
     assert [r.split(",")[columns] for r in rows[0]] == [r.split(",")[columns] for r in rows[1]]
-    assert len(rows[0]) == 1 + 2 + 3
+    assert len(rows[0]) == 1 + 1 + 2
     config = json.loads((tmp_path / "killed" / "config.json").read_text())
     assert config["provenance"]["backend"] == "jax" and config["provenance"].get("jax")
     exports = json.loads((tmp_path / "killed" / "exports.json").read_text())
-    assert exports == {"generator.keras": 15, "generator_pretrained.keras": 6}
+    assert exports == {"generator.keras": 9, "generator_pretrained.keras": 3}
 
 
 def _one_step_script(weights: Path, out: Path, batch: Path) -> str:
@@ -242,17 +254,14 @@ def test_gpu_study_trains_every_model_and_packs_its_generators(tmp_path):
 
 
 @pytest.mark.slow
-def test_data_parallel_over_two_devices_matches_one_device(data, tmp_path):
+def test_data_parallel_over_two_devices_matches_one_device(data, uninterrupted, tmp_path):
     """Two XLA host devices, each with half of every batch (BatchNorm over the global batch, the
     gradients all-reduced): the same weights as one device, up to the order of float32 sums."""
-    args = ["train", "--data", str(data), "--profile", "smoke", "--pretrain-epochs", "1", "--epochs", "2"]
-    one = _jax_cli(*args, "--run-dir", str(tmp_path / "one"))
-    two = _jax_cli(*args, "--run-dir", str(tmp_path / "two"),
+    two = _jax_cli(*RUN_ARGS, "--data", str(data), "--run-dir", str(tmp_path / "two"),
                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
     assert "data parallel over 2 devices" in (tmp_path / "two" / "train.log").read_text()
-    assert "data parallel" not in (tmp_path / "one" / "train.log").read_text()
-    a, b = _final_checkpoint(tmp_path / "one"), _final_checkpoint(tmp_path / "two")
+    a, b = _final_checkpoint(uninterrupted), _final_checkpoint(tmp_path / "two")
     assert a.keys() == b.keys()
     for key in a:
         scale = max(1.0, float(np.abs(a[key]).max()))
