@@ -17,7 +17,7 @@ import numpy as np
 from upsampler.metrics.fid import format_value
 from upsampler.metrics.paired import GROUPED_NOTE
 from upsampler.metrics.perceptual import FEATDIST_LABEL, SHARED_LAYER_NOTE
-from upsampler.metrics.seeds import difference_table
+from upsampler.metrics.seeds import RUN_PAIRS_HEADING, difference_table
 
 __all__ = [
     "METRIC_LABELS",
@@ -128,7 +128,7 @@ def metrics_markdown(table: Any, paired: Any = None, *, notes: Sequence[str] = (
         lines.append(f"| {r['method']} | {r['n']} | " + " | ".join(cells) + " |")
     if paired is not None and len(paired):
         lines += difference_table(
-            f"Paired differences (A - B [95% paired bootstrap interval]{how})",
+            f"{RUN_PAIRS_HEADING} [95% paired bootstrap interval]{how})",
             [(r["metric"], r["method_a"], r["method_b"], r["difference"], r["ci_low"], r["ci_high"], r["better"])
              for _, r in paired.iterrows()], _cell, metric_title)
     return "\n".join(lines) + "\n"

@@ -21,6 +21,10 @@ import numpy as np
 
 from upsampler.metrics.paired import better_of, percentile_interval
 
+# Section headings of metrics.md (what readable_markdown finds them by).
+POOLED_HEADING = "Per model over its training seeds"
+RUN_PAIRS_HEADING = "Paired differences (A - B"
+
 POOLED_COLUMNS = ["model", "metric", "value", "ci_low", "ci_high", "seed_min", "seed_max", "n_seeds",
                   "resampling_unit"]
 POOLED_PAIRED_COLUMNS = ["metric", "model_a", "model_b", "difference", "ci_low", "ci_high", "better", "n_seeds_a",
@@ -127,7 +131,7 @@ def pooled_markdown(pooled, pooled_paired, cell, title) -> str:
         return ""
     metrics = list(dict.fromkeys(pooled["metric"]))
     unit = pooled["resampling_unit"].iloc[0]
-    lines = ["", f"## Per model over its training seeds (mean of the runs [95% interval resampling {unit}]; "
+    lines = ["", f"## {POOLED_HEADING} (mean of the runs [95% interval resampling {unit}]; "
                  "runs: lowest - highest run)", ""]
     lines.append("| Model | seeds | " + " | ".join(title(m) for m in metrics) + " |")
     lines.append("|---|---|" + "---|" * len(metrics))

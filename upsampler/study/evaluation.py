@@ -231,9 +231,11 @@ def paired_table(paired: Any):
 def readable_markdown(md: str) -> str:
     """``metrics.md`` as a notebook shows it: with several training seeds, without the section of
     every run pair (13 methods make 78 of them; they stay in the file and in ``paired.csv``)."""
-    if "\n## Per model over its training seeds" not in md:
+    from upsampler.metrics.seeds import POOLED_HEADING, RUN_PAIRS_HEADING
+
+    if f"\n## {POOLED_HEADING}" not in md:
         return md
-    head, _, rest = md.partition("\n## Paired differences (")
+    head, _, rest = md.partition(f"\n## {RUN_PAIRS_HEADING}")
     if not rest:
         return md
     _, _, tail = rest.partition("\n## ")
